@@ -1,0 +1,216 @@
+// Command testapp is a tiny HTTP application used as both the podswitch demo
+// app and the integration test app. It is built as a static binary and runs as
+// PID 1 in a FROM scratch container, so it handles SIGTERM explicitly.
+//
+// Behaviour is chosen by environment variables:
+//
+//	PORT          port to listen on (0.0.0.0:$PORT); required in web modes
+//	APP_VERSION   version reported by GET / and GET /version
+//	MODE          normal (default) | never-listen | crash | ignore-term |
+//	              quick-exit | worker
+//	LISTEN_DELAY  Go duration to sleep before listening (default 0)
+//	HOOK_EXIT     exit code for the "hook" subcommand (default 0)
+//
+// Arguments: "hook" prints "hook ran" and exits with $HOOK_EXIT; "worker"
+// behaves as MODE=worker.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	log.SetPrefix("testapp: ")
+	log.SetOutput(os.Stdout)
+
+	mode := os.Getenv("MODE")
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "hook":
+			runHook()
+			return
+		case "worker":
+			mode = "worker"
+		}
+	}
+	if mode == "" {
+		mode = "normal"
+	}
+
+	switch mode {
+	case "crash":
+		fmt.Fprintln(os.Stderr, "testapp: MODE=crash, exiting with code 3")
+		os.Exit(3)
+	case "worker":
+		runWorker()
+		return
+	case "never-listen":
+		runNeverListen()
+		return
+	case "normal", "ignore-term", "quick-exit":
+		runWeb(mode)
+	default:
+		fmt.Fprintf(os.Stderr, "testapp: unknown MODE %q\n", mode)
+		os.Exit(2)
+	}
+}
+
+func runHook() {
+	fmt.Println("hook ran")
+	code := 0
+	if s := os.Getenv("HOOK_EXIT"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: bad HOOK_EXIT %q: %v\n", s, err)
+			os.Exit(2)
+		}
+		code = n
+	}
+	os.Exit(code)
+}
+
+func termChan() chan os.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	return ch
+}
+
+func runWorker() {
+	sig := termChan()
+	log.Printf("worker started (version=%s)", os.Getenv("APP_VERSION"))
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case s := <-sig:
+			log.Printf("worker got %v, exiting", s)
+			os.Exit(0)
+		case <-t.C:
+			log.Printf("worker tick")
+		}
+	}
+}
+
+func runNeverListen() {
+	sig := termChan()
+	log.Printf("MODE=never-listen: not opening any port")
+	s := <-sig
+	log.Printf("got %v, exiting", s)
+	os.Exit(0)
+}
+
+func listenDelay() time.Duration {
+	s := os.Getenv("LISTEN_DELAY")
+	if s == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testapp: bad LISTEN_DELAY %q: %v\n", s, err)
+		os.Exit(2)
+	}
+	return d
+}
+
+func runWeb(mode string) {
+	port := os.Getenv("PORT")
+	if port == "" {
+		fmt.Fprintln(os.Stderr, "testapp: PORT environment variable is required")
+		os.Exit(1)
+	}
+
+	var sig chan os.Signal
+	if mode == "ignore-term" {
+		signal.Ignore(syscall.SIGTERM)
+		sig = make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT)
+	} else {
+		sig = termChan()
+	}
+
+	if d := listenDelay(); d > 0 {
+		log.Printf("LISTEN_DELAY=%s: sleeping before listening", d)
+		select {
+		case <-time.After(d):
+		case s := <-sig:
+			log.Printf("got %v before listening, exiting", s)
+			os.Exit(0)
+		}
+	}
+
+	version := os.Getenv("APP_VERSION")
+	host, _ := os.Hostname()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintf(w, "version=%s host=%s\n", version, host)
+	})
+	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, version)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		d := time.Second
+		if s := r.URL.Query().Get("d"); s != "" {
+			var err error
+			if d, err = time.ParseDuration(s); err != nil {
+				http.Error(w, "bad duration: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
+		time.Sleep(d)
+		fmt.Fprint(w, "slow done")
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, os.Getenv(r.URL.Query().Get("k")))
+	})
+
+	addr := net.JoinHostPort("0.0.0.0", port)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testapp: listen %s: %v\n", addr, err)
+		os.Exit(1)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Printf("listening on %s (version=%s mode=%s)", addr, version, mode)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(os.Stderr, "testapp: serve: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case s := <-sig:
+		if mode == "quick-exit" {
+			log.Printf("got %v, MODE=quick-exit: exiting immediately", s)
+			os.Exit(0)
+		}
+		log.Printf("got %v, shutting down gracefully", s)
+		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Printf("shutdown: %v", err)
+			os.Exit(1)
+		}
+		log.Printf("shutdown complete")
+		os.Exit(0)
+	}
+}

@@ -1,0 +1,188 @@
+// Package engine runs the containers of podswitch apps: it holds, per app, the
+// desired state, starts and probes containers through a Runtime, swaps the
+// app's traffic pool atomically when a release is ready and drains and stops
+// what it replaces. It knows nothing of Caddy.
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// WebProcess is the process type that gets PORT and traffic.
+const WebProcess = "web"
+
+// Defaults of the platform (see the container management document).
+const (
+	DefaultBootTimeout     = 60 * time.Second
+	DefaultStopTimeout     = 30 * time.Second
+	DefaultDrainTimeout    = 30 * time.Second
+	DefaultRestartAttempts = 20
+	DefaultPort            = 5000
+	DefaultWorkerReadyTime = 2 * time.Second
+)
+
+// Labels put on every container podswitch starts.
+const (
+	LabelApp     = "podswitch.app"
+	LabelRelease = "podswitch.release"
+	LabelProcess = "podswitch.process"
+)
+
+// ProcessSpec is one process type of an app.
+type ProcessSpec struct {
+	// Name is the process type: "web" or any other word (worker, clock...).
+	Name string
+	// Count is how many containers of this type run.
+	Count int
+	// Command overrides the image's command; empty means the image's own.
+	Command []string
+}
+
+// AppSpec is the desired state of one app.
+type AppSpec struct {
+	Name  string
+	Image string
+	// Env is given to every container. Values are secrets: never log them.
+	Env map[string]string
+	// Processes holds one entry per process type; "web" may be absent (a
+	// worker-only app) but no name appears twice.
+	Processes []ProcessSpec
+	// Port is the value of PORT given to web containers.
+	Port            int
+	BootTimeout     time.Duration
+	StopTimeout     time.Duration
+	DrainTimeout    time.Duration
+	RestartAttempts int
+	// WorkerReadyTime is how long a non-web container must keep running to
+	// count as booted.
+	WorkerReadyTime time.Duration
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$`)
+
+// ValidName reports whether s can name an app or a process type (it becomes
+// part of container names and labels).
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// WithDefaults returns a copy of s with every zero setting set to its default.
+func (s AppSpec) WithDefaults() AppSpec {
+	if s.Port == 0 {
+		s.Port = DefaultPort
+	}
+	if s.BootTimeout == 0 {
+		s.BootTimeout = DefaultBootTimeout
+	}
+	if s.StopTimeout == 0 {
+		s.StopTimeout = DefaultStopTimeout
+	}
+	if s.DrainTimeout == 0 {
+		s.DrainTimeout = DefaultDrainTimeout
+	}
+	if s.RestartAttempts == 0 {
+		s.RestartAttempts = DefaultRestartAttempts
+	}
+	if s.WorkerReadyTime == 0 {
+		s.WorkerReadyTime = DefaultWorkerReadyTime
+	}
+	if len(s.Processes) == 0 {
+		s.Processes = []ProcessSpec{{Name: WebProcess, Count: 1}}
+	}
+	return s
+}
+
+// Validate reports the first problem of s, in words a user can act on.
+func (s AppSpec) Validate() error {
+	if !ValidName(s.Name) {
+		return fmt.Errorf("app name %q: use lowercase letters, digits and dashes (at most 42)", s.Name)
+	}
+	if strings.TrimSpace(s.Image) == "" {
+		return errors.New("image is required")
+	}
+	if s.Port < 0 || s.Port > 65535 {
+		return fmt.Errorf("port %d out of range", s.Port)
+	}
+	for name, d := range map[string]time.Duration{
+		"boot_timeout": s.BootTimeout, "stop_timeout": s.StopTimeout,
+		"drain_timeout": s.DrainTimeout, "worker_ready_time": s.WorkerReadyTime,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%s must not be negative", name)
+		}
+	}
+	if s.RestartAttempts < 0 {
+		return errors.New("restart_attempts must not be negative")
+	}
+	seen := map[string]bool{}
+	for _, p := range s.Processes {
+		if !ValidName(p.Name) {
+			return fmt.Errorf("process type %q: use lowercase letters, digits and dashes", p.Name)
+		}
+		if seen[p.Name] {
+			return fmt.Errorf("process type %q given twice", p.Name)
+		}
+		seen[p.Name] = true
+		if p.Count < 0 {
+			return fmt.Errorf("process type %q: count must not be negative", p.Name)
+		}
+	}
+	for k := range s.Env {
+		if k == "" || strings.ContainsAny(k, "= \t\n") {
+			return fmt.Errorf("env name %q is not valid", k)
+		}
+		if k == "PORT" {
+			return errors.New("env PORT is set by podswitch; use port instead")
+		}
+	}
+	return nil
+}
+
+// ReleaseID identifies what a release runs: the image, the env and the
+// commands of every process type. Counts and timeouts are not part of it, so
+// changing them scales instead of deploying.
+func (s AppSpec) ReleaseID() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "image\x00%s\x00port\x00%d\x00", s.Image, s.Port)
+	keys := make([]string, 0, len(s.Env))
+	for k := range s.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(h, "env\x00%s\x00%s\x00", k, s.Env[k])
+	}
+	procs := append([]ProcessSpec(nil), s.Processes...)
+	sort.Slice(procs, func(i, j int) bool { return procs[i].Name < procs[j].Name })
+	for _, p := range procs {
+		fmt.Fprintf(h, "proc\x00%s\x00%d\x00", p.Name, len(p.Command))
+		for _, a := range p.Command {
+			fmt.Fprintf(h, "%s\x00", a)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// Process returns the spec of process type name and whether it exists.
+func (s AppSpec) Process(name string) (ProcessSpec, bool) {
+	for _, p := range s.Processes {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return ProcessSpec{}, false
+}
+
+// Counts returns the number of containers per process type.
+func (s AppSpec) Counts() map[string]int {
+	m := make(map[string]int, len(s.Processes))
+	for _, p := range s.Processes {
+		m[p.Name] = p.Count
+	}
+	return m
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Prepares a machine (Debian 12, as root) for podswitch's tests and demo:
+#   - installs podman, runc and curl when missing (and gcc, which `go test -race` needs);
+#   - starts the Podman API service on unix:///run/podman/podman.sock with the project's
+#     containers.conf, unless something already answers there;
+#   - builds the test app and the images localhost/podswitch-testapp:v1 and :v2.
+# Idempotent: safe to run again; a second run reuses the running service and cached builds.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd -P)
+
+export CONTAINERS_CONF="$ROOT/scripts/containers.conf"
+SOCK_DIR=/run/podman
+SOCK="$SOCK_DIR/podman.sock"
+SERVICE_LOG=/tmp/podswitch-podman-service.log
+IMAGE=localhost/podswitch-testapp
+BUILD_DIR="${PODSWITCH_BUILD_DIR:-${TMPDIR:-/tmp}/podswitch-testapp-build}"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (rootful Podman and apt-get are needed)"
+command -v go >/dev/null 2>&1 || die "go is not installed (the module needs go $(sed -n 's/^go //p' go.mod))"
+
+# --- packages -----------------------------------------------------------------------------
+missing=()
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing[@]}" >/dev/null
+else
+  say "podman $(podman --version | awk '{print $3}'), runc, curl, gcc present"
+fi
+
+# --- Podman API service ---------------------------------------------------------------------
+ping() { curl -sf --max-time 2 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; }
+
+if ping; then
+  say "podman service already answers on $SOCK"
+else
+  say "starting podman service on unix://$SOCK (log: $SERVICE_LOG)"
+  mkdir -p "$SOCK_DIR"
+  # A stale socket file left by a dead service would make the new one fail to bind.
+  [ -S "$SOCK" ] && rm -f "$SOCK"
+  # setsid + all fds redirected: the service outlives this script and holds no caller pipe.
+  setsid nohup podman system service --time=0 "unix://$SOCK" \
+    </dev/null >>"$SERVICE_LOG" 2>&1 &
+  for _ in $(seq 1 60); do
+    ping && break
+    sleep 0.5
+  done
+  ping || { tail -n 20 "$SERVICE_LOG" >&2 || true; die "podman service did not answer on $SOCK within 30s"; }
+  say "podman service is up"
+fi
+
+# A service started by someone else may not use runc; containers would then fail to start here.
+runtime=$(curl -sf --max-time 5 --unix-socket "$SOCK" http://d/v4.0.0/libpod/info 2>/dev/null \
+  | grep -o '"ociRuntime":{"name":"[^"]*"' | sed 's/.*"name":"//; s/"$//' || true)
+if [ -n "$runtime" ] && [ "$runtime" != "runc" ]; then
+  say "warning: the service on $SOCK uses OCI runtime '$runtime', not runc; restart it with CONTAINERS_CONF=$CONTAINERS_CONF"
+fi
+
+# --- test app and images ------------------------------------------------------------------
+say "building test app -> $BUILD_DIR/app"
+mkdir -p "$BUILD_DIR"
+CGO_ENABLED=0 go build -trimpath -o "$BUILD_DIR/app.new" ./integration/testapp
+mv -f "$BUILD_DIR/app.new" "$BUILD_DIR/app"
+
+# One build context per version, with the version written into the Containerfile: Podman 4.3
+# (buildah) keys its layer cache on the unexpanded instruction text and ignores --build-arg, so
+# building :v2 after :v1 from the same Containerfile would reuse the v1 layers (APP_VERSION=v1).
+for v in v1 v2; do
+  dir="$BUILD_DIR/$v"
+  mkdir -p "$dir"
+  # Copy only when changed, so an unchanged binary keeps hitting the layer cache.
+  cmp -s "$BUILD_DIR/app" "$dir/app" || cp -f "$BUILD_DIR/app" "$dir/app"
+  sed -e "s/^ARG APP_VERSION=.*/ARG APP_VERSION=$v/" \
+      -e "s/^ENV APP_VERSION=.*/ENV APP_VERSION=$v/" \
+      integration/testapp/Containerfile >"$dir/Containerfile"
+  say "building image $IMAGE:$v"
+  podman build -q --layers --build-arg "APP_VERSION=$v" -t "$IMAGE:$v" \
+    -f "$dir/Containerfile" "$dir" >/dev/null
+  got=$(podman image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE:$v" \
+    | sed -n 's/^APP_VERSION=//p')
+  [ "$got" = "$v" ] || die "image $IMAGE:$v has APP_VERSION='$got', want '$v'"
+done
+
+say "done. Images: $(podman images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$IMAGE" | sort | tr '\n' ' ')"
+say "to use podman by hand with the same settings:"
+printf '  export CONTAINERS_CONF=%s\n' "$CONTAINERS_CONF"

@@ -1,0 +1,276 @@
+// Package caddymodule adapts the podswitch engine to Caddy: the podswitch
+// app, the reverse_proxy upstream source, the admin routes and the
+// Caddyfile global option.
+package caddymodule
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/podswitch/podswitch/internal/engine"
+	"github.com/podswitch/podswitch/internal/podman"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App runs the containers of web apps with Podman and keeps their traffic
+// pools for reverse_proxy's `dynamic podswitch <app>` upstream source.
+//
+// The running config is the desired state: a reload that changes an app's
+// image, env, port or commands deploys a new release with zero downtime; one
+// that changes only counts scales; one that leaves an app unchanged touches
+// none of its containers. An app removed from the config is drained and
+// stopped. Stopping Caddy leaves the containers running; the next start
+// adopts them.
+type App struct {
+	// Podman is the address of the Podman API service, for example
+	// `unix:///run/podman/podman.sock`. Default: $CONTAINER_HOST, then
+	// unix:///run/podman/podman.sock.
+	Podman string `json:"podman,omitempty"`
+
+	// Apps are the apps to run, by name. A name is lowercase letters,
+	// digits and dashes.
+	Apps map[string]*AppConfig `json:"apps,omitempty"`
+
+	specs  []engine.AppSpec
+	shared *shared
+	logger *zap.Logger
+}
+
+// AppConfig is the desired state of one app.
+type AppConfig struct {
+	// Image is the container image of the release, for example
+	// `localhost/blog:v2`. Required. It must exist in the Podman service's
+	// storage: podswitch does not pull.
+	Image string `json:"image,omitempty"`
+
+	// Web is the number of web containers. Web containers get the PORT
+	// environment variable and the traffic. Default: 1.
+	Web *int `json:"web,omitempty"`
+
+	// WebCommand overrides the image's command for web containers.
+	// Default: the image's command.
+	WebCommand []string `json:"web_command,omitempty"`
+
+	// Processes are the other process types (worker, clock...), by name.
+	// They get no PORT and no traffic.
+	Processes map[string]*ProcessConfig `json:"processes,omitempty"`
+
+	// Env is given to every container of the app. Values are never logged
+	// nor shown by the admin API. PORT is set by podswitch.
+	Env map[string]string `json:"env,omitempty"`
+
+	// Port is the value of PORT, the port web containers must listen on
+	// (each container has its own address). Default: 5000.
+	Port int `json:"port,omitempty"`
+
+	// BootTimeout is how long a new web container has to accept a TCP
+	// connection on PORT (and a non-web container to keep running for
+	// worker_ready_time) before the boot fails. Default: 60s.
+	BootTimeout caddy.Duration `json:"boot_timeout,omitempty"`
+
+	// StopTimeout is how long a container has between SIGTERM and SIGKILL.
+	// Default: 30s.
+	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
+
+	// DrainTimeout bounds how long requests in flight to a container that
+	// left the pool may take before the container gets SIGTERM.
+	// Default: 30s.
+	DrainTimeout caddy.Duration `json:"drain_timeout,omitempty"`
+
+	// RestartAttempts is how many times a restart or scale retries a
+	// container that fails to boot, with exponential backoff, before it
+	// gives up and notifies. Default: 20.
+	RestartAttempts int `json:"restart_attempts,omitempty"`
+
+	// WorkerReadyTime is how long a non-web container must keep running to
+	// count as booted. Default: 2s.
+	WorkerReadyTime caddy.Duration `json:"worker_ready_time,omitempty"`
+}
+
+// ProcessConfig is one non-web process type.
+type ProcessConfig struct {
+	// Count is the number of containers of this type. Default: 0.
+	Count int `json:"count,omitempty"`
+	// Command overrides the image's command. Default: the image's command.
+	Command []string `json:"command,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "podswitch",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Spec turns the config of app name into the engine's spec, with defaults,
+// and validates it.
+func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
+	if c == nil {
+		return engine.AppSpec{}, fmt.Errorf("app %q: no config", name)
+	}
+	web := 1
+	if c.Web != nil {
+		web = *c.Web
+	}
+	spec := engine.AppSpec{
+		Name:            name,
+		Image:           c.Image,
+		Env:             c.Env,
+		Port:            c.Port,
+		BootTimeout:     time.Duration(c.BootTimeout),
+		StopTimeout:     time.Duration(c.StopTimeout),
+		DrainTimeout:    time.Duration(c.DrainTimeout),
+		RestartAttempts: c.RestartAttempts,
+		WorkerReadyTime: time.Duration(c.WorkerReadyTime),
+		Processes:       []engine.ProcessSpec{{Name: engine.WebProcess, Count: web, Command: c.WebCommand}},
+	}
+	names := make([]string, 0, len(c.Processes))
+	for n := range c.Processes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if n == engine.WebProcess {
+			return engine.AppSpec{}, fmt.Errorf("app %q: process type web is set with web, not processes", name)
+		}
+		p := c.Processes[n]
+		if p == nil {
+			p = &ProcessConfig{}
+		}
+		spec.Processes = append(spec.Processes, engine.ProcessSpec{Name: n, Count: p.Count, Command: p.Command})
+	}
+	if err := spec.Validate(); err != nil {
+		return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)
+	}
+	return spec.WithDefaults(), nil
+}
+
+// Provision turns the config into specs and takes a reference on the
+// engine, which outlives config reloads.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	names := make([]string, 0, len(a.Apps))
+	for n := range a.Apps {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	a.specs = a.specs[:0]
+	for _, n := range names {
+		spec, err := a.Apps[n].Spec(n)
+		if err != nil {
+			return err
+		}
+		a.specs = append(a.specs, spec)
+	}
+	a.shared = acquireShared(a.logger)
+	return nil
+}
+
+// Start hands the desired state to the engine. It returns at once: the
+// rollouts go on in the background.
+func (a *App) Start() error {
+	a.shared.runtime.set(podman.New(a.Podman))
+	a.shared.manager.Apply(a.specs)
+	a.logger.Info("podswitch started", zap.Int("apps", len(a.specs)), zap.String("podman", podman.ResolveURI(a.Podman)))
+	return nil
+}
+
+// Stop does nothing: whether the apps keep running is decided in Cleanup,
+// once Caddy has said whether it is reloading or exiting.
+func (a *App) Stop() error { return nil }
+
+// Cleanup drops this config's reference on the engine. When it was the last
+// one, a reload that removed podswitch stops every app, while an exit
+// leaves them running for the next start to adopt.
+func (a *App) Cleanup() error {
+	if a.shared != nil {
+		releaseShared()
+		a.shared = nil
+	}
+	return nil
+}
+
+// Manager returns the engine, for the admin routes and tests.
+func (a *App) Manager() *engine.Manager { return a.shared.manager }
+
+// shared is the state that outlives config reloads. It must not be copied.
+type shared struct {
+	refs    int
+	runtime *switchRuntime
+	manager *engine.Manager
+}
+
+var (
+	sharedMu  sync.Mutex
+	sharedCur *shared
+)
+
+func acquireShared(log *zap.Logger) *shared {
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if sharedCur == nil {
+		rt := new(switchRuntime)
+		sharedCur = &shared{
+			runtime: rt,
+			manager: engine.NewManager(engine.Deps{
+				Runtime: rt,
+				Prober:  engine.TCPProber{},
+				Logger:  log,
+				Notify:  notify,
+			}),
+		}
+	}
+	sharedCur.refs++
+	return sharedCur
+}
+
+func releaseShared() {
+	sharedMu.Lock()
+	s := sharedCur
+	s.refs--
+	last := s.refs == 0
+	if last {
+		sharedCur = nil
+	}
+	sharedMu.Unlock()
+	if !last {
+		return
+	}
+	if caddy.Exiting() {
+		s.manager.Close()
+		return
+	}
+	// podswitch left the config: drain and stop every app, in the
+	// background so that the reload returns promptly.
+	s.manager.Apply(nil)
+	go func() {
+		s.manager.Wait()
+		s.manager.Close()
+	}()
+}
+
+// currentManager returns the engine of the running config, or nil.
+func currentManager() *engine.Manager {
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if sharedCur == nil {
+		return nil
+	}
+	return sharedCur.manager
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

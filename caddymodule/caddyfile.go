@@ -1,0 +1,224 @@
+package caddymodule
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/podswitch/podswitch/internal/engine"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("podswitch", parseGlobalOption)
+}
+
+// parseGlobalOption parses the podswitch global option. Syntax:
+//
+//	podswitch {
+//		podman <address>
+//		app <name> {
+//			image <reference>
+//			web <count> [<command...>]
+//			process <type> <count> [<command...>]
+//			env <NAME> <value>
+//			port <number>
+//			boot_timeout <duration>
+//			stop_timeout <duration>
+//			drain_timeout <duration>
+//			restart_attempts <number>
+//			worker_ready_time <duration>
+//		}
+//	}
+//
+// The option may appear once; its errors carry the file and line.
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("podswitch: the global option may appear only once")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "podswitch", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens; see
+// parseGlobalOption for the syntax.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "podman":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.Podman = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "app":
+			if !d.NextArg() {
+				return d.Errf("app: want a name: app <name> { ... }")
+			}
+			name := d.Val()
+			if !engine.ValidName(name) {
+				return d.Errf("app %q: a name is lowercase letters, digits and dashes (at most 42)", name)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if _, dup := a.Apps[name]; dup {
+				return d.Errf("app %q is defined twice", name)
+			}
+			cfg, err := parseApp(d, name)
+			if err != nil {
+				return err
+			}
+			if a.Apps == nil {
+				a.Apps = map[string]*AppConfig{}
+			}
+			a.Apps[name] = cfg
+		default:
+			return d.Errf("podswitch: unknown subdirective %q (want podman or app)", d.Val())
+		}
+	}
+	return nil
+}
+
+func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
+	cfg := new(AppConfig)
+	line := d.Line()
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dir := d.Val()
+		switch dir {
+		case "image":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Image = v
+		case "web":
+			n, err := countArg(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Web = &n
+			cfg.WebCommand = d.RemainingArgs()
+		case "process":
+			if !d.NextArg() {
+				return nil, d.Errf("process: want process <type> <count> [<command...>]")
+			}
+			typ := d.Val()
+			if typ == engine.WebProcess {
+				return nil, d.Errf("process web: set web containers with: web <count> [<command...>]")
+			}
+			if !engine.ValidName(typ) {
+				return nil, d.Errf("process %q: a type is lowercase letters, digits and dashes", typ)
+			}
+			if _, dup := cfg.Processes[typ]; dup {
+				return nil, d.Errf("process %q is defined twice", typ)
+			}
+			n, err := countArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.Processes == nil {
+				cfg.Processes = map[string]*ProcessConfig{}
+			}
+			cfg.Processes[typ] = &ProcessConfig{Count: n, Command: d.RemainingArgs()}
+		case "env":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.Errf("env: want env <NAME> <value>")
+			}
+			if args[0] == "PORT" {
+				return nil, d.Errf("env PORT: PORT is set by podswitch; use port <number>")
+			}
+			if args[0] == "" || strings.ContainsAny(args[0], "= \t") {
+				return nil, d.Errf("env: %q is not a variable name", args[0])
+			}
+			if cfg.Env == nil {
+				cfg.Env = map[string]string{}
+			}
+			cfg.Env[args[0]] = args[1]
+		case "port":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 65535 {
+				return nil, d.Errf("port: %q is not a port number (1-65535)", v)
+			}
+			cfg.Port = n
+		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return nil, d.Errf("%s: %q is not a duration: %v", dir, v, err)
+			}
+			if dur < 0 {
+				return nil, d.Errf("%s: %q must not be negative", dir, v)
+			}
+			switch dir {
+			case "boot_timeout":
+				cfg.BootTimeout = caddy.Duration(dur)
+			case "stop_timeout":
+				cfg.StopTimeout = caddy.Duration(dur)
+			case "drain_timeout":
+				cfg.DrainTimeout = caddy.Duration(dur)
+			case "worker_ready_time":
+				cfg.WorkerReadyTime = caddy.Duration(dur)
+			}
+		case "restart_attempts":
+			n, err := countArg(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.RestartAttempts = n
+		default:
+			return nil, d.Errf("app %q: unknown subdirective %q", name, dir)
+		}
+	}
+	if cfg.Image == "" {
+		return nil, d.Errf("app %q (line %d): image is required", name, line)
+	}
+	return cfg, nil
+}
+
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	dir := d.Val()
+	if !d.NextArg() {
+		return "", d.Errf("%s: want one value", dir)
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.Errf("%s: want one value, got also %q", dir, d.Val())
+	}
+	return v, nil
+}
+
+func countArg(d *caddyfile.Dispenser) (int, error) {
+	dir := d.Val()
+	if !d.NextArg() {
+		return 0, d.Errf("%s: want a count", dir)
+	}
+	n, err := strconv.Atoi(d.Val())
+	if err != nil || n < 0 {
+		return 0, d.Errf("%s: %q is not a count (a whole number, 0 or more)", dir, d.Val())
+	}
+	return n, nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*App)(nil)

@@ -1,0 +1,55 @@
+package caddymodule
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/podswitch/podswitch/internal/engine"
+	"github.com/podswitch/podswitch/internal/podman"
+)
+
+// switchRuntime is the runtime the engine keeps across reloads; a reload
+// that changes the podman address swaps the service behind it.
+type switchRuntime struct {
+	cur atomic.Pointer[podman.Runtime]
+}
+
+// set installs rt unless the current runtime already talks to the same
+// service (so that its connection is kept).
+func (s *switchRuntime) set(rt *podman.Runtime) {
+	if cur := s.cur.Load(); cur != nil && cur.URI() == rt.URI() {
+		return
+	}
+	s.cur.Store(rt)
+}
+
+func (s *switchRuntime) rt() *podman.Runtime {
+	if r := s.cur.Load(); r != nil {
+		return r
+	}
+	return podman.New("")
+}
+
+func (s *switchRuntime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.ContainerInfo, error) {
+	return s.rt().Run(ctx, spec)
+}
+
+func (s *switchRuntime) Inspect(ctx context.Context, id string) (engine.ContainerInfo, error) {
+	return s.rt().Inspect(ctx, id)
+}
+
+func (s *switchRuntime) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	return s.rt().Stop(ctx, id, timeout)
+}
+
+func (s *switchRuntime) Remove(ctx context.Context, id string) error {
+	return s.rt().Remove(ctx, id)
+}
+
+func (s *switchRuntime) List(ctx context.Context, app string) ([]engine.ContainerInfo, error) {
+	return s.rt().List(ctx, app)
+}
+
+// Interface guards
+var _ engine.Runtime = (*switchRuntime)(nil)

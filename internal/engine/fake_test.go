@@ -1,0 +1,321 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"time"
+)
+
+// behavior tells the fake runtime how the containers of an image (or of an
+// env value) act.
+type behavior struct {
+	// RunErr makes Run fail with this message (as Podman would, e.g.
+	// "localhost/blog:v9: image not known").
+	RunErr string
+	// Crash makes the container exit at once with code 3.
+	Crash bool
+	// NoListen keeps the container running without ever listening.
+	NoListen bool
+	// Hold keeps the container from listening until the test calls
+	// fakeRuntime.Listen.
+	Hold bool
+}
+
+type fakeContainer struct {
+	info      ContainerInfo
+	spec      ContainerSpec
+	listening bool
+	// port is what the app listens on: the PORT it was given.
+	port string
+}
+
+type stopCall struct {
+	ID      string
+	Timeout time.Duration
+	At      time.Time
+}
+
+type removeCall struct {
+	ID string
+	At time.Time
+}
+
+// fakeRuntime is an in-memory Runtime. It is safe for concurrent use.
+type fakeRuntime struct {
+	mu         sync.Mutex
+	n          int
+	containers map[string]*fakeContainer
+	byImage    map[string]behavior
+	byEnv      map[string]behavior // key "NAME=value"
+	runs       []ContainerSpec
+	stops      []stopCall
+	removes    []removeCall
+}
+
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{
+		containers: map[string]*fakeContainer{},
+		byImage:    map[string]behavior{},
+		byEnv:      map[string]behavior{},
+	}
+}
+
+// OnImage sets how containers of image act from now on.
+func (r *fakeRuntime) OnImage(image string, b behavior) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.byImage[image] = b
+}
+
+// OnEnv sets how containers given env name=value act from now on; it wins
+// over OnImage.
+func (r *fakeRuntime) OnEnv(name, value string, b behavior) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.byEnv[name+"="+value] = b
+}
+
+func (r *fakeRuntime) behaviorLocked(spec ContainerSpec) behavior {
+	for k, v := range spec.Env {
+		if b, ok := r.byEnv[k+"="+v]; ok {
+			return b
+		}
+	}
+	return r.byImage[spec.Image]
+}
+
+func (r *fakeRuntime) nextIPLocked() (string, string) {
+	r.n++
+	return fmt.Sprintf("c%04d", r.n), fmt.Sprintf("10.0.0.%d", r.n)
+}
+
+func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return ContainerInfo{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	spec.Env = maps.Clone(spec.Env)
+	spec.Labels = maps.Clone(spec.Labels)
+	spec.Command = slices.Clone(spec.Command)
+	r.runs = append(r.runs, spec)
+	b := r.behaviorLocked(spec)
+	if b.RunErr != "" {
+		return ContainerInfo{}, errors.New(b.RunErr)
+	}
+	id, ip := r.nextIPLocked()
+	c := &fakeContainer{
+		info: ContainerInfo{
+			ID: id, Name: spec.Name, Image: spec.Image, Labels: spec.Labels,
+			Running: !b.Crash, IP: ip,
+		},
+		spec:      spec,
+		port:      spec.Env["PORT"],
+		listening: !b.Crash && !b.NoListen && !b.Hold,
+	}
+	if b.Crash {
+		c.info.ExitCode = 3
+	}
+	r.containers[id] = c
+	return c.copyInfo(), nil
+}
+
+func (c *fakeContainer) copyInfo() ContainerInfo {
+	i := c.info
+	i.Labels = maps.Clone(i.Labels)
+	return i
+}
+
+func (r *fakeRuntime) Inspect(ctx context.Context, id string) (ContainerInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return ContainerInfo{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.containers[id]
+	if c == nil {
+		return ContainerInfo{}, fmt.Errorf("inspecting %s: %w", id, ErrNotFound)
+	}
+	return c.copyInfo(), nil
+}
+
+func (r *fakeRuntime) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stops = append(r.stops, stopCall{ID: id, Timeout: timeout, At: time.Now()})
+	c := r.containers[id]
+	if c == nil {
+		return fmt.Errorf("stopping %s: %w", id, ErrNotFound)
+	}
+	if c.info.Running {
+		c.info.Running = false
+		c.info.ExitCode = 143
+	}
+	c.listening = false
+	return nil
+}
+
+func (r *fakeRuntime) Remove(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removes = append(r.removes, removeCall{ID: id, At: time.Now()})
+	if r.containers[id] == nil {
+		return fmt.Errorf("removing %s: %w", id, ErrNotFound)
+	}
+	delete(r.containers, id)
+	return nil
+}
+
+func (r *fakeRuntime) List(ctx context.Context, app string) ([]ContainerInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []ContainerInfo
+	for _, c := range r.containers {
+		a, ok := c.info.Labels[LabelApp]
+		if !ok || (app != "" && a != app) {
+			continue
+		}
+		out = append(out, c.copyInfo())
+	}
+	slices.SortFunc(out, func(a, b ContainerInfo) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// Listen makes a held container accept connections on its PORT.
+func (r *fakeRuntime) Listen(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.containers[id]; c != nil && c.info.Running {
+		c.listening = true
+	}
+}
+
+// Exit makes a running container exit with code.
+func (r *fakeRuntime) Exit(id string, code int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.containers[id]; c != nil {
+		c.info.Running = false
+		c.info.ExitCode = code
+		c.listening = false
+	}
+}
+
+// Add puts a container in the runtime as if a previous podswitch had run
+// it; it listens on port when listening is set.
+func (r *fakeRuntime) Add(image string, labels map[string]string, running, listening bool, port string) ContainerInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id, ip := r.nextIPLocked()
+	c := &fakeContainer{
+		info: ContainerInfo{
+			ID: id, Name: "podswitch-old-" + id, Image: image, Labels: maps.Clone(labels),
+			Running: running, IP: ip,
+		},
+		port:      port,
+		listening: running && listening,
+	}
+	r.containers[id] = c
+	return c.copyInfo()
+}
+
+// Runs returns the specs Run was called with.
+func (r *fakeRuntime) Runs() []ContainerSpec {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.runs)
+}
+
+// Stops returns the Stop calls.
+func (r *fakeRuntime) Stops() []stopCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.stops)
+}
+
+// Removes returns the Remove calls.
+func (r *fakeRuntime) Removes() []removeCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.removes)
+}
+
+// Get returns the container id and whether it exists (not removed).
+func (r *fakeRuntime) Get(id string) (ContainerInfo, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.containers[id]
+	if c == nil {
+		return ContainerInfo{}, false
+	}
+	return c.copyInfo(), true
+}
+
+// Env returns the env container id was run with.
+func (r *fakeRuntime) Env(id string) map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.containers[id]; c != nil {
+		return maps.Clone(c.spec.Env)
+	}
+	return nil
+}
+
+// Listening reports whether addr (ip:port) is a running container that
+// listens on that port.
+func (r *fakeRuntime) Listening(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.containers {
+		if c.info.IP == host {
+			return c.info.Running && c.listening && c.port == port
+		}
+	}
+	return false
+}
+
+// fakeProber accepts a connection where the fake runtime has a container
+// listening. It never touches the network.
+type fakeProber struct {
+	rt *fakeRuntime
+
+	mu     sync.Mutex
+	probes int
+}
+
+func (p *fakeProber) Probe(ctx context.Context, addr string) error {
+	p.mu.Lock()
+	p.probes++
+	p.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if p.rt.Listening(addr) {
+		return nil
+	}
+	return fmt.Errorf("dial tcp %s: connect: connection refused", addr)
+}
+
+var (
+	_ Runtime = (*fakeRuntime)(nil)
+	_ Prober  = (*fakeProber)(nil)
+)

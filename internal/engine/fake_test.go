@@ -53,9 +53,21 @@ type fakeRuntime struct {
 	containers map[string]*fakeContainer
 	byImage    map[string]behavior
 	byEnv      map[string]behavior // key "NAME=value"
+	byProcess  map[string]behavior // podswitch.process label
 	runs       []ContainerSpec
 	stops      []stopCall
 	removes    []removeCall
+	// down makes every call fail as if the service were unreachable.
+	down bool
+}
+
+var errDown = errors.New("podman service at unix:///run/podman/podman.sock: connection refused")
+
+// SetDown makes the runtime unreachable (or reachable again).
+func (r *fakeRuntime) SetDown(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = down
 }
 
 func newFakeRuntime() *fakeRuntime {
@@ -63,6 +75,7 @@ func newFakeRuntime() *fakeRuntime {
 		containers: map[string]*fakeContainer{},
 		byImage:    map[string]behavior{},
 		byEnv:      map[string]behavior{},
+		byProcess:  map[string]behavior{},
 	}
 }
 
@@ -81,7 +94,18 @@ func (r *fakeRuntime) OnEnv(name, value string, b behavior) {
 	r.byEnv[name+"="+value] = b
 }
 
+// OnProcess sets how containers of process type name act from now on; it
+// wins over OnEnv and OnImage.
+func (r *fakeRuntime) OnProcess(name string, b behavior) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.byProcess[name] = b
+}
+
 func (r *fakeRuntime) behaviorLocked(spec ContainerSpec) behavior {
+	if b, ok := r.byProcess[spec.Labels[LabelProcess]]; ok {
+		return b
+	}
 	for k, v := range spec.Env {
 		if b, ok := r.byEnv[k+"="+v]; ok {
 			return b
@@ -101,6 +125,9 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.down {
+		return ContainerInfo{}, errDown
+	}
 	spec.Env = maps.Clone(spec.Env)
 	spec.Labels = maps.Clone(spec.Labels)
 	spec.Command = slices.Clone(spec.Command)
@@ -138,6 +165,9 @@ func (r *fakeRuntime) Inspect(ctx context.Context, id string) (ContainerInfo, er
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.down {
+		return ContainerInfo{}, errDown
+	}
 	c := r.containers[id]
 	if c == nil {
 		return ContainerInfo{}, fmt.Errorf("inspecting %s: %w", id, ErrNotFound)
@@ -151,6 +181,9 @@ func (r *fakeRuntime) Stop(ctx context.Context, id string, timeout time.Duration
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.down {
+		return errDown
+	}
 	r.stops = append(r.stops, stopCall{ID: id, Timeout: timeout, At: time.Now()})
 	c := r.containers[id]
 	if c == nil {
@@ -170,6 +203,9 @@ func (r *fakeRuntime) Remove(ctx context.Context, id string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.down {
+		return errDown
+	}
 	r.removes = append(r.removes, removeCall{ID: id, At: time.Now()})
 	if r.containers[id] == nil {
 		return fmt.Errorf("removing %s: %w", id, ErrNotFound)
@@ -184,6 +220,9 @@ func (r *fakeRuntime) List(ctx context.Context, app string) ([]ContainerInfo, er
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.down {
+		return nil, errDown
+	}
 	var out []ContainerInfo
 	for _, c := range r.containers {
 		a, ok := c.info.Labels[LabelApp]

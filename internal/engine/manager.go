@@ -132,17 +132,21 @@ func (m *Manager) Close() {
 }
 
 // Wait blocks until every removed app has stopped its containers and every
-// background drain has ended. Tests use it.
+// background drain has ended.
 func (m *Manager) Wait() {
 	m.mu.Lock()
-	sups := make([]*Supervisor, 0, len(m.sups)+len(m.leaving))
+	sups := make([]*Supervisor, 0, len(m.sups))
 	for _, s := range m.sups {
 		sups = append(sups, s)
 	}
+	leaving := make([]*Supervisor, 0, len(m.leaving))
 	for _, s := range m.leaving {
-		sups = append(sups, s)
+		leaving = append(leaving, s)
 	}
 	m.mu.Unlock()
+	for _, s := range leaving {
+		<-s.done
+	}
 	for _, s := range sups {
 		s.retiring.Wait()
 	}

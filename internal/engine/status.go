@@ -53,8 +53,9 @@ type Deployment struct {
 	Error     string    `json:"error,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 	EndedAt   time.Time `json:"ended_at,omitzero"`
-	// LastReadyAt is when the last web container of the release first
-	// accepted a TCP connection; SwitchedAt is when its pool was swapped in.
+	// LastReadyAt is when the last container of the release booted (a web
+	// container's first accepted TCP connection); SwitchedAt is when its
+	// pool was swapped in.
 	LastReadyAt time.Time `json:"last_ready_at,omitzero"`
 	SwitchedAt  time.Time `json:"switched_at,omitzero"`
 

@@ -86,6 +86,9 @@ type Container struct {
 	Addr      string
 	State     State
 	StartedAt time.Time
+	// ReadyAt is when the container booted: its first accepted TCP
+	// connection (web) or the end of worker_ready_time (others).
+	ReadyAt time.Time
 }
 
 func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps) *Supervisor {
@@ -383,8 +386,8 @@ func (s *Supervisor) deploy(d *Deployment) {
 	for _, r := range results {
 		if r.c != nil {
 			fresh = append(fresh, r.c)
-			if r.c.Process == WebProcess && r.c.StartedAt.After(lastReady) {
-				lastReady = r.c.StartedAt
+			if r.c.ReadyAt.After(lastReady) {
+				lastReady = r.c.ReadyAt
 			}
 		}
 	}
@@ -522,8 +525,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 }
 
 // waitListening probes c until it accepts a TCP connection on its port. It
-// fails early when the container exits and at boot_timeout otherwise. On
-// success c.StartedAt is the time of the first accepted connection.
+// fails early when the container exits and at boot_timeout otherwise.
 func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Container) error {
 	deadline := time.Now().Add(spec.BootTimeout)
 	bctx, cancel := context.WithDeadline(ctx, deadline)
@@ -533,7 +535,7 @@ func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Contain
 		if c.Addr != "" {
 			if err := s.deps.Prober.Probe(bctx, c.Addr); err == nil {
 				s.mu.Lock()
-				c.StartedAt = time.Now()
+				c.ReadyAt = time.Now()
 				s.mu.Unlock()
 				return nil
 			}
@@ -590,6 +592,9 @@ func (s *Supervisor) waitRunning(ctx context.Context, spec AppSpec, c *Container
 	case !cur.Running:
 		return s.crashed(c, fmt.Sprintf("%s container exited with code %d while booting", c.Process, cur.ExitCode))
 	}
+	s.mu.Lock()
+	c.ReadyAt = time.Now()
+	s.mu.Unlock()
 	return nil
 }
 
@@ -857,6 +862,12 @@ func (s *Supervisor) adopt() bool {
 	}
 	if keep != want {
 		s.deployLocked(spec, KindDeploy, false)
+	} else if t := s.target; t != nil && t.Kind == KindDeploy && t.Release == want {
+		// Queued by an Update while the runtime could not be reached: the
+		// release it wants already runs and now serves.
+		s.current.Deployment = t.ID
+		t.SwitchedAt = time.Now()
+		s.endLocked(t, StatusSuccess, "")
 	}
 	s.mu.Unlock()
 	s.discard(gone)

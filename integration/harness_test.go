@@ -1,0 +1,569 @@
+// Package integration tests podswitch end to end: a real Podman service, real
+// containers of the test app in testapp/, a real Caddy process built from
+// cmd/podswitch and real HTTP traffic. scripts/setup.sh (run by `make test`)
+// installs and starts what they need.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/podswitch/podswitch/internal/engine"
+	"github.com/podswitch/podswitch/internal/podman"
+)
+
+const (
+	buildTags = "remote exclude_graphdriver_btrfs btrfs_noversion exclude_graphdriver_devicemapper containers_image_openpgp"
+	imageV1   = "localhost/podswitch-testapp:v1"
+	imageV2   = "localhost/podswitch-testapp:v2"
+)
+
+var (
+	caddyBin string
+	rt       *podman.Runtime
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "podswitch-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+
+	// The Caddy under test is built with the race detector unless
+	// PODSWITCH_TEST_RACE=0, so that the request path is checked under
+	// real load.
+	caddyBin = filepath.Join(dir, "caddy")
+	args := []string{"build", "-tags", buildTags, "-o", caddyBin}
+	if os.Getenv("PODSWITCH_TEST_RACE") != "0" {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "../cmd/podswitch")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: building caddy:", err)
+		return 1
+	}
+
+	rt = podman.New("")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := rt.Ping(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: no Podman service at %s (run `make setup` or scripts/setup.sh first): %v\n", rt.URI(), err)
+		return 1
+	}
+	for _, img := range []string{imageV1, imageV2} {
+		if out, err := exec.Command("podman", "--remote", "--url", rt.URI(), "image", "exists", img).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: image %s missing (scripts/setup.sh builds it): %v %s\n", img, err, out)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// appCfg is one app of a test Caddyfile.
+type appCfg struct {
+	Name  string
+	Image string
+	Web   int
+	// Lines are more subdirectives of the app block, verbatim.
+	Lines []string
+}
+
+func (a appCfg) block() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\t\tapp %s {\n\t\t\timage %s\n\t\t\tweb %d\n", a.Name, a.Image, a.Web)
+	for _, l := range a.Lines {
+		fmt.Fprintf(&b, "\t\t\t%s\n", l)
+	}
+	b.WriteString("\t\t}\n")
+	return b.String()
+}
+
+// caddyProc is a Caddy process under test.
+type caddyProc struct {
+	t     *testing.T
+	dir   string
+	admin string // host:port
+	http  string // host:port
+	cmd   *exec.Cmd
+	apps  []string
+	done  chan struct{}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// uniqueName returns an app name no other test run uses, so that leftovers
+// of an earlier run can never be adopted.
+func uniqueName(prefix string) string {
+	return fmt.Sprintf("%s-%x", prefix, time.Now().UnixNano()&0xffffffff)
+}
+
+// startCaddy runs Caddy with the apps given. The apps' containers are
+// removed when the test ends.
+func startCaddy(t *testing.T, apps ...appCfg) *caddyProc {
+	t.Helper()
+	c := &caddyProc{
+		t:     t,
+		dir:   t.TempDir(),
+		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		http:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+	}
+	for _, a := range apps {
+		c.apps = append(c.apps, a.Name)
+	}
+	t.Cleanup(func() { c.cleanup() })
+	c.start(apps...)
+	return c
+}
+
+func (c *caddyProc) caddyfile(apps ...appCfg) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{\n\tadmin %s\n\tpodswitch {\n\t\tpodman %s\n", c.admin, rt.URI())
+	for _, a := range apps {
+		b.WriteString(a.block())
+	}
+	b.WriteString("\t}\n}\n\n")
+	// The first app gets the traffic.
+	if len(apps) > 0 {
+		fmt.Fprintf(&b, "http://%s {\n\treverse_proxy {\n\t\tdynamic podswitch %s\n\t}\n}\n", c.http, apps[0].Name)
+	}
+	return b.String()
+}
+
+func (c *caddyProc) start(apps ...appCfg) {
+	t := c.t
+	t.Helper()
+	path := filepath.Join(c.dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(c.caddyfile(apps...)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.OpenFile(filepath.Join(c.dir, "caddy.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+c.dir, "XDG_CONFIG_HOME="+c.dir, "HOME="+c.dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = cmd
+	c.done = make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(c.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + c.admin + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-c.done:
+			t.Fatalf("caddy exited at start:\n%s", c.logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy admin did not answer: %v\n%s", err, c.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *caddyProc) logs() string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "caddy.log"))
+	// Keep the podswitch lines and errors; the rest is noise.
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "podswitch") || strings.Contains(l, `"error"`) || strings.Contains(l, "WARNING: DATA RACE") || !strings.HasPrefix(l, "{") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// stop ends Caddy the way `caddy stop` does; containers keep running.
+func (c *caddyProc) stop() {
+	if c.cmd == nil {
+		return
+	}
+	resp, err := http.Post("http://"+c.admin+"/stop", "", nil)
+	if err == nil {
+		resp.Body.Close()
+	}
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+	c.cmd = nil
+}
+
+func (c *caddyProc) cleanup() {
+	c.stop()
+	b, _ := os.ReadFile(filepath.Join(c.dir, "caddy.log"))
+	if bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+		c.t.Errorf("the race detector fired in caddy:\n%s", c.logs())
+	} else if c.t.Failed() {
+		c.t.Logf("caddy log:\n%s", c.logs())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, app := range c.apps {
+		list, _ := rt.List(ctx, app)
+		for _, ci := range list {
+			_ = rt.Remove(ctx, ci.ID)
+		}
+	}
+}
+
+// reload loads a new Caddyfile through the admin API, as `caddy reload` does.
+func (c *caddyProc) reload(apps ...appCfg) {
+	c.t.Helper()
+	for _, a := range apps {
+		if !contains(c.apps, a.Name) {
+			c.apps = append(c.apps, a.Name)
+		}
+	}
+	code, body := c.post("/load", "text/caddyfile", c.caddyfile(apps...))
+	if code != http.StatusOK {
+		c.t.Fatalf("reload: %d %s", code, body)
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *caddyProc) post(path, ctype, body string) (int, string) {
+	c.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+c.admin+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", ctype)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// status returns GET /podswitch/apps/{app}.
+func (c *caddyProc) status(app string) engine.AppStatus {
+	c.t.Helper()
+	resp, err := http.Get("http://" + c.admin + "/podswitch/apps/" + app)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		c.t.Fatalf("status of %s: %d %s", app, resp.StatusCode, b)
+	}
+	var st engine.AppStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		c.t.Fatalf("status of %s: %v in %s", app, err, b)
+	}
+	return st
+}
+
+// waitDeployment waits until the newest deployment of app that runs image
+// has ended, and returns it.
+func (c *caddyProc) waitDeployment(app, image string, timeout time.Duration) engine.Deployment {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := c.status(app)
+		for _, d := range st.Deployments {
+			if d.Image == image {
+				if d.Status.Ended() {
+					return d
+				}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("no ended deployment of %s for %s after %s: %+v", image, app, timeout, st.Deployments)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitReady waits until app serves with want ready web containers and no
+// container in any other state.
+func (c *caddyProc) waitSettled(app string, want int, timeout time.Duration) engine.AppStatus {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := c.status(app)
+		ready, other := 0, 0
+		for _, ct := range st.Containers {
+			if ct.State == engine.StateReady && ct.Process == engine.WebProcess {
+				ready++
+			} else if ct.Process == engine.WebProcess {
+				other++
+			}
+		}
+		if ready == want && other == 0 {
+			return st
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("app %s did not settle at %d ready web containers: %+v", app, want, st.Containers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *caddyProc) url(path string) string { return "http://" + c.http + path }
+
+// webIDs returns the sorted IDs of app's web containers as Caddy reports.
+func webIDs(st engine.AppStatus) []string {
+	var ids []string
+	for _, c := range st.Containers {
+		if c.Process == engine.WebProcess {
+			ids = append(ids, c.ID)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// podmanContainers lists app's containers as Podman has them.
+func podmanContainers(t *testing.T, app string) []engine.ContainerInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	list, err := rt.List(ctx, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+// load sends GET requests at a constant rate and counts what failed: a
+// transport error or any status but 200.
+type load struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+	versions   map[string]int
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	start      time.Time
+	elapsed    time.Duration
+}
+
+func startLoad(t *testing.T, url string, rps int) *load {
+	t.Helper()
+	l := &load{stop: make(chan struct{}), versions: map[string]int{}, start: time.Now()}
+	client := &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64},
+	}
+	tokens := make(chan struct{}, rps)
+	l.wg.Go(func() {
+		defer close(tokens)
+		tick := time.NewTicker(time.Second / time.Duration(rps))
+		defer tick.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-tick.C:
+				select {
+				case tokens <- struct{}{}:
+				default: // the workers are behind: the rate shows it
+				}
+			}
+		}
+	})
+	for range 32 {
+		l.wg.Go(func() {
+			for range tokens {
+				l.one(client, url)
+			}
+		})
+	}
+	t.Cleanup(func() { l.finish() })
+	return l
+}
+
+func (l *load) one(client *http.Client, url string) {
+	resp, err := client.Get(url)
+	if err != nil {
+		l.fail(err.Error())
+		return
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		l.fail(err.Error())
+		return
+	}
+	if resp.StatusCode != http.StatusOK {
+		l.fail(fmt.Sprintf("status %d: %s", resp.StatusCode, b))
+		return
+	}
+	l.ok.Add(1)
+	v, _, _ := strings.Cut(strings.TrimPrefix(string(b), "version="), " ")
+	l.mu.Lock()
+	l.versions[v]++
+	l.mu.Unlock()
+}
+
+func (l *load) fail(msg string) {
+	l.failed.Add(1)
+	l.mu.Lock()
+	if len(l.errs) < 10 {
+		l.errs = append(l.errs, time.Now().Format("15:04:05.000")+" "+msg)
+	}
+	l.mu.Unlock()
+}
+
+// finish stops the load and returns requests sent and their rate.
+func (l *load) finish() (total int64, rate float64) {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+		l.wg.Wait()
+		l.elapsed = time.Since(l.start)
+	}
+	total = l.ok.Load() + l.failed.Load()
+	return total, float64(total) / l.elapsed.Seconds()
+}
+
+// check stops the load and fails the test if any request failed or the load
+// was not sent at least at minRate.
+func (l *load) check(t *testing.T, minRate float64) {
+	t.Helper()
+	total, rate := l.finish()
+	t.Logf("load: %d requests in %s (%.0f/s), %d failed, versions %v", total, l.elapsed.Round(time.Millisecond), rate, l.failed.Load(), l.versions)
+	if n := l.failed.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed; first: %s", n, total, strings.Join(l.errs, "\n"))
+	}
+	if rate < minRate {
+		t.Errorf("load ran at %.0f requests/s, under the %.0f/s the test needs", rate, minRate)
+	}
+}
+
+// watcher sends one request after another and records each change of the
+// version that answers, in order.
+type watcher struct {
+	mu      sync.Mutex
+	changes []string
+	errs    []string
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func startWatcher(url string) *watcher {
+	w := &watcher{stop: make(chan struct{}), done: make(chan struct{})}
+	client := &http.Client{Timeout: 30 * time.Second}
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			resp, err := client.Get(url)
+			if err != nil {
+				w.mu.Lock()
+				w.errs = append(w.errs, err.Error())
+				w.mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			v, _, _ := strings.Cut(strings.TrimPrefix(string(b), "version="), " ")
+			if resp.StatusCode != http.StatusOK {
+				v = fmt.Sprintf("status-%d", resp.StatusCode)
+			}
+			w.mu.Lock()
+			if n := len(w.changes); n == 0 || w.changes[n-1] != v {
+				w.changes = append(w.changes, v)
+			}
+			w.mu.Unlock()
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	return w
+}
+
+func (w *watcher) finish() []string {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.changes...)
+}
+
+// get does one GET and returns status and body.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// inspect asks Podman about one container.
+func inspect(t *testing.T, id string) (engine.ContainerInfo, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return rt.Inspect(ctx, id)
+}
+
+func mustRead(resp *http.Response) string {
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

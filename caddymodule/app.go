@@ -93,6 +93,16 @@ type AppConfig struct {
 	// WorkerReadyTime is how long a non-web container must keep running to
 	// count as booted. Default: 2s.
 	WorkerReadyTime caddy.Duration `json:"worker_ready_time,omitempty"`
+
+	// Postdeploy is a command run once per deployment, in a one-off
+	// container of the new release, after its containers are ready and
+	// before the switch. A non-zero exit ends the deployment as hook-error
+	// and the old release keeps serving. Default: none.
+	Postdeploy []string `json:"postdeploy,omitempty"`
+
+	// Notify sends the app's events (deployment ends, give-ups, crashes)
+	// to a webhook and/or by e-mail, besides Caddy's event bus and log.
+	Notify *NotifyConfig `json:"notify,omitempty"`
 }
 
 // ProcessConfig is one non-web process type.
@@ -131,6 +141,7 @@ func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
 		DrainTimeout:    time.Duration(c.DrainTimeout),
 		RestartAttempts: c.RestartAttempts,
 		WorkerReadyTime: time.Duration(c.WorkerReadyTime),
+		Postdeploy:      c.Postdeploy,
 		Processes:       []engine.ProcessSpec{{Name: engine.WebProcess, Count: web, Command: c.WebCommand}},
 	}
 	names := make([]string, 0, len(c.Processes))

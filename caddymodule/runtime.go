@@ -51,5 +51,16 @@ func (s *switchRuntime) List(ctx context.Context, app string) ([]engine.Containe
 	return s.rt().List(ctx, app)
 }
 
+func (s *switchRuntime) Wait(ctx context.Context, id string) (int, error) {
+	return s.rt().Wait(ctx, id)
+}
+
+// Events follows the runtime current when it is called; after a change of
+// podman address the stream moves over when the old one breaks, and the
+// supervisors' resync covers the gap.
+func (s *switchRuntime) Events(ctx context.Context, fn func(engine.ContainerEvent)) error {
+	return s.rt().Events(ctx, fn)
+}
+
 // Interface guards
 var _ engine.Runtime = (*switchRuntime)(nil)

@@ -1075,7 +1075,10 @@ func TestRestart(t *testing.T) {
 		s, _ := h.deployFirst(spec)
 		ref := h.m.Pool(appName)
 		old := h.containers("", "")
-		d := s.Restart()
+		d, err := s.Restart("", "")
+		if err != nil {
+			t.Fatal(err)
+		}
 		if d == nil || d.Kind != KindRestart {
 			t.Fatalf("restart deployment %+v", d)
 		}

@@ -25,6 +25,8 @@ type behavior struct {
 	// Hold keeps the container from listening until the test calls
 	// fakeRuntime.Listen.
 	Hold bool
+	// HookExit is the exit code of a postdeploy container.
+	HookExit int
 }
 
 type fakeContainer struct {
@@ -59,6 +61,8 @@ type fakeRuntime struct {
 	removes    []removeCall
 	// down makes every call fail as if the service were unreachable.
 	down bool
+	subs map[int]func(ContainerEvent)
+	nsub int
 }
 
 var errDown = errors.New("podman service at unix:///run/podman/podman.sock: connection refused")
@@ -149,8 +153,49 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 	if b.Crash {
 		c.info.ExitCode = 3
 	}
+	if spec.Labels[LabelProcess] == HookProcess {
+		c.info.Running, c.listening, c.info.ExitCode = false, false, b.HookExit
+	}
 	r.containers[id] = c
 	return c.copyInfo(), nil
+}
+
+func (r *fakeRuntime) Wait(ctx context.Context, id string) (int, error) {
+	for {
+		r.mu.Lock()
+		c := r.containers[id]
+		if c == nil {
+			r.mu.Unlock()
+			return -1, fmt.Errorf("waiting for %s: %w", id, ErrNotFound)
+		}
+		if !c.info.Running {
+			code := c.info.ExitCode
+			r.mu.Unlock()
+			return code, nil
+		}
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (r *fakeRuntime) Events(ctx context.Context, fn func(ContainerEvent)) error {
+	r.mu.Lock()
+	if r.subs == nil {
+		r.subs = map[int]func(ContainerEvent){}
+	}
+	r.nsub++
+	n := r.nsub
+	r.subs[n] = fn
+	r.mu.Unlock()
+	<-ctx.Done()
+	r.mu.Lock()
+	delete(r.subs, n)
+	r.mu.Unlock()
+	return ctx.Err()
 }
 
 func (c *fakeContainer) copyInfo() ContainerInfo {
@@ -244,8 +289,29 @@ func (r *fakeRuntime) Listen(id string) {
 	}
 }
 
-// Exit makes a running container exit with code.
+// Exit makes a running container exit with code, and tells the event
+// subscribers.
 func (r *fakeRuntime) Exit(id string, code int) {
+	r.mu.Lock()
+	c := r.containers[id]
+	var subs []func(ContainerEvent)
+	if c != nil {
+		c.info.Running = false
+		c.info.ExitCode = code
+		c.listening = false
+		for _, f := range r.subs {
+			subs = append(subs, f)
+		}
+	}
+	r.mu.Unlock()
+	for _, f := range subs {
+		f(ContainerEvent{ID: id, App: c.info.Labels[LabelApp], ExitCode: code})
+	}
+}
+
+// ExitQuietly makes a running container exit without an event, as if the
+// event stream had missed it.
+func (r *fakeRuntime) ExitQuietly(id string, code int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c := r.containers[id]; c != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -15,6 +16,9 @@ type Manager struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	watchOnce sync.Once
+	watching  sync.WaitGroup
 
 	mu      sync.Mutex
 	sups    map[string]*Supervisor
@@ -59,6 +63,7 @@ func (m *Manager) poolLocked(name string) *PoolRef {
 // valid and carry their defaults. It returns at once; rollouts go on in the
 // background.
 func (m *Manager) Apply(specs []AppSpec) {
+	m.watchOnce.Do(func() { m.watching.Go(m.watch) })
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	keep := make(map[string]bool, len(specs))
@@ -128,6 +133,44 @@ func (m *Manager) Close() {
 	m.cancel()
 	for _, s := range sups {
 		s.close()
+	}
+	m.watching.Wait()
+}
+
+// watch follows the runtime's container exits and hands each to its app,
+// reconnecting with backoff when the stream breaks. Supervisors also
+// resync on their own, so an exit missed while disconnected still heals.
+func (m *Manager) watch() {
+	b := newBackoff()
+	b.InitialInterval, b.MaxInterval = time.Second, 30*time.Second
+	b.Reset()
+	for m.ctx.Err() == nil {
+		t0 := time.Now()
+		err := m.deps.Runtime.Events(m.ctx, m.dispatch)
+		if m.ctx.Err() != nil {
+			return
+		}
+		if time.Since(t0) > time.Minute {
+			b.Reset()
+		}
+		delay := b.NextBackOff()
+		if c := m.deps.Logger.Check(zap.WarnLevel, "container event stream ended, reconnecting"); c != nil {
+			c.Write(zap.Error(err), zap.Duration("delay", delay))
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (m *Manager) dispatch(ev ContainerEvent) {
+	m.mu.Lock()
+	s := m.sups[ev.App]
+	m.mu.Unlock()
+	if s != nil {
+		s.containerExited(ev.ID, ev.ExitCode)
 	}
 }
 

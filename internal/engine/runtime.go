@@ -45,6 +45,19 @@ type Runtime interface {
 	// List returns the containers that carry label podswitch.app (all of
 	// them when app is empty), running or not.
 	List(ctx context.Context, app string) ([]ContainerInfo, error)
+	// Wait blocks until the container has exited and returns its exit
+	// code.
+	Wait(ctx context.Context, id string) (int, error)
+	// Events calls fn for each container of podswitch that exits, until
+	// ctx ends or the stream breaks (then it returns the error).
+	Events(ctx context.Context, fn func(ContainerEvent)) error
+}
+
+// ContainerEvent says that a container exited.
+type ContainerEvent struct {
+	ID       string
+	App      string
+	ExitCode int
 }
 
 // ErrNotFound is returned by Runtime.Inspect for a container that is gone.

@@ -33,7 +33,16 @@ const (
 	LabelApp     = "podswitch.app"
 	LabelRelease = "podswitch.release"
 	LabelProcess = "podswitch.process"
+	// LabelPort records the PORT of a web container, so that a later run
+	// can dial it even after the config changed the port.
+	LabelPort = "podswitch.port"
 )
+
+// HookProcess is the process label of the one-off postdeploy container.
+const HookProcess = "postdeploy"
+
+// DefaultHookTimeout bounds a postdeploy hook.
+const DefaultHookTimeout = 10 * time.Minute
 
 // ProcessSpec is one process type of an app.
 type ProcessSpec struct {
@@ -63,6 +72,10 @@ type AppSpec struct {
 	// WorkerReadyTime is how long a non-web container must keep running to
 	// count as booted.
 	WorkerReadyTime time.Duration
+	// Postdeploy, when set, runs once per deployment in a one-off container
+	// of the new release before the switch; a non-zero exit fails it.
+	Postdeploy  []string
+	HookTimeout time.Duration
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$`)
@@ -91,6 +104,9 @@ func (s AppSpec) WithDefaults() AppSpec {
 	if s.WorkerReadyTime == 0 {
 		s.WorkerReadyTime = DefaultWorkerReadyTime
 	}
+	if s.HookTimeout == 0 {
+		s.HookTimeout = DefaultHookTimeout
+	}
 	if len(s.Processes) == 0 {
 		s.Processes = []ProcessSpec{{Name: WebProcess, Count: 1}}
 	}
@@ -111,6 +127,7 @@ func (s AppSpec) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"boot_timeout": s.BootTimeout, "stop_timeout": s.StopTimeout,
 		"drain_timeout": s.DrainTimeout, "worker_ready_time": s.WorkerReadyTime,
+		"postdeploy_timeout": s.HookTimeout,
 	} {
 		if d < 0 {
 			return fmt.Errorf("%s must not be negative", name)
@@ -121,7 +138,7 @@ func (s AppSpec) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, p := range s.Processes {
-		if !ValidName(p.Name) {
+		if !ValidName(p.Name) || p.Name == HookProcess {
 			return fmt.Errorf("process type %q: use lowercase letters, digits and dashes", p.Name)
 		}
 		if seen[p.Name] {
@@ -156,6 +173,10 @@ func (s AppSpec) ReleaseID() string {
 	sort.Strings(keys)
 	for _, k := range keys {
 		fmt.Fprintf(h, "env\x00%s\x00%s\x00", k, s.Env[k])
+	}
+	fmt.Fprintf(h, "postdeploy\x00%d\x00", len(s.Postdeploy))
+	for _, a := range s.Postdeploy {
+		fmt.Fprintf(h, "%s\x00", a)
 	}
 	procs := append([]ProcessSpec(nil), s.Processes...)
 	sort.Slice(procs, func(i, j int) bool { return procs[i].Name < procs[j].Name })

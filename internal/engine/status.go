@@ -46,6 +46,10 @@ type Deployment struct {
 	ID      int64  `json:"id"`
 	Kind    string `json:"kind"`
 	Release string `json:"release"`
+	// Process and Container narrow a restart to one process type or one
+	// container.
+	Process   string `json:"process,omitempty"`
+	Container string `json:"container,omitempty"`
 	Image   string `json:"image"`
 	Status  Status `json:"status"`
 	// Error says why a deployment failed, in Podman's words where it has
@@ -101,4 +105,16 @@ type AppStatus struct {
 	Deployments []Deployment      `json:"deployments"`
 	// RuntimeError is set while the container runtime cannot be reached.
 	RuntimeError string `json:"runtime_error,omitempty"`
+	// GaveUp lists the process types whose containers could not be
+	// (re)started within restart_attempts; they are retried on the next
+	// config change, restart or scale.
+	GaveUp []string `json:"gave_up,omitempty"`
+}
+
+// History keeps the deployments of apps across restarts of the process.
+// Save is called with the lock of the app held: it must be quick and must
+// not call back into the engine.
+type History interface {
+	Load(app string) []Deployment
+	Save(app string, deployments []Deployment)
 }

@@ -9,12 +9,15 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/bindings/system"
+	"github.com/containers/podman/v5/pkg/domain/entities/types"
 	"github.com/containers/podman/v5/pkg/errorhandling"
 	"github.com/containers/podman/v5/pkg/specgen"
 
@@ -256,6 +259,57 @@ func (r *Runtime) List(ctx context.Context, app string) ([]engine.ContainerInfo,
 		out = append(out, info)
 	}
 	return out, nil
+}
+
+// Wait implements engine.Runtime.
+func (r *Runtime) Wait(ctx context.Context, id string) (int, error) {
+	cctx, cancel, err := r.call(ctx)
+	if err != nil {
+		return -1, err
+	}
+	defer cancel()
+	code, err := containers.Wait(cctx, id, &containers.WaitOptions{Conditions: []string{"exited", "stopped"}})
+	if err != nil {
+		return -1, r.check(err)
+	}
+	return int(code), nil
+}
+
+// Events implements engine.Runtime: it follows the "died" events of the
+// containers that carry podswitch labels.
+func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) error {
+	cctx, cancel, err := r.call(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	ch := make(chan types.Event, 64)
+	stop := make(chan bool)
+	stream := true
+	err = system.Events(cctx, ch, stop, &system.EventsOptions{
+		Stream:  &stream,
+		Filters: map[string][]string{"type": {"container"}, "event": {"died"}, "label": {engine.LabelApp}},
+	})
+	if err != nil {
+		return r.check(err)
+	}
+	defer close(stop)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok := <-ch:
+			if !ok {
+				return r.check(fmt.Errorf("podman event stream closed"))
+			}
+			attrs := ev.Actor.Attributes
+			code := -1
+			if c, err := strconv.Atoi(attrs["containerExitCode"]); err == nil {
+				code = c
+			}
+			fn(engine.ContainerEvent{ID: ev.Actor.ID, App: attrs[engine.LabelApp], ExitCode: code})
+		}
+	}
 }
 
 // Interface guards

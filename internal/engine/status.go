@@ -50,8 +50,8 @@ type Deployment struct {
 	// container.
 	Process   string `json:"process,omitempty"`
 	Container string `json:"container,omitempty"`
-	Image   string `json:"image"`
-	Status  Status `json:"status"`
+	Image     string `json:"image"`
+	Status    Status `json:"status"`
 	// Error says why a deployment failed, in Podman's words where it has
 	// them.
 	Error     string    `json:"error,omitempty"`

@@ -108,6 +108,8 @@ type caddyProc struct {
 	cmd   *exec.Cmd
 	apps  []string
 	done  chan struct{}
+	// proxyLines are more subdirectives of the reverse_proxy block.
+	proxyLines []string
 }
 
 func freePort(t *testing.T) int {
@@ -130,11 +132,18 @@ func uniqueName(prefix string) string {
 // removed when the test ends.
 func startCaddy(t *testing.T, apps ...appCfg) *caddyProc {
 	t.Helper()
+	return startCaddyWith(t, nil, apps...)
+}
+
+// startCaddyWith is startCaddy with more reverse_proxy subdirectives.
+func startCaddyWith(t *testing.T, proxyLines []string, apps ...appCfg) *caddyProc {
+	t.Helper()
 	c := &caddyProc{
-		t:     t,
-		dir:   t.TempDir(),
-		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		http:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		proxyLines: proxyLines,
+		t:          t,
+		dir:        t.TempDir(),
+		admin:      fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		http:       fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
 	for _, a := range apps {
 		c.apps = append(c.apps, a.Name)
@@ -153,7 +162,11 @@ func (c *caddyProc) caddyfile(apps ...appCfg) string {
 	b.WriteString("\t}\n}\n\n")
 	// The first app gets the traffic.
 	if len(apps) > 0 {
-		fmt.Fprintf(&b, "http://%s {\n\treverse_proxy {\n\t\tdynamic podswitch %s\n\t}\n}\n", c.http, apps[0].Name)
+		fmt.Fprintf(&b, "http://%s {\n\treverse_proxy {\n\t\tdynamic podswitch %s\n", c.http, apps[0].Name)
+		for _, l := range c.proxyLines {
+			fmt.Fprintf(&b, "\t\t%s\n", l)
+		}
+		b.WriteString("\t}\n}\n")
 	}
 	return b.String()
 }
@@ -396,7 +409,7 @@ func startLoad(t *testing.T, url string, rps int) *load {
 	l := &load{stop: make(chan struct{}), versions: map[string]int{}, start: time.Now()}
 	client := &http.Client{
 		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},
 	}
 	tokens := make(chan struct{}, rps)
 	l.wg.Go(func() {
@@ -415,7 +428,8 @@ func startLoad(t *testing.T, url string, rps int) *load {
 			}
 		}
 	})
-	for range 32 {
+	// Enough workers that a few slow requests do not lower the rate.
+	for range 256 {
 		l.wg.Go(func() {
 			for range tokens {
 				l.one(client, url)
@@ -463,9 +477,11 @@ func (l *load) finish() (total int64, rate float64) {
 	select {
 	case <-l.stop:
 	default:
+		// The rate is over the time requests were sent, not the time the
+		// last answers took.
+		l.elapsed = time.Since(l.start)
 		close(l.stop)
 		l.wg.Wait()
-		l.elapsed = time.Since(l.start)
 	}
 	total = l.ok.Load() + l.failed.Load()
 	return total, float64(total) / l.elapsed.Seconds()
@@ -553,6 +569,16 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// podmanCLI runs the podman command line against the test's service.
+func podmanCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("podman", append([]string{"--remote", "--url", rt.URI()}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman %v: %v\n%s", args, err, out)
+	}
+	return string(out)
 }
 
 // inspect asks Podman about one container.

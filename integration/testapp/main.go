@@ -47,6 +47,15 @@ func main() {
 	if mode == "" {
 		mode = "normal"
 	}
+	// CRASH_AFTER (unix seconds): containers booted after that moment exit
+	// at once with code 4, so a test can make every later boot fail while
+	// the running containers keep serving.
+	if v := os.Getenv("CRASH_AFTER"); v != "" {
+		if sec, err := strconv.ParseInt(v, 10, 64); err == nil && time.Now().Unix() >= sec {
+			fmt.Fprintln(os.Stderr, "testapp: booted after CRASH_AFTER, exiting with code 4")
+			os.Exit(4)
+		}
+	}
 
 	switch mode {
 	case "crash":

@@ -288,7 +288,10 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 	stream := true
 	err = system.Events(cctx, ch, stop, &system.EventsOptions{
 		Stream:  &stream,
-		Filters: map[string][]string{"type": {"container"}, "event": {"died"}, "label": {engine.LabelApp}},
+		// Podman 4 does not match a label filter without a value, and
+		// combines several label filters differently from Podman 5: the
+		// labels are checked here.
+		Filters: map[string][]string{"type": {"container"}, "event": {"died"}},
 	})
 	if err != nil {
 		return r.check(err)
@@ -303,6 +306,9 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 				return r.check(fmt.Errorf("podman event stream closed"))
 			}
 			attrs := ev.Actor.Attributes
+			if attrs[engine.LabelApp] == "" {
+				continue
+			}
 			code := -1
 			if c, err := strconv.Atoi(attrs["containerExitCode"]); err == nil {
 				code = c

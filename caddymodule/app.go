@@ -237,6 +237,7 @@ func acquireShared(log *zap.Logger) *shared {
 				Prober:  engine.TCPProber{},
 				Logger:  log,
 				Notify:  notify,
+				History: defaultHistory(),
 			}),
 		}
 	}

@@ -31,12 +31,20 @@ func init() {
 //			drain_timeout <duration>
 //			restart_attempts <number>
 //			worker_ready_time <duration>
+//			postdeploy <command...>
+//			notify {
+//				webhook <url>
+//				email {
+//					... (see parseNotify)
+//				}
+//			}
 //		}
 //	}
 //
 // The option may appear once; its errors carry the file and line.
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
+		d.Next() // the option's name: the error's file and line
 		return nil, d.Err("podswitch: the global option may appear only once")
 	}
 	app := new(App)
@@ -94,7 +102,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 	cfg := new(AppConfig)
-	line := d.Line()
+	// at points at the app's name, where a missing image is reported.
+	at := caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		dir := d.Val()
 		switch dir {
@@ -180,6 +189,17 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			case "worker_ready_time":
 				cfg.WorkerReadyTime = caddy.Duration(dur)
 			}
+		case "postdeploy":
+			cfg.Postdeploy = d.RemainingArgs()
+			if len(cfg.Postdeploy) == 0 {
+				return nil, d.Errf("postdeploy: want a command: postdeploy <command...>")
+			}
+		case "notify":
+			n, err := parseNotify(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Notify = n
 		case "restart_attempts":
 			n, err := countArg(d)
 			if err != nil {
@@ -191,7 +211,8 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 		}
 	}
 	if cfg.Image == "" {
-		return nil, d.Errf("app %q (line %d): image is required", name, line)
+		at.Next()
+		return nil, at.Errf("app %q: image is required", name)
 	}
 	return cfg, nil
 }

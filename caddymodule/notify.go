@@ -1,9 +1,668 @@
 package caddymodule
 
 import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"go.uber.org/zap"
+
 	"github.com/podswitch/podswitch/internal/engine"
+	psnotify "github.com/podswitch/podswitch/internal/notify"
 )
 
-// notify receives the engine's events. Deployment ends are logged by the
-// engine itself.
-func notify(engine.Event) {}
+// NotifyConfig sends an app's events to a webhook and/or by e-mail.
+//
+// Whatever it says, every event is also emitted on Caddy's event bus (the
+// `events` app) as `podswitch.deployment` (a deployment ended, whatever its
+// status), `podswitch.gave_up` (a restart, scale or crash replacement gave
+// up after restart_attempts; the running containers keep running) or
+// `podswitch.crashed` (a running container exited without podswitch
+// stopping it), with the data `app`, `message` and, as they apply,
+// `deployment`, `kind`, `status`, `release`, `image`, `process`,
+// `container`; and it is logged.
+//
+// Values of url, headers, host, username, password, from and to may use
+// Caddy's global placeholders, such as `{env.SMTP_PASSWORD}`, which are
+// replaced when the config is loaded.
+type NotifyConfig struct {
+	// Webhook posts each event as JSON to a URL. Default: none.
+	Webhook *WebhookConfig `json:"webhook,omitempty"`
+
+	// Email sends an e-mail over SMTP on the events that need a person:
+	// by default, give-ups and failed deployments. Default: none.
+	Email *EmailConfig `json:"email,omitempty"`
+}
+
+// WebhookConfig posts each event as a JSON object with the fields `event`
+// (deployment, gave_up or crashed), `app`, `time`, `text` (what happened,
+// in words) and, as they apply, `status`, `deployment`, `kind`, `release`,
+// `image`, `process`, `container`. A transport error, a 5xx or a 429 is
+// retried with exponential backoff (0.5s, 1s, 2s...); any other status
+// that is not 2xx is not.
+type WebhookConfig struct {
+	// URL is where events are posted: an http:// or https:// URL.
+	// Required. Logs show only its scheme and host.
+	URL string `json:"url,omitempty"`
+
+	// Headers are added to every request, for example an Authorization
+	// header. Their values are never logged. Default: none.
+	Headers http.Header `json:"headers,omitempty"`
+
+	// Timeout bounds each attempt. Default: 10s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Attempts is how many times an event is tried, the first one
+	// included. Default: 5.
+	Attempts int `json:"attempts,omitempty"`
+
+	// Events selects the events posted, among `deployment`,
+	// `deployment_failed` (deployments that ended neither in success nor
+	// aborted), `gave_up` and `crashed`. Default: all events.
+	Events []string `json:"events,omitempty"`
+}
+
+// EmailConfig sends a plain-text e-mail per event over SMTP. The subject
+// says what happened, for example `[podswitch] blog: restart of web gave
+// up`; the body gives the details. Temporary failures (the server cannot
+// be reached, or answers 4xx) are retried twice with backoff.
+type EmailConfig struct {
+	// Host is the SMTP server's host name or address. Required.
+	Host string `json:"host,omitempty"`
+
+	// Port is the SMTP server's port. Default: 587, or 25 when tls is
+	// `none`. On port 465 the connection is TLS from its first byte
+	// (SMTPS) unless tls is `none`.
+	Port int `json:"port,omitempty"`
+
+	// Username authenticates to the server with Password, when set. The
+	// strongest mechanism the server offers is used; on a connection that
+	// is not encrypted, only challenge-response mechanisms (SCRAM,
+	// CRAM-MD5) are. Default: no authentication.
+	Username string `json:"username,omitempty"`
+
+	// Password goes with Username. It is never logged; prefer a
+	// placeholder such as `{env.SMTP_PASSWORD}` to writing it in the
+	// config. Default: none.
+	Password string `json:"password,omitempty"`
+
+	// From is the sender's address, for example
+	// `podswitch <ops@example.com>`. Required.
+	From string `json:"from,omitempty"`
+
+	// To are the recipients' addresses. At least one is required.
+	To []string `json:"to,omitempty"`
+
+	// TLS is the TLS policy: `mandatory` (STARTTLS, or TLS on port 465,
+	// with a certificate valid for host), `opportunistic` (STARTTLS when
+	// the server offers it, plain text otherwise) or `none`.
+	// Default: mandatory.
+	TLS string `json:"tls,omitempty"`
+
+	// SubjectPrefix starts every subject. Default: `[podswitch]`.
+	SubjectPrefix string `json:"subject_prefix,omitempty"`
+
+	// Events selects the events e-mailed, among `deployment`,
+	// `deployment_failed` (deployments that ended neither in success nor
+	// aborted), `gave_up` and `crashed`. Default: gave_up and
+	// deployment_failed.
+	Events []string `json:"events,omitempty"`
+
+	// Timeout bounds each attempt, connection and conversation.
+	// Default: 30s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+// parseNotify parses the notify block of an app; d is at the notify token.
+// Syntax:
+//
+//	notify {
+//		webhook <url> {
+//			header <name> <value>
+//			timeout <duration>
+//			attempts <number>
+//			events <name...>
+//		}
+//		email {
+//			host <host>
+//			port <port>
+//			username <username>
+//			password <password>
+//			from <address>
+//			to <address...>
+//			tls none|opportunistic|mandatory
+//			subject_prefix <text>
+//			events <name...>
+//			timeout <duration>
+//		}
+//	}
+//
+// The webhook's block is optional; to may be given more than once.
+func parseNotify(d *caddyfile.Dispenser) (*NotifyConfig, error) {
+	file, line := d.File(), d.Line()
+	if d.NextArg() {
+		return nil, d.Errf("notify: takes no argument, got %q; want notify { webhook <url> ; email { ... } }", d.Val())
+	}
+	cfg := new(NotifyConfig)
+	empty := true
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		empty = false
+		switch d.Val() {
+		case "webhook":
+			if cfg.Webhook != nil {
+				return nil, d.Errf("notify: webhook is set twice")
+			}
+			w, err := parseWebhook(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Webhook = w
+		case "email":
+			if cfg.Email != nil {
+				return nil, d.Errf("notify: email is set twice")
+			}
+			e, err := parseEmail(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Email = e
+		default:
+			return nil, d.Errf("notify: unknown subdirective %q (want webhook or email)", d.Val())
+		}
+	}
+	if empty {
+		return nil, fmt.Errorf("notify: want a block with webhook and/or email, at %s:%d", file, line)
+	}
+	return cfg, nil
+}
+
+func parseWebhook(d *caddyfile.Dispenser) (*WebhookConfig, error) {
+	if !d.NextArg() {
+		return nil, d.Errf("webhook: want a URL: webhook <url> [{ ... }]")
+	}
+	w := &WebhookConfig{URL: d.Val()}
+	if !hasPlaceholder(w.URL) {
+		if err := psnotify.CheckURL(w.URL); err != nil {
+			return nil, d.Errf("%v", err)
+		}
+	}
+	if d.NextArg() {
+		return nil, d.Errf("webhook: want one URL, got also %q", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dir := d.Val()
+		switch dir {
+		case "header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.Errf("webhook header: want header <name> <value>")
+			}
+			if !validHeaderName(args[0]) {
+				return nil, d.Errf("webhook header: %q is not a header name", args[0])
+			}
+			if w.Headers == nil {
+				w.Headers = http.Header{}
+			}
+			w.Headers.Add(args[0], args[1])
+		case "timeout":
+			dur, err := durationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			w.Timeout = dur
+		case "attempts":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return nil, d.Errf("attempts: %q is not a number of attempts (1 or more)", v)
+			}
+			w.Attempts = n
+		case "events":
+			ev, err := eventsArg(d)
+			if err != nil {
+				return nil, err
+			}
+			w.Events = ev
+		default:
+			return nil, d.Errf("webhook: unknown subdirective %q (want header, timeout, attempts or events)", dir)
+		}
+	}
+	return w, nil
+}
+
+func parseEmail(d *caddyfile.Dispenser) (*EmailConfig, error) {
+	file, line := d.File(), d.Line()
+	if d.NextArg() {
+		return nil, d.Errf("email: takes no argument, got %q; want email { ... }", d.Val())
+	}
+	e := new(EmailConfig)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dir := d.Val()
+		switch dir {
+		case "host":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			e.Host = v
+		case "port":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 65535 {
+				return nil, d.Errf("port: %q is not a port number (1-65535)", v)
+			}
+			e.Port = n
+		case "username":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			e.Username = v
+		case "password":
+			// Not oneArg: its errors would show the values.
+			if !d.NextArg() {
+				return nil, d.Errf("password: want one value")
+			}
+			e.Password = d.Val()
+			if d.NextArg() {
+				return nil, d.Errf("password: want one value, got more (quote a password with spaces)")
+			}
+		case "from":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if !hasPlaceholder(v) {
+				if err := psnotify.CheckAddress(v); err != nil {
+					return nil, d.Errf("from: %v", err)
+				}
+			}
+			e.From = v
+		case "to":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.Errf("to: want one address or more")
+			}
+			for _, a := range args {
+				if hasPlaceholder(a) {
+					continue
+				}
+				if err := psnotify.CheckAddress(a); err != nil {
+					return nil, d.Errf("to: %v", err)
+				}
+			}
+			e.To = append(e.To, args...)
+		case "tls":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if err := psnotify.CheckTLSPolicy(v); err != nil || v == "" {
+				return nil, d.Errf("tls %q: want none, opportunistic or mandatory", v)
+			}
+			e.TLS = v
+		case "subject_prefix":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			e.SubjectPrefix = v
+		case "events":
+			ev, err := eventsArg(d)
+			if err != nil {
+				return nil, err
+			}
+			e.Events = ev
+		case "timeout":
+			dur, err := durationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			e.Timeout = dur
+		default:
+			return nil, d.Errf("email: unknown subdirective %q", dir)
+		}
+	}
+	var missing []string
+	if e.Host == "" {
+		missing = append(missing, "host")
+	}
+	if e.From == "" {
+		missing = append(missing, "from")
+	}
+	if len(e.To) == 0 {
+		missing = append(missing, "to")
+	}
+	if len(missing) > 0 {
+		// At the email line rather than at the closing brace, in the
+		// format of Dispenser.Errf.
+		return nil, fmt.Errorf("email: %s required, at %s:%d", strings.Join(missing, ", "), file, line)
+	}
+	if e.Password != "" && e.Username == "" {
+		return nil, fmt.Errorf("email: password is set but username is not, at %s:%d", file, line)
+	}
+	return e, nil
+}
+
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	dir := d.Val()
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("%s: %q is not a duration: %v", dir, v, err)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("%s: %q must be positive", dir, v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func eventsArg(d *caddyfile.Dispenser) ([]string, error) {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.Errf("events: want one event name or more (%s)", strings.Join(psnotify.Selectors, ", "))
+	}
+	if err := psnotify.CheckSelectors(args); err != nil {
+		return nil, d.Errf("events: %v", err)
+	}
+	return args, nil
+}
+
+func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
+
+// validHeaderName reports whether s is an HTTP header field name (an RFC
+// 9110 token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r > 0x7e || r <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
+			return false
+		}
+	}
+	return true
+}
+
+// notifiers turns c into the notifiers of the notify package, with the
+// placeholders of repl replaced, and validates them.
+func (c *NotifyConfig) notifiers(repl *caddy.Replacer) ([]psnotify.Notifier, error) {
+	if c == nil {
+		return nil, nil
+	}
+	r := func(s string) string { return repl.ReplaceKnown(s, "") }
+	var out []psnotify.Notifier
+	if w := c.Webhook; w != nil {
+		n := &psnotify.Webhook{
+			URL:      r(w.URL),
+			Timeout:  time.Duration(w.Timeout),
+			Attempts: w.Attempts,
+			Events:   w.Events,
+		}
+		if w.Timeout < 0 {
+			return nil, fmt.Errorf("webhook: timeout must not be negative")
+		}
+		if w.Attempts < 0 {
+			return nil, fmt.Errorf("webhook: attempts must not be negative")
+		}
+		for name, values := range w.Headers {
+			if !validHeaderName(name) {
+				return nil, fmt.Errorf("webhook: %q is not a header name", name)
+			}
+			if n.Header == nil {
+				n.Header = http.Header{}
+			}
+			for _, v := range values {
+				n.Header.Add(name, r(v))
+			}
+		}
+		if err := n.Validate(); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	if e := c.Email; e != nil {
+		n := &psnotify.Email{
+			Host:          r(e.Host),
+			Port:          e.Port,
+			Username:      r(e.Username),
+			Password:      r(e.Password),
+			From:          r(e.From),
+			TLS:           psnotify.TLSPolicy(e.TLS),
+			SubjectPrefix: e.SubjectPrefix,
+			Events:        e.Events,
+			Timeout:       time.Duration(e.Timeout),
+		}
+		for _, to := range e.To {
+			n.To = append(n.To, r(to))
+		}
+		if e.Timeout < 0 {
+			return nil, fmt.Errorf("email: timeout must not be negative")
+		}
+		if err := n.Validate(); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// notifyTimeout bounds the delivery of one event by one notifier, retries
+// included.
+var notifyTimeout = 3 * time.Minute
+
+// notifyTarget is what notify sends events to for one loaded config: its
+// events app and its apps' notifiers.
+type notifyTarget struct {
+	ctx    caddy.Context
+	events *caddyevents.App
+	logger *zap.Logger
+	apps   map[string][]psnotify.Notifier
+}
+
+var (
+	notifyMu sync.Mutex
+	// notifyLive are the targets of the configs loaded and not yet
+	// unloaded, oldest first: during a reload, the running config's and
+	// the new one's; after a failed reload, the running one's.
+	notifyLive []*notifyTarget
+)
+
+// setNotifyTargets is called by App.Provision: it builds the notifiers of
+// apps (replacing placeholders and validating them: a bad notify config
+// fails the provisioning) and registers them, with ctx and the events app,
+// as the targets of notify for as long as ctx lives. notify uses the
+// targets of the config that is running (caddy.ActiveContext); during the
+// first load, before any config runs, it uses the newest one's notifiers.
+func setNotifyTargets(ctx caddy.Context, apps map[string]*AppConfig) error {
+	t := &notifyTarget{ctx: ctx, logger: ctx.Logger().Named("notify"), apps: map[string][]psnotify.Notifier{}}
+	repl := caddy.NewReplacer()
+	names := make([]string, 0, len(apps))
+	for name := range apps {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		cfg := apps[name]
+		if cfg == nil || cfg.Notify == nil {
+			continue
+		}
+		ns, err := cfg.Notify.notifiers(repl)
+		if err != nil {
+			return fmt.Errorf("app %q: notify: %w", name, err)
+		}
+		t.apps[name] = ns
+	}
+	ev, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("podswitch: loading the events app: %v", err)
+	}
+	t.events, _ = ev.(*caddyevents.App)
+	registerNotifyTarget(t)
+	return nil
+}
+
+// registerNotifyTarget makes t a target until its context is done.
+func registerNotifyTarget(t *notifyTarget) {
+	notifyMu.Lock()
+	notifyLive = append(notifyLive, t)
+	notifyMu.Unlock()
+	context.AfterFunc(t.ctx, func() {
+		notifyMu.Lock()
+		defer notifyMu.Unlock()
+		notifyLive = slices.DeleteFunc(notifyLive, func(x *notifyTarget) bool { return x == t })
+	})
+}
+
+// currentNotifyTarget returns the target of the running config, if it has
+// one, and whether it is running; without one, the newest target, if any.
+// Only a running config's events app has started (subscribing is done in
+// its Start, and must not race with Emit).
+func currentNotifyTarget() (*notifyTarget, bool) {
+	active := caddy.ActiveContext().Context
+	notifyMu.Lock()
+	defer notifyMu.Unlock()
+	if active != nil {
+		for _, t := range notifyLive {
+			if t.ctx.Context == active {
+				return t, true
+			}
+		}
+	}
+	if len(notifyLive) > 0 {
+		return notifyLive[len(notifyLive)-1], false
+	}
+	return nil, false
+}
+
+// notify receives the engine's events, in a goroutine of the engine's: it
+// emits the Caddy event and hands the message to the app's notifiers,
+// each in a goroutine of its own, so that a slow receiver delays nothing.
+// Deployment ends, give-ups and crashes are logged by the engine itself;
+// notify logs deliveries that fail.
+func notify(ev engine.Event) {
+	t, running := currentNotifyTarget()
+	log := caddy.Log().Named("podswitch.notify")
+	if t != nil {
+		log = t.logger
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("event handling panicked", zap.String("app", ev.App), zap.String("event", ev.Name),
+				zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	m := messageOf(ev)
+	if t == nil {
+		return
+	}
+	for _, n := range t.apps[m.App] {
+		if s, ok := n.(psnotify.Selective); ok && !s.Wants(m) {
+			continue
+		}
+		go deliver(log, n, m)
+	}
+	if running && t.events != nil {
+		t.events.Emit(t.ctx, "podswitch."+m.Event, eventData(m))
+	}
+}
+
+// deliver sends m through n within notifyTimeout and logs the outcome.
+func deliver(log *zap.Logger, n psnotify.Notifier, m psnotify.Message) {
+	fields := []zap.Field{zap.String("app", m.App), zap.String("event", m.Event), zap.String("notifier", describeNotifier(n))}
+	if m.Deployment != 0 {
+		fields = append(fields, zap.Int64("deployment", m.Deployment))
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("notification panicked", append(fields, zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))...)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := n.Notify(ctx, m); err != nil {
+		log.Error("notification failed", append(fields, zap.Duration("duration", time.Since(start)), zap.Error(err))...)
+		return
+	}
+	log.Debug("notification sent", append(fields, zap.Duration("duration", time.Since(start)))...)
+}
+
+// describeNotifier names n for logs, without secrets.
+func describeNotifier(n psnotify.Notifier) string {
+	switch n := n.(type) {
+	case *psnotify.Webhook:
+		return "webhook " + psnotify.Redact(n.URL)
+	case *psnotify.Email:
+		return "email " + n.Addr()
+	}
+	return fmt.Sprintf("%T", n)
+}
+
+// messageOf turns an engine event into a notification message.
+func messageOf(ev engine.Event) psnotify.Message {
+	m := psnotify.Message{
+		Event:     ev.Name,
+		App:       ev.App,
+		Process:   ev.Process,
+		Container: ev.Container,
+		Text:      ev.Message,
+		Time:      ev.Time,
+	}
+	if d := ev.Deployment; d != nil {
+		m.Deployment = d.ID
+		m.Kind = d.Kind
+		m.Status = string(d.Status)
+		m.Release = d.Release
+		m.Image = d.Image
+		m.Process = cmp.Or(m.Process, d.Process)
+		m.Container = cmp.Or(m.Container, d.Container)
+		m.Text = cmp.Or(m.Text, d.Error)
+		if m.Time.IsZero() {
+			m.Time = d.EndedAt
+		}
+	}
+	if m.Time.IsZero() {
+		m.Time = time.Now()
+	}
+	return m
+}
+
+// eventData is the data of the Caddy event for m: `app` and `message`
+// always, the other fields as they apply.
+func eventData(m psnotify.Message) map[string]any {
+	data := map[string]any{"app": m.App, "message": m.Text}
+	if m.Event == psnotify.EventDeployment {
+		data["deployment"] = m.Deployment
+		data["kind"] = m.Kind
+		data["status"] = m.Status
+		data["release"] = m.Release
+		data["image"] = m.Image
+	}
+	if m.Process != "" {
+		data["process"] = m.Process
+	}
+	if m.Container != "" {
+		data["container"] = m.Container
+	}
+	return data
+}

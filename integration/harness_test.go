@@ -101,7 +101,7 @@ func (a appCfg) block() string {
 
 // caddyProc is a Caddy process under test.
 type caddyProc struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	admin string // host:port
 	http  string // host:port
@@ -110,9 +110,11 @@ type caddyProc struct {
 	done  chan struct{}
 	// proxyLines are more subdirectives of the reverse_proxy block.
 	proxyLines []string
+	// extra is appended to the Caddyfile (more sites).
+	extra string
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -130,13 +132,13 @@ func uniqueName(prefix string) string {
 
 // startCaddy runs Caddy with the apps given. The apps' containers are
 // removed when the test ends.
-func startCaddy(t *testing.T, apps ...appCfg) *caddyProc {
+func startCaddy(t testing.TB, apps ...appCfg) *caddyProc {
 	t.Helper()
 	return startCaddyWith(t, nil, apps...)
 }
 
 // startCaddyWith is startCaddy with more reverse_proxy subdirectives.
-func startCaddyWith(t *testing.T, proxyLines []string, apps ...appCfg) *caddyProc {
+func startCaddyWith(t testing.TB, proxyLines []string, apps ...appCfg) *caddyProc {
 	t.Helper()
 	c := &caddyProc{
 		proxyLines: proxyLines,
@@ -168,6 +170,7 @@ func (c *caddyProc) caddyfile(apps ...appCfg) string {
 		}
 		b.WriteString("\t}\n}\n")
 	}
+	b.WriteString(c.extra)
 	return b.String()
 }
 

@@ -1,0 +1,544 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/podswitch/podswitch/internal/engine"
+)
+
+// Exit codes of `caddy podswitch`.
+const (
+	// exitOK: the request was carried out; with --wait, the deployment
+	// ended with status success.
+	exitOK = 0
+	// exitError: the request could not be made or was refused (bad
+	// arguments, admin endpoint unreachable, unknown app, bad value...).
+	exitError = 1
+	// exitFailed: with --wait, the deployment ended with a status other
+	// than success (timeout-error, crashed-error, start-error, hook-error,
+	// aborted).
+	exitFailed = 2
+	// exitTimeout: --timeout passed before the deployment ended; it goes
+	// on.
+	exitTimeout = 3
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "podswitch",
+		Usage: "status|deploy|restart|scale|history [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
+		Short: "Shows and changes the apps that podswitch runs",
+		Long: `
+Talks to the podswitch API on the admin endpoint of a running Caddy:
+
+  caddy podswitch status [<app>]
+  caddy podswitch deploy <app> <image> [--wait [--timeout <duration>]]
+  caddy podswitch restart <app> [--process <type> | --container <id>] [--wait [--timeout <duration>]]
+  caddy podswitch scale <app> <type>=<count>...
+  caddy podswitch history <app>
+
+deploy and scale change the running config, which Caddy autosaves: a later
+"caddy reload" of your own config file replaces them with what that file
+says.
+
+The admin endpoint is the one given with --address, else the one in the
+config given with --config (and --adapter), else localhost:2019. --json prints
+the API's JSON answer instead of text.
+
+Exit status: 0 when the request was carried out (with --wait: the
+deployment ended with status success); 1 when the request could not be made
+or was refused; 2 when, with --wait, the deployment ended with any other
+status (timeout-error, crashed-error, start-error, hook-error, aborted); 3
+when --timeout passed first (the deployment goes on).
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			pf := cmd.PersistentFlags()
+			pf.String("address", "", "Address of the administration endpoint, if different from the config")
+			pf.StringP("config", "c", "", "Configuration file, to find the administration endpoint")
+			pf.StringP("adapter", "a", "", "Name of the adapter of the configuration file")
+			pf.Bool("json", false, "Print the API's JSON answer")
+			cmd.AddCommand(statusCommand(), deployCommand(), restartCommand(), scaleCommand(), historyCommand())
+		},
+	})
+}
+
+func statusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status [<app>]",
+		Short: "Shows every app, or one app with its containers",
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) > 1 {
+				return c.usage("status [<app>]")
+			}
+			if len(args) == 0 {
+				body, ok := c.call(http.MethodGet, "/podswitch/apps", nil)
+				if !ok {
+					return exitError
+				}
+				if c.json {
+					return c.raw(body)
+				}
+				var apps []engine.AppStatus
+				if err := json.Unmarshal(body, &apps); err != nil {
+					return c.fail("reading the answer: %v", err)
+				}
+				printApps(c.out, apps)
+				return exitOK
+			}
+			body, ok := c.call(http.MethodGet, "/podswitch/apps/"+url.PathEscape(args[0]), nil)
+			if !ok {
+				return exitError
+			}
+			if c.json {
+				return c.raw(body)
+			}
+			var st engine.AppStatus
+			if err := json.Unmarshal(body, &st); err != nil {
+				return c.fail("reading the answer: %v", err)
+			}
+			printApp(c.out, st)
+			return exitOK
+		}),
+	}
+}
+
+func deployCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "deploy <app> <image>",
+		Short: "Deploys an image: sets it in the running config and starts the rollout",
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 2 {
+				return c.usage("deploy <app> <image> [--wait [--timeout <duration>]]")
+			}
+			return c.deployment("/podswitch/apps/"+url.PathEscape(args[0])+"/deploy", map[string]string{"image": args[1]}, args[0])
+		}),
+	}
+	waitFlags(cmd)
+	return cmd
+}
+
+func restartCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "restart <app>",
+		Short: "Restarts an app, one process type or one container, new containers first",
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("restart <app> [--process <type> | --container <id>] [--wait [--timeout <duration>]]")
+			}
+			body := map[string]string{}
+			if p := c.flag("process"); p != "" {
+				body["process"] = p
+			}
+			if id := c.flag("container"); id != "" {
+				body["container"] = id
+			}
+			return c.deployment("/podswitch/apps/"+url.PathEscape(args[0])+"/restart", body, args[0])
+		}),
+	}
+	cmd.Flags().String("process", "", "Restart only the containers of this process type")
+	cmd.Flags().String("container", "", "Restart only this container (id or name)")
+	waitFlags(cmd)
+	return cmd
+}
+
+func waitFlags(cmd *cobra.Command) {
+	cmd.Flags().BoolP("wait", "w", false, "Wait until the deployment has ended; exit non-zero unless it ended with success")
+	cmd.Flags().Duration("timeout", 0, "With --wait, give up waiting after this long (exit status 3); 0 waits as long as it takes")
+}
+
+func scaleCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "scale <app> <type>=<count>...",
+		Short: "Sets how many containers of each process type run",
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			const use = "scale <app> <type>=<count>... (for example: scale blog web=3 worker=1)"
+			if len(args) < 2 {
+				return c.usage(use)
+			}
+			counts := map[string]int{}
+			for _, a := range args[1:] {
+				name, v, ok := strings.Cut(a, "=")
+				n, err := strconv.Atoi(v)
+				if !ok || name == "" || err != nil || n < 0 {
+					return c.fail("%q: want <type>=<count> with a count of 0 or more; usage: caddy podswitch %s", a, use)
+				}
+				counts[name] = n
+			}
+			body, ok := c.call(http.MethodPost, "/podswitch/apps/"+url.PathEscape(args[0])+"/scale", counts)
+			if !ok {
+				return exitError
+			}
+			if c.json {
+				return c.raw(body)
+			}
+			var st engine.AppStatus
+			if err := json.Unmarshal(body, &st); err != nil {
+				return c.fail("reading the answer: %v", err)
+			}
+			fmt.Fprintf(c.out, "app %s: %s\n", st.Name, formatCounts(st.Processes))
+			return exitOK
+		}),
+	}
+}
+
+func historyCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "history <app>",
+		Short: "Shows the deployments of an app, newest first",
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("history <app>")
+			}
+			body, ok := c.call(http.MethodGet, "/podswitch/apps/"+url.PathEscape(args[0])+"/deployments", nil)
+			if !ok {
+				return exitError
+			}
+			if c.json {
+				return c.raw(body)
+			}
+			var deps []engine.Deployment
+			if err := json.Unmarshal(body, &deps); err != nil {
+				return c.fail("reading the answer: %v", err)
+			}
+			printHistory(c.out, deps)
+			return exitOK
+		}),
+	}
+}
+
+// cliClient runs one `caddy podswitch` subcommand.
+type cliClient struct {
+	cmd     *cobra.Command
+	addr    string
+	json    bool
+	timeout time.Duration
+	out     io.Writer
+	errOut  io.Writer
+}
+
+// errExit makes cobra exit with status 1 without printing anything more.
+var errExit = errors.New("podswitch: failed")
+
+// runCLI turns f into a cobra RunE that exits with the status f returns.
+func runCLI(f func(c *cliClient, args []string) int) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cmd.SilenceErrors, cmd.SilenceUsage = true, true
+		c := &cliClient{cmd: cmd, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr()}
+		code := c.setup()
+		if code == exitOK {
+			code = f(c, args)
+		}
+		switch code {
+		case exitOK:
+			return nil
+		case exitError:
+			return errExit
+		}
+		// Only Caddy's wrapper can make Main exit with another status.
+		return caddycmd.WrapCommandFuncForCobra(func(caddycmd.Flags) (int, error) { return code, nil })(cmd, args)
+	}
+}
+
+func (c *cliClient) setup() int {
+	c.json, _ = c.cmd.Flags().GetBool("json")
+	if c.cmd.Flags().Lookup("timeout") != nil {
+		c.timeout, _ = c.cmd.Flags().GetDuration("timeout")
+	}
+	addr, err := caddycmd.DetermineAdminAPIAddress(c.flag("address"), nil, c.flag("config"), c.flag("adapter"))
+	if err != nil {
+		return c.fail("finding the admin endpoint: %v", err)
+	}
+	c.addr = addr
+	return exitOK
+}
+
+func (c *cliClient) flag(name string) string {
+	v, _ := c.cmd.Flags().GetString(name)
+	return v
+}
+
+func (c *cliClient) fail(format string, args ...any) int {
+	fmt.Fprintf(c.errOut, "Error: "+format+"\n", args...)
+	return exitError
+}
+
+func (c *cliClient) usage(use string) int {
+	return c.fail("usage: caddy podswitch %s", use)
+}
+
+func (c *cliClient) raw(body []byte) int {
+	c.out.Write(body)
+	if !bytes.HasSuffix(body, []byte("\n")) {
+		fmt.Fprintln(c.out)
+	}
+	return exitOK
+}
+
+var errWaitTimeout = errors.New("timeout")
+
+// adminErrorRE matches the error of caddycmd.AdminAPIRequest for an answer
+// with an error status.
+var adminErrorRE = regexp.MustCompile(`(?s)HTTP (\d{3}): (.*)$`)
+
+// call makes one API request and returns the answer's body; on failure it
+// prints why and returns false.
+func (c *cliClient) call(method, uri string, body any) ([]byte, bool) {
+	b, err := c.request(method, uri, body)
+	if err != nil {
+		c.reportErr(err)
+		return nil, false
+	}
+	return b, true
+}
+
+// reportErr prints why a request failed: the API's message when it
+// answered with an error.
+func (c *cliClient) reportErr(err error) int {
+	if m := adminErrorRE.FindStringSubmatch(err.Error()); m != nil {
+		if c.json {
+			c.raw([]byte(m[2]))
+		}
+		return c.fail("%s (HTTP %s)", errorMessage([]byte(m[2])), m[1])
+	}
+	return c.fail("%v", err)
+}
+
+func (c *cliClient) request(method, uri string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	type result struct {
+		body []byte
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		resp, err := caddycmd.AdminAPIRequest(c.addr, method, uri, nil, rd)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		ch <- result{b, err}
+	}()
+	var timeout <-chan time.Time
+	if c.timeout > 0 {
+		t := time.NewTimer(c.timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case r := <-ch:
+		return r.body, r.err
+	case <-timeout:
+		return nil, errWaitTimeout
+	}
+}
+
+// deployment posts a deploy or restart and reports on the deployment it
+// started.
+func (c *cliClient) deployment(uri string, body map[string]string, app string) int {
+	wait, _ := c.cmd.Flags().GetBool("wait")
+	if wait {
+		uri += "?wait=1"
+	} else {
+		c.timeout = 0
+	}
+	b, err := c.request(http.MethodPost, uri, body)
+	if errors.Is(err, errWaitTimeout) {
+		fmt.Fprintf(c.errOut, "Error: gave up waiting after %s; the deployment goes on (see: caddy podswitch history %s)\n", c.timeout, app)
+		return exitTimeout
+	}
+	if err != nil {
+		return c.reportErr(err)
+	}
+	var ans deploymentAnswer
+	if err := json.Unmarshal(b, &ans); err != nil {
+		return c.fail("reading the answer: %v", err)
+	}
+	if c.json {
+		c.raw(b)
+	} else {
+		if ans.Message != "" {
+			fmt.Fprintln(c.out, ans.Message)
+		}
+		if d := ans.Deployment; d != nil {
+			fmt.Fprintln(c.out, describeDeployment(app, *d))
+			if d.Error != "" {
+				fmt.Fprintf(c.out, "error: %s\n", d.Error)
+			}
+		}
+	}
+	d := ans.Deployment
+	switch {
+	case !wait || d == nil || d.Status == engine.StatusSuccess:
+		return exitOK
+	case !d.Status.Ended():
+		// The request ended before the deployment (the server went away).
+		fmt.Fprintf(c.errOut, "Error: deployment %d of %s has not ended yet\n", d.ID, app)
+		return exitTimeout
+	}
+	if c.json {
+		fmt.Fprintf(c.errOut, "Error: deployment %d of %s ended %s: %s\n", d.ID, app, d.Status, d.Error)
+	}
+	return exitFailed
+}
+
+// describeDeployment says what a deployment is and where it stands, in
+// one line.
+func describeDeployment(app string, d engine.Deployment) string {
+	what := d.Kind + " " + d.Image
+	if d.Process != "" {
+		what += ", process " + d.Process
+	}
+	if d.Container != "" {
+		what += ", container " + shortID(d.Container)
+	}
+	s := fmt.Sprintf("deployment %d of %s (%s, release %s): %s", d.ID, app, what, d.Release, d.Status)
+	if d.Status.Ended() && !d.EndedAt.IsZero() {
+		s += " after " + d.EndedAt.Sub(d.StartedAt).Round(time.Millisecond).String()
+	}
+	return s
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func formatCounts(m map[string]int) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s=%d", n, m[n])
+	}
+	return strings.Join(parts, " ")
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printApps(w io.Writer, apps []engine.AppStatus) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tRELEASE\tIMAGE\tREADY\tPROCESSES\tLAST DEPLOYMENT")
+	for _, st := range apps {
+		rel, img := "-", st.Image
+		if st.Release != nil {
+			rel, img = st.Release.ID, st.Release.Image
+		}
+		last := "-"
+		if len(st.Deployments) > 0 {
+			d := st.Deployments[0]
+			last = fmt.Sprintf("%d %s %s", d.ID, d.Kind, d.Status)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", st.Name, rel, img, readyWeb(st), st.Processes[engine.WebProcess], formatCounts(st.Processes), last)
+	}
+	tw.Flush()
+}
+
+func readyWeb(st engine.AppStatus) int {
+	n := 0
+	for _, c := range st.Containers {
+		if c.Process == engine.WebProcess && c.State == engine.StateReady {
+			n++
+		}
+	}
+	return n
+}
+
+func printApp(w io.Writer, st engine.AppStatus) {
+	fmt.Fprintf(w, "app:        %s\n", st.Name)
+	if r := st.Release; r != nil {
+		dep := "adopted"
+		if r.Deployment != 0 {
+			dep = fmt.Sprintf("deployment %d", r.Deployment)
+		}
+		fmt.Fprintf(w, "release:    %s %s (%s, %s, %s)\n", r.ID, r.Image, r.Status, dep, formatTime(r.DeployedAt))
+	} else {
+		fmt.Fprintln(w, "release:    none serves yet")
+	}
+	if st.Release == nil || st.Release.ID != st.Desired {
+		fmt.Fprintf(w, "desired:    %s %s\n", st.Desired, st.Image)
+	}
+	fmt.Fprintf(w, "processes:  %s\n", formatCounts(st.Processes))
+	if len(st.GaveUp) > 0 {
+		fmt.Fprintf(w, "gave up:    %s (retried on the next deploy, restart or scale)\n", strings.Join(st.GaveUp, ", "))
+	}
+	if st.RuntimeError != "" {
+		fmt.Fprintf(w, "runtime:    %s\n", st.RuntimeError)
+	}
+	if len(st.Deployments) > 0 {
+		d := st.Deployments[0]
+		fmt.Fprintf(w, "last:       deployment %d %s %s: %s", d.ID, d.Kind, d.Image, d.Status)
+		if d.Error != "" {
+			fmt.Fprintf(w, ": %s", d.Error)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONTAINER\tNAME\tPROCESS\tRELEASE\tSTATE\tDIAL\tSTARTED")
+	for _, c := range st.Containers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(c.ID), c.Name, c.Process, c.Release, c.State, orDash(c.Addr), formatTime(c.StartedAt))
+	}
+	tw.Flush()
+}
+
+func printHistory(w io.Writer, deps []engine.Deployment) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tSTATUS\tIMAGE\tRELEASE\tSTARTED\tDURATION\tERROR")
+	for _, d := range deps {
+		kind := d.Kind
+		if d.Process != "" {
+			kind += " " + d.Process
+		}
+		if d.Container != "" {
+			kind += " " + shortID(d.Container)
+		}
+		dur := "-"
+		if !d.EndedAt.IsZero() {
+			dur = d.EndedAt.Sub(d.StartedAt).Round(time.Millisecond).String()
+		}
+		msg := strings.ReplaceAll(d.Error, "\n", " ")
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, kind, d.Status, d.Image, d.Release, formatTime(d.StartedAt), dur, orDash(msg))
+	}
+	tw.Flush()
+}

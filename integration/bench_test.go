@@ -1,0 +1,122 @@
+package integration
+
+import (
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/podswitch/podswitch/internal/engine"
+)
+
+// BenchmarkThroughputDynamicVsStatic measures requests/s through
+// `dynamic podswitch` against Caddy's reverse_proxy with a static upstream
+// dialing the same container, in the same Caddy, with wrk, alternating
+// rounds so that both see the same machine. Run it with
+//
+//	go test -tags "$TAGS" -run '^$' -bench ThroughputDynamicVsStatic -benchtime 1x ./integration/
+func BenchmarkThroughputDynamicVsStatic(b *testing.B) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		b.Fatal("wrk is needed: apt-get install -y wrk")
+	}
+	app := uniqueName("bench")
+	cfg := appCfg{Name: app, Image: imageV1, Web: 1}
+	c := startCaddy(b, cfg)
+	c.waitDeployment(app, imageV1, 60*time.Second)
+	st := c.waitSettled(app, 1, 30*time.Second)
+	var addr string
+	for _, ct := range st.Containers {
+		if ct.Process == engine.WebProcess {
+			addr = ct.Addr
+		}
+	}
+	static := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	c.extra = fmt.Sprintf("\nhttp://%s {\n\treverse_proxy %s\n}\n", static, addr)
+	c.reload(cfg)
+	time.Sleep(500 * time.Millisecond)
+
+	rounds, dur := 3, "8s"
+	var dyn, sta float64
+	b.ResetTimer()
+	for range b.N {
+		for range rounds {
+			dyn += wrk(b, c.url("/"), dur)
+			sta += wrk(b, "http://"+static+"/", dur)
+		}
+	}
+	n := float64(rounds * b.N)
+	b.ReportMetric(dyn/n, "dynamic_req/s")
+	b.ReportMetric(sta/n, "static_req/s")
+	b.ReportMetric(dyn/sta, "dynamic/static")
+}
+
+var wrkRate = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+
+func wrk(b *testing.B, url, dur string) float64 {
+	b.Helper()
+	out, err := exec.Command("wrk", "-t2", "-c32", "-d"+dur, url).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	m := wrkRate.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("wrk output without a rate:\n%s", out)
+	}
+	if regexp.MustCompile(`Non-2xx|Socket errors`).Match(out) {
+		b.Fatalf("wrk saw errors:\n%s", out)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// BenchmarkDeployParallelBoot compares the deploy time (start to switch) of
+// an app with 4 web containers with the same app with 1, alternating
+// deploys, and reports the time from the last container's first accepted
+// connection to the pool swap. Run it with
+//
+//	go test -tags "$TAGS" -run '^$' -bench DeployParallelBoot -benchtime 1x ./integration/
+func BenchmarkDeployParallelBoot(b *testing.B) {
+	one := appCfg{Name: uniqueName("one"), Image: imageV1, Web: 1}
+	four := appCfg{Name: uniqueName("four"), Image: imageV1, Web: 4}
+	c := startCaddy(b, one, four)
+	c.waitDeployment(one.Name, imageV1, 60*time.Second)
+	c.waitDeployment(four.Name, imageV1, 60*time.Second)
+	c.waitSettled(one.Name, 1, 30*time.Second)
+	c.waitSettled(four.Name, 4, 30*time.Second)
+
+	images := []string{imageV2, imageV1}
+	var t1, t4, maxSwitch, sumSwitch time.Duration
+	deploys := 0
+	b.ResetTimer()
+	for range b.N {
+		for i := range 5 {
+			img := images[i%2]
+			for _, a := range []*appCfg{&one, &four} {
+				a.Image = img
+				c.reload(one, four)
+				d := c.waitDeployment(a.Name, img, 60*time.Second)
+				if d.Status != engine.StatusSuccess {
+					b.Fatalf("deploy of %s: %s %s", a.Name, d.Status, d.Error)
+				}
+				took := d.SwitchedAt.Sub(d.StartedAt)
+				if a.Name == one.Name {
+					t1 += took
+				} else {
+					t4 += took
+				}
+				sw := d.SwitchedAt.Sub(d.LastReadyAt)
+				sumSwitch += sw
+				maxSwitch = max(maxSwitch, sw)
+				deploys++
+				c.waitSettled(a.Name, a.Web, 60*time.Second)
+			}
+		}
+	}
+	b.ReportMetric(float64(t1.Milliseconds())/float64(5*b.N), "deploy1_ms")
+	b.ReportMetric(float64(t4.Milliseconds())/float64(5*b.N), "deploy4_ms")
+	b.ReportMetric(float64(t4)/float64(t1), "deploy4/deploy1")
+	b.ReportMetric(float64(sumSwitch.Microseconds())/float64(deploys), "ready_to_switch_us")
+	b.ReportMetric(float64(maxSwitch.Microseconds()), "ready_to_switch_max_us")
+}

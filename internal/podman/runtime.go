@@ -287,7 +287,7 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 	stop := make(chan bool)
 	stream := true
 	err = system.Events(cctx, ch, stop, &system.EventsOptions{
-		Stream:  &stream,
+		Stream: &stream,
 		// Podman 4 does not match a label filter without a value, and
 		// combines several label filters differently from Podman 5: the
 		// labels are checked here.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -372,10 +373,6 @@ func (a *adminAPI) scale(w http.ResponseWriter, r *http.Request, m *engine.Manag
 // waitDeployment waits until deployment id of s has ended, or the request
 // is gone, and returns its final copy.
 func waitDeployment(w http.ResponseWriter, r *http.Request, s *engine.Supervisor, id int64) (engine.Deployment, bool) {
-	// Caddy's admin server has a ReadTimeout: once it passes, the server
-	// cancels the request's context, even though the whole request has
-	// been read. Waiting may take longer, so lift it.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	d, done, ok := s.Deployment(id)
 	if !ok {
 		return d, false
@@ -420,6 +417,7 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) erro
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			if optional {
+				_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 				return nil
 			}
 			return apiErr(http.StatusBadRequest, "the request needs a JSON body")
@@ -432,6 +430,11 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) erro
 		}
 		return apiErr(http.StatusBadRequest, "malformed JSON body: unexpected data after the JSON value")
 	}
+	// The whole request is read. Caddy's admin server has a ReadTimeout
+	// (10s) and, once it passes, cancels the request's context even though
+	// the request was read: lift it, since changing the config and
+	// waiting for a deployment may take longer.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return nil
 }
 
@@ -447,6 +450,9 @@ func bodyErr(err error) error {
 	case errors.As(err, &typ):
 		if typ.Field != "" {
 			return apiErr(http.StatusBadRequest, "field %q: want %s, not a JSON %s", typ.Field, typeWord(typ.Type.String()), typ.Value)
+		}
+		if k := typ.Type.Kind(); k == reflect.Int || (k == reflect.Pointer && typ.Type.Elem().Kind() == reflect.Int) {
+			return apiErr(http.StatusBadRequest, "counts: want whole numbers, 0 or more, not a JSON %s", typ.Value)
 		}
 		return apiErr(http.StatusBadRequest, "want a JSON object, not a JSON %s", typ.Value)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -489,7 +495,8 @@ func updateAppConfig(r *http.Request, app string, modify func(cfg map[string]jso
 	if err != nil {
 		return false, err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), configTimeout)
+	// Once the change is sent, see it through even if the client leaves.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), configTimeout)
 	defer cancel()
 	path := "/config/apps/podswitch/apps/" + app
 	for attempt := 0; ; attempt++ {

@@ -182,7 +182,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		a.specs = append(a.specs, spec)
 	}
+	if err := setNotifyTargets(ctx, a.Apps); err != nil {
+		return err
+	}
 	a.shared = acquireShared(a.logger)
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		if err := promMetrics.register(reg); err != nil {
+			return fmt.Errorf("podswitch metrics: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -236,8 +244,12 @@ func acquireShared(log *zap.Logger) *shared {
 				Runtime: rt,
 				Prober:  engine.TCPProber{},
 				Logger:  log,
-				Notify:  notify,
-				History: defaultHistory(),
+				Notify: func(ev engine.Event) {
+					promMetrics.observe(ev)
+					notify(ev)
+				},
+				ObserveBoot: promMetrics.observeBoot,
+				History:     defaultHistory(),
 			}),
 		}
 	}

@@ -63,7 +63,8 @@ type WebhookConfig struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// Attempts is how many times an event is tried, the first one
-	// included. Default: 5.
+	// included. Default: 5. However many there are, the delivery of one
+	// event ends after 3 minutes.
 	Attempts int `json:"attempts,omitempty"`
 
 	// Events selects the events posted, among `deployment`,
@@ -75,7 +76,8 @@ type WebhookConfig struct {
 // EmailConfig sends a plain-text e-mail per event over SMTP. The subject
 // says what happened, for example `[podswitch] blog: restart of web gave
 // up`; the body gives the details. Temporary failures (the server cannot
-// be reached, or answers 4xx) are retried twice with backoff.
+// be reached, or answers 4xx) are retried twice with backoff (2s, 4s);
+// the delivery of one event ends after 3 minutes in all.
 type EmailConfig struct {
 	// Host is the SMTP server's host name or address. Required.
 	Host string `json:"host,omitempty"`
@@ -554,6 +556,23 @@ func currentNotifyTarget() (*notifyTarget, bool) {
 	return nil, false
 }
 
+// awaitRunningTarget waits, a little, for a config to run: on Caddy's
+// first start the engine starts (and may end a deployment) before the
+// config is switched in and the events app can take events.
+func awaitRunningTarget() (*notifyTarget, bool) {
+	deadline := time.Now().Add(awaitRunningTimeout)
+	for {
+		t, running := currentNotifyTarget()
+		if running || t == nil || time.Now().After(deadline) {
+			return t, running
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// awaitRunningTimeout bounds awaitRunningTarget.
+var awaitRunningTimeout = 10 * time.Second
+
 // notify receives the engine's events, in a goroutine of the engine's: it
 // emits the Caddy event and hands the message to the app's notifiers,
 // each in a goroutine of its own, so that a slow receiver delays nothing.
@@ -561,6 +580,9 @@ func currentNotifyTarget() (*notifyTarget, bool) {
 // notify logs deliveries that fail.
 func notify(ev engine.Event) {
 	t, running := currentNotifyTarget()
+	if t != nil && !running {
+		t, running = awaitRunningTarget()
+	}
 	log := caddy.Log().Named("podswitch.notify")
 	if t != nil {
 		log = t.logger

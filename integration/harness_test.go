@@ -175,12 +175,20 @@ func (c *caddyProc) caddyfile(apps ...appCfg) string {
 }
 
 func (c *caddyProc) start(apps ...appCfg) {
+	c.t.Helper()
+	path := filepath.Join(c.dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(c.caddyfile(apps...)), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	c.launch()
+}
+
+// launch runs Caddy on the Caddyfile in its folder and waits for the admin
+// endpoint.
+func (c *caddyProc) launch() {
 	t := c.t
 	t.Helper()
 	path := filepath.Join(c.dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(c.caddyfile(apps...)), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	logf, err := os.OpenFile(filepath.Join(c.dir, "caddy.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -192,8 +200,9 @@ func (c *caddyProc) start(apps ...appCfg) {
 		t.Fatal(err)
 	}
 	c.cmd = cmd
-	c.done = make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(c.done) }()
+	done := make(chan struct{})
+	c.done = done
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + c.admin + "/config/")
@@ -204,7 +213,7 @@ func (c *caddyProc) start(apps ...appCfg) {
 			}
 		}
 		select {
-		case <-c.done:
+		case <-done:
 			t.Fatalf("caddy exited at start:\n%s", c.logs())
 		default:
 		}
@@ -213,6 +222,16 @@ func (c *caddyProc) start(apps ...appCfg) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// kill ends Caddy with SIGKILL, as a crash would.
+func (c *caddyProc) kill() {
+	if c.cmd == nil {
+		return
+	}
+	_ = c.cmd.Process.Kill()
+	<-c.done
+	c.cmd = nil
 }
 
 func (c *caddyProc) logs() string {

@@ -51,6 +51,18 @@ func (s *Supervisor) bootRetry(ctx context.Context, spec AppSpec, p ProcessSpec,
 		if err == nil {
 			return c, nil
 		}
+		if errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+			// Not the app's fault: wait for the runtime, then try again
+			// without counting an attempt.
+			s.discard([]*Container{c})
+			s.setRuntimeErr(err)
+			s.log.Warn("container runtime unreachable, waiting to boot", zap.String("process", p.Name), zap.Error(err))
+			if werr := s.withRuntime(ctx, func() error { _, err := s.deps.Runtime.List(ctx, s.name); return err }); werr != nil {
+				return nil, werr
+			}
+			attempt--
+			continue
+		}
 		if c != nil && (attempt < attempts || ctx.Err() != nil) {
 			s.discard([]*Container{c})
 			c = nil
@@ -74,7 +86,7 @@ func (s *Supervisor) bootRetry(ctx context.Context, spec AppSpec, p ProcessSpec,
 // boot starts one container of process p and waits until it is ready. The
 // container is returned (and recorded) whenever it was created, even when
 // the boot failed, so that the caller removes it.
-func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, release string) (*Container, error) {
+func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, release string) (_ *Container, err error) {
 	env := make(map[string]string, len(spec.Env)+1)
 	for k, v := range spec.Env {
 		env[k] = v
@@ -86,6 +98,14 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		labels[LabelPort] = strconv.Itoa(spec.Port)
 	}
 	name := fmt.Sprintf("podswitch-%s-%s-%s-%06x", spec.Name, p.Name, release[:8], rand.Uint32()&0xffffff)
+	t0 := time.Now()
+	if obs := s.deps.ObserveBoot; obs != nil {
+		defer func() {
+			if ctx.Err() == nil {
+				obs(spec.Name, p.Name, time.Since(t0), err == nil)
+			}
+		}()
+	}
 	info, err := s.deps.Runtime.Run(ctx, ContainerSpec{
 		Name: name, Image: spec.Image, Command: p.Command, Env: env, Labels: labels,
 		StopTimeout: spec.StopTimeout,
@@ -97,6 +117,9 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		}
 		if ctx.Err() != nil {
 			return c, ctx.Err()
+		}
+		if errors.Is(err, ErrUnavailable) {
+			return c, err
 		}
 		return c, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", p.Name, err)}
 	}

@@ -49,8 +49,6 @@ func (s *Supervisor) drain(p *Pool, timeout time.Duration) {
 
 // stopContainers stops (SIGTERM, stop_timeout, SIGKILL) and removes cs.
 func (s *Supervisor) stopContainers(cs []*Container, stopTimeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), stopTimeout+cleanupTimeout)
-	defer cancel()
 	var wg sync.WaitGroup
 	for _, c := range cs {
 		wg.Go(func() {
@@ -58,10 +56,22 @@ func (s *Supervisor) stopContainers(cs []*Container, stopTimeout time.Duration) 
 			c.State = StateStopping
 			s.mu.Unlock()
 			t0 := time.Now()
-			if err := s.deps.Runtime.Stop(ctx, c.ID, stopTimeout); err != nil && !errors.Is(err, ErrNotFound) {
+			// A runtime that is away is waited for (as long as podswitch
+			// runs): a container left running would serve nobody.
+			err := s.withRuntime(s.ctx, func() error {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), stopTimeout+cleanupTimeout)
+				defer cancel()
+				return s.deps.Runtime.Stop(ctx, c.ID, stopTimeout)
+			})
+			if err != nil && !errors.Is(err, ErrNotFound) {
 				s.log.Warn("stopping container failed", zap.String("container", c.ID), zap.Error(err))
 			}
-			if err := s.deps.Runtime.Remove(ctx, c.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			err = s.withRuntime(s.ctx, func() error {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), cleanupTimeout)
+				defer cancel()
+				return s.deps.Runtime.Remove(ctx, c.ID)
+			})
+			if err != nil && !errors.Is(err, ErrNotFound) {
 				s.log.Error("removing container failed", zap.String("container", c.ID), zap.Error(err))
 			}
 			s.mu.Lock()

@@ -186,7 +186,8 @@ func (s *Supervisor) runHook(ctx context.Context, spec AppSpec, release string) 
 func (s *Supervisor) discardID(id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), cleanupTimeout)
 	defer cancel()
-	if err := s.deps.Runtime.Remove(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+	err := s.withRuntime(context.WithoutCancel(s.ctx), func() error { return s.deps.Runtime.Remove(ctx, id) })
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		s.log.Error("removing container failed", zap.String("container", id), zap.Error(err))
 	}
 }

@@ -63,6 +63,11 @@ type ContainerEvent struct {
 // ErrNotFound is returned by Runtime.Inspect for a container that is gone.
 var ErrNotFound = errors.New("container not found")
 
+// ErrUnavailable wraps the errors of a runtime that could not be reached.
+// The engine waits for the runtime to come back rather than failing the
+// operation.
+var ErrUnavailable = errors.New("container runtime unavailable")
+
 // Prober tells whether something accepts TCP connections at an address.
 type Prober interface {
 	// Probe makes one attempt and returns nil when a connection was

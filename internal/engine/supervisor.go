@@ -38,6 +38,9 @@ type Deps struct {
 	Notify func(Event)
 	// History, when set, keeps deployments across restarts of the process.
 	History History
+	// ObserveBoot, when set, is told how long each container took from its
+	// creation to ready (ok) or to its failed boot.
+	ObserveBoot func(app, process string, took time.Duration, ok bool)
 }
 
 // Event names.
@@ -479,6 +482,30 @@ func (s *Supervisor) setRuntimeErr(err error) {
 		}
 	}
 	s.runtimeErr = msg
+}
+
+// runtimeRetry is how often an operation waiting for the runtime tries
+// again.
+var runtimeRetry = 2 * time.Second
+
+// withRuntime runs fn until it does not fail with ErrUnavailable, waiting
+// runtimeRetry between tries, or until ctx ends.
+func (s *Supervisor) withRuntime(ctx context.Context, fn func() error) error {
+	for {
+		err := fn()
+		if !errors.Is(err, ErrUnavailable) {
+			if err == nil {
+				s.setRuntimeErr(nil)
+			}
+			return err
+		}
+		s.setRuntimeErr(err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(runtimeRetry):
+		}
+	}
 }
 
 // publishLocked swaps in a pool of the ready web containers of the current

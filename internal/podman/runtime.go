@@ -67,7 +67,7 @@ func (r *Runtime) call(ctx context.Context) (context.Context, context.CancelFunc
 		c, err := bindings.NewConnection(cctx, r.uri)
 		stop()
 		if err != nil {
-			return nil, nil, fmt.Errorf("podman service at %s: %w", r.uri, err)
+			return nil, nil, fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, r.uri, err)
 		}
 		// The connection keeps the context it was made with: make it one
 		// that is never cancelled.
@@ -106,12 +106,14 @@ func (r *Runtime) check(err error) error {
 		}
 		return errors.New(em2.Message)
 	}
-	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		r.mu.Lock()
-		r.conn = nil
-		r.mu.Unlock()
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
-	return err
+	// A transport error: dial again next time.
+	r.mu.Lock()
+	r.conn = nil
+	r.mu.Unlock()
+	return fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, r.uri, err)
 }
 
 // Ping checks that the service answers.

@@ -1,0 +1,117 @@
+package caddymodule
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podswitch/podswitch/internal/engine"
+)
+
+// metrics are podswitch's Prometheus series. They live as long as the
+// process (like the engine) and are registered in the registry of every
+// config Caddy loads, so they show on the admin endpoint's /metrics.
+type metrics struct {
+	deployments    *prometheus.CounterVec
+	deployDuration *prometheus.HistogramVec
+	bootDuration   *prometheus.HistogramVec
+	crashes        *prometheus.CounterVec
+	gaveUp         *prometheus.CounterVec
+	containers     *prometheus.Desc
+}
+
+var promMetrics = newMetrics()
+
+func newMetrics() *metrics {
+	const ns = "podswitch"
+	buckets := []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+	return &metrics{
+		deployments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "deployments_total",
+			Help: "Deployments (and restarts) that ended, by app, kind and status.",
+		}, []string{"app", "kind", "status"}),
+		deployDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "deployment_duration_seconds", Buckets: buckets,
+			Help: "Time from the start of a deployment to its end, by app, kind and status.",
+		}, []string{"app", "kind", "status"}),
+		bootDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "boot_duration_seconds", Buckets: buckets,
+			Help: "Time from a container's creation to ready (result=ready) or to its failed boot (result=failed).",
+		}, []string{"app", "process", "result"}),
+		crashes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "crashes_total",
+			Help: "Ready containers that exited outside podswitch, by app and process type.",
+		}, []string{"app", "process"}),
+		gaveUp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "gave_up_total",
+			Help: "Restarts, scale-ups and crash replacements that gave up after restart_attempts.",
+		}, []string{"app", "process"}),
+		containers: prometheus.NewDesc("podswitch_containers",
+			"Containers podswitch manages, by app, process type and state.",
+			[]string{"app", "process", "state"}, nil),
+	}
+}
+
+// register adds the series to reg; a registry that has them already is
+// fine.
+func (m *metrics) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// observe records an engine event.
+func (m *metrics) observe(ev engine.Event) {
+	switch ev.Name {
+	case engine.EventDeployment:
+		d := ev.Deployment
+		m.deployments.WithLabelValues(ev.App, d.Kind, string(d.Status)).Inc()
+		m.deployDuration.WithLabelValues(ev.App, d.Kind, string(d.Status)).Observe(d.EndedAt.Sub(d.StartedAt).Seconds())
+	case engine.EventCrashed:
+		m.crashes.WithLabelValues(ev.App, ev.Process).Inc()
+	case engine.EventGaveUp:
+		m.gaveUp.WithLabelValues(ev.App, ev.Process).Inc()
+	}
+}
+
+// observeBoot records one container boot.
+func (m *metrics) observeBoot(app, process string, took time.Duration, ok bool) {
+	result := "ready"
+	if !ok {
+		result = "failed"
+	}
+	m.bootDuration.WithLabelValues(app, process, result).Observe(took.Seconds())
+}
+
+// Describe implements prometheus.Collector for the containers gauge.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.containers }
+
+// Collect implements prometheus.Collector: the containers gauge is read
+// from the engine at scrape time.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	mgr := currentManager()
+	if mgr == nil {
+		return
+	}
+	type key struct{ app, process, state string }
+	for _, name := range mgr.Apps() {
+		s := mgr.App(name)
+		if s == nil {
+			continue
+		}
+		n := map[key]int{}
+		for _, c := range s.Status().Containers {
+			n[key{name, c.Process, string(c.State)}]++
+		}
+		for k, v := range n {
+			ch <- prometheus.MustNewConstMetric(m.containers, prometheus.GaugeValue, float64(v), k.app, k.process, k.state)
+		}
+	}
+}

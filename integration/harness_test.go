@@ -615,3 +615,9 @@ func mustRead(resp *http.Response) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// rawLogs returns everything Caddy logged.
+func (c *caddyProc) rawLogs() string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "caddy.log"))
+	return string(b)
+}

@@ -230,9 +230,12 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 			}
 		}
 		if changed {
-			ans.Message = fmt.Sprintf("the config of app %s now names image %s, whose release already serves or was already tried: no deployment started", app, image)
+			ans.Message = fmt.Sprintf("the config of app %s now names image %s, whose release already serves or was the last one tried: no deployment started", app, image)
 		} else {
-			ans.Message = fmt.Sprintf("image %s is already the desired image of app %s: no deployment started (to retry a failed deploy, deploy another image first or restart)", image, app)
+			ans.Message = fmt.Sprintf("image %s is already the desired image of app %s: no deployment started", image, app)
+		}
+		if d := ans.Deployment; d != nil && d.Status.Ended() && d.Status != engine.StatusSuccess {
+			ans.Message += fmt.Sprintf(" (its last deployment ended %s; deploying the same image again does not retry it)", d.Status)
 		}
 	}
 	if wait && ans.Deployment != nil && !ans.Deployment.Status.Ended() {

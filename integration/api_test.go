@@ -226,8 +226,27 @@ func TestAPIDeployNeverReadyCLI(t *testing.T) {
 	// The failed image is desired now: the same deploy starts nothing and
 	// still exits non-zero.
 	code, out = c.podswitchCLI("deploy", app, imageV2, "--wait")
-	if code == 0 || !strings.Contains(out, "timeout-error") || !strings.Contains(out, "already the desired image") {
+	if code == 0 || !strings.Contains(out, "timeout-error") || !strings.Contains(out, "already the desired image") || !strings.Contains(out, "does not retry") {
 		t.Errorf("deploying the failed image again: exit %d: %s", code, out)
+	}
+}
+
+// deploy --wait outlasts the admin endpoint's 10s read timeout (and the
+// replacement of the admin server that every config change makes).
+func TestAPIDeployWaitLongerThanAdminTimeout(t *testing.T) {
+	app := uniqueName("apislow")
+	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"env LISTEN_DELAY 12s", "boot_timeout 40s"}}
+	c := startCaddy(t, cfg)
+	if d := c.waitDeployment(app, imageV1, 90*time.Second); d.Status != engine.StatusSuccess {
+		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
+	}
+	start := time.Now()
+	code, out := c.podswitchCLI("deploy", app, imageV2, "--wait")
+	if code != 0 || !strings.Contains(out, "success") {
+		t.Fatalf("deploy --wait: exit %d: %s", code, out)
+	}
+	if took := time.Since(start); took < 12*time.Second {
+		t.Errorf("deploy --wait returned after %s, before the release could listen", took)
 	}
 }
 

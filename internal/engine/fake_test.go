@@ -65,7 +65,9 @@ type fakeRuntime struct {
 	nsub int
 }
 
-var errDown = errors.New("podman service at unix:///run/podman/podman.sock: connection refused")
+// errDown is what the Podman runtime returns when its service cannot be
+// reached: it wraps ErrUnavailable, so the engine waits instead of failing.
+var errDown = fmt.Errorf("%w: podman service at unix:///run/podman/podman.sock: connection refused", ErrUnavailable)
 
 // SetDown makes the runtime unreachable (or reachable again).
 func (r *fakeRuntime) SetDown(down bool) {

@@ -194,6 +194,10 @@ func countsEqual(a, b AppSpec) bool {
 // ErrNoRelease is returned by Restart when nothing runs yet.
 var ErrNoRelease = errors.New("the app has no running release to restart")
 
+// ErrBusy is returned by Restart while a deployment of a new release runs:
+// the deployment replaces every container anyway.
+var ErrBusy = errors.New("a deployment is in progress; restart once it has ended")
+
 // Restart replaces containers of the current release, new first: every
 // container (process and container empty), those of one process type, or
 // one container. Replacements that fail to boot are retried up to
@@ -203,6 +207,9 @@ func (s *Supervisor) Restart(process, container string) (*Deployment, error) {
 	defer s.mu.Unlock()
 	if s.current == nil || s.currentSpec.Name == "" {
 		return nil, ErrNoRelease
+	}
+	if t := s.target; t != nil && t.Kind == KindDeploy {
+		return nil, ErrBusy
 	}
 	if container != "" {
 		c := s.findLocked(container)

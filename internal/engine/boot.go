@@ -202,7 +202,13 @@ func (s *Supervisor) waitRunning(ctx context.Context, spec AppSpec, c *Container
 		return ctx.Err()
 	case <-time.After(wait):
 	}
-	cur, err := s.deps.Runtime.Inspect(ctx, c.ID)
+	// A runtime that is away is waited for: the container's state is not
+	// known, and that is not the app's fault.
+	var cur ContainerInfo
+	err := s.withRuntime(ctx, func() (err error) {
+		cur, err = s.deps.Runtime.Inspect(ctx, c.ID)
+		return err
+	})
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return s.crashed(c, c.Process+" container disappeared while booting")

@@ -57,6 +57,7 @@ type fakeRuntime struct {
 	byEnv      map[string]behavior // key "NAME=value"
 	byProcess  map[string]behavior // podswitch.process label
 	runs       []ContainerSpec
+	runAt      []time.Time // when each of runs was made
 	stops      []stopCall
 	removes    []removeCall
 	// down makes every call fail as if the service were unreachable.
@@ -138,6 +139,7 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 	spec.Labels = maps.Clone(spec.Labels)
 	spec.Command = slices.Clone(spec.Command)
 	r.runs = append(r.runs, spec)
+	r.runAt = append(r.runAt, time.Now())
 	b := r.behaviorLocked(spec)
 	if b.RunErr != "" {
 		return ContainerInfo{}, errors.New(b.RunErr)
@@ -165,6 +167,10 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 func (r *fakeRuntime) Wait(ctx context.Context, id string) (int, error) {
 	for {
 		r.mu.Lock()
+		if r.down {
+			r.mu.Unlock()
+			return -1, errDown
+		}
 		c := r.containers[id]
 		if c == nil {
 			r.mu.Unlock()
@@ -346,6 +352,20 @@ func (r *fakeRuntime) Runs() []ContainerSpec {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.runs)
+}
+
+// RunTimes returns when Run was called for containers of process type
+// process (the podswitch.process label), oldest first.
+func (r *fakeRuntime) RunTimes(process string) []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []time.Time
+	for i, spec := range r.runs {
+		if spec.Labels[LabelProcess] == process {
+			out = append(out, r.runAt[i])
+		}
+	}
+	return out
 }
 
 // Stops returns the Stop calls.

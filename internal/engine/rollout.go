@@ -151,10 +151,20 @@ func (s *Supervisor) runHook(ctx context.Context, spec AppSpec, release string) 
 	defer cancel()
 	name := fmt.Sprintf("podswitch-%s-%s-%s-%06x", spec.Name, HookProcess, release[:8], rand.Uint32()&0xffffff)
 	s.log.Info("postdeploy hook started", zap.String("release", release), zap.Strings("command", spec.Postdeploy))
-	info, err := s.deps.Runtime.Run(hctx, ContainerSpec{
-		Name: name, Image: spec.Image, Command: spec.Postdeploy, Env: spec.Env,
-		Labels:      map[string]string{LabelApp: spec.Name, LabelRelease: release, LabelProcess: HookProcess},
-		StopTimeout: spec.StopTimeout,
+	// A runtime that is away is waited for (within the hook's timeout), as
+	// for the release's own containers.
+	var info ContainerInfo
+	err := s.withRuntime(hctx, func() (err error) {
+		info, err = s.deps.Runtime.Run(hctx, ContainerSpec{
+			Name: name, Image: spec.Image, Command: spec.Postdeploy, Env: spec.Env,
+			Labels:      map[string]string{LabelApp: spec.Name, LabelRelease: release, LabelProcess: HookProcess},
+			StopTimeout: spec.StopTimeout,
+		})
+		if errors.Is(err, ErrUnavailable) && info.ID != "" {
+			s.discardID(info.ID) // created but not started: the next try reuses the name
+			info = ContainerInfo{}
+		}
+		return err
 	})
 	defer func() {
 		if info.ID != "" {
@@ -167,7 +177,11 @@ func (s *Supervisor) runHook(ctx context.Context, spec AppSpec, release string) 
 		}
 		return &bootError{StatusHookError, fmt.Sprintf("postdeploy hook could not start: %v", err)}
 	}
-	code, err := s.deps.Runtime.Wait(hctx, info.ID)
+	var code int
+	err = s.withRuntime(hctx, func() (err error) {
+		code, err = s.deps.Runtime.Wait(hctx, info.ID)
+		return err
+	})
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()

@@ -139,9 +139,10 @@ func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps) 
 			s.deployments = append(s.deployments, &d)
 			s.nextID = max(s.nextID, d.ID)
 		}
-		if n := len(s.deployments); n > 0 {
-			s.lastRelease = s.deployments[n-1].Release
-		}
+		// lastRelease stays empty: it keeps a reload from deploying again
+		// what this process just tried, while on start adopt must replace
+		// whatever does not match the desired release, even if a previous
+		// process already tried (or was killed while deploying) it.
 	}
 	return s
 }

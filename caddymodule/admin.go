@@ -269,7 +269,7 @@ func (a *adminAPI) restart(w http.ResponseWriter, r *http.Request, s *engine.Sup
 	}
 	d, err := s.Restart(body.Process, body.Container)
 	switch {
-	case errors.Is(err, engine.ErrNoRelease):
+	case errors.Is(err, engine.ErrNoRelease), errors.Is(err, engine.ErrBusy):
 		return apiErr(http.StatusConflict, "app %s: %v", app, err)
 	case err != nil && body.Container != "":
 		return apiErr(http.StatusNotFound, "%v", err)
@@ -374,7 +374,10 @@ func (a *adminAPI) scale(w http.ResponseWriter, r *http.Request, m *engine.Manag
 }
 
 // waitDeployment waits until deployment id of s has ended, or the request
-// is gone, and returns its final copy.
+// is gone, and returns its final copy. The admin server's ReadTimeout (10s)
+// does not cut the wait: net/http clears the read deadline once the body
+// has been read (TestAdminWaitOutlivesReadTimeout), and the replacement of
+// the admin server by the config load lets requests in flight finish.
 func waitDeployment(w http.ResponseWriter, r *http.Request, s *engine.Supervisor, id int64) (engine.Deployment, bool) {
 	d, done, ok := s.Deployment(id)
 	if !ok {
@@ -420,7 +423,6 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) erro
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			if optional {
-				_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 				return nil
 			}
 			return apiErr(http.StatusBadRequest, "the request needs a JSON body")
@@ -433,11 +435,6 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) erro
 		}
 		return apiErr(http.StatusBadRequest, "malformed JSON body: unexpected data after the JSON value")
 	}
-	// The whole request is read. Caddy's admin server has a ReadTimeout
-	// (10s) and, once it passes, cancels the request's context even though
-	// the request was read: lift it, since changing the config and
-	// waiting for a deployment may take longer.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return nil
 }
 

@@ -770,7 +770,33 @@ func TestAdminRestart(t *testing.T) {
 	}
 }
 
-// ?wait=1 is not cut by the admin server's ReadTimeout: the wait lifts it.
+// A restart while a deployment runs answers 409 and changes nothing.
+func TestAdminRestartDuringDeploy(t *testing.T) {
+	e := newAPIEnv(t, "tcp")
+	e.rt.mu.Lock()
+	e.rt.noListen["localhost/blog:slow"] = true
+	e.rt.mu.Unlock()
+	code, body := e.do("POST", "/podswitch/apps/blog/deploy", `{"image": "localhost/blog:slow"}`)
+	ans := decodeAnswer(t, body)
+	if code != 202 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusStarting {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	n := len(e.status().Deployments)
+	code, body = e.do("POST", "/podswitch/apps/blog/restart", "")
+	if code != http.StatusConflict || !strings.Contains(string(body), "in progress") {
+		t.Errorf("restart during a deploy: %d %s, want 409", code, body)
+	}
+	if got := len(e.status().Deployments); got != n {
+		t.Errorf("%d deployments after the refused restart, want %d", got, n)
+	}
+	d, done, _ := e.m.App("blog").Deployment(ans.Deployment.ID)
+	<-done
+	if d, _, _ = e.m.App("blog").Deployment(d.ID); d.Status != engine.StatusTimeoutError {
+		t.Errorf("the deploy ended %s, want timeout-error (not aborted by the restart)", d.Status)
+	}
+}
+
+// ?wait=1 is not cut by the admin server's ReadTimeout.
 func TestAdminWaitOutlivesReadTimeout(t *testing.T) {
 	e := newAPIEnv(t, "tcp")
 	e.rt.mu.Lock()
@@ -887,6 +913,7 @@ func TestCLI(t *testing.T) {
 				{[]string{"scale", "blog", "clock=1"}, `no process type "clock"`},
 				{[]string{"restart", "blog", "--container", "nope"}, `no running container "nope"`},
 				{[]string{"history"}, "usage: caddy podswitch history"},
+				{[]string{"deplyo", "blog", "x:v1"}, `unknown command "deplyo"`},
 			} {
 				code, out, errOut := e.cli(tc.args...)
 				if code != exitError || !strings.Contains(errOut, tc.msg) {

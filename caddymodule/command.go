@@ -73,6 +73,16 @@ when --timeout passed first (the deployment goes on).
 			pf.StringP("adapter", "a", "", "Name of the adapter of the configuration file")
 			pf.Bool("json", false, "Print the API's JSON answer")
 			cmd.AddCommand(statusCommand(), deployCommand(), restartCommand(), scaleCommand(), historyCommand())
+			// Without this, cobra shows the help and exits 0 for a
+			// mistyped subcommand.
+			cmd.RunE = func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return cmd.Help()
+				}
+				cmd.SilenceErrors, cmd.SilenceUsage = true, true
+				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, deploy, restart, scale or history\n", args[0])
+				return errExit
+			}
 		},
 	})
 }

@@ -199,7 +199,6 @@ func TestAPIDeployNeverReadyCLI(t *testing.T) {
 	}
 	before := webIDs(c.waitSettled(app, 2, 30*time.Second))
 
-	l := startLoad(t, c.url("/"), loadRate)
 	// From now on every release of the app never listens; the reload
 	// itself fails to deploy the same way.
 	bad := cfg
@@ -208,6 +207,8 @@ func TestAPIDeployNeverReadyCLI(t *testing.T) {
 	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusTimeoutError {
 		t.Fatalf("reload with MODE never-listen: %s %s", d.Status, d.Error)
 	}
+	l := startLoad(t, c.url("/"), loadRate)
+	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	code, out := c.podswitchCLI("deploy", app, imageV2, "--wait")
 	if code == 0 || !strings.Contains(out, "timeout-error") {

@@ -64,7 +64,10 @@ type AppConfig struct {
 	Processes map[string]*ProcessConfig `json:"processes,omitempty"`
 
 	// Env is given to every container of the app. Values are never logged
-	// nor shown by the admin API. PORT is set by podswitch.
+	// nor shown by the podswitch API, and may use Caddy's global
+	// placeholders, such as `{env.DATABASE_URL}`, to keep secrets out of
+	// the config (Caddy's own /config/ shows what is written here). PORT is
+	// set by podswitch.
 	Env map[string]string `json:"env,omitempty"`
 
 	// Port is the value of PORT, the port web containers must listen on
@@ -134,7 +137,7 @@ func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
 	spec := engine.AppSpec{
 		Name:            name,
 		Image:           c.Image,
-		Env:             c.Env,
+		Env:             expandEnv(c.Env),
 		Port:            c.Port,
 		BootTimeout:     time.Duration(c.BootTimeout),
 		StopTimeout:     time.Duration(c.StopTimeout),
@@ -163,6 +166,20 @@ func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
 		return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)
 	}
 	return spec.WithDefaults(), nil
+}
+
+// expandEnv replaces Caddy's global placeholders ({env.*}, {system.*}) in
+// env values; other braces are left as they are.
+func expandEnv(env map[string]string) map[string]string {
+	if len(env) == 0 {
+		return env
+	}
+	repl := caddy.NewReplacer()
+	out := make(map[string]string, len(env))
+	for k, v := range env {
+		out[k] = repl.ReplaceKnown(v, "")
+	}
+	return out
 }
 
 // Provision turns the config into specs and takes a reference on the

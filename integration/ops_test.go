@@ -199,3 +199,40 @@ func startPodmanService(t *testing.T) {
 		t.Fatalf("restarting the podman service: %v\n%s", err, out.String())
 	}
 }
+
+// Env values are secrets: they reach the container but never the logs nor
+// the podswitch API; containers run with no-new-privileges.
+func TestSecretsAndPrivileges(t *testing.T) {
+	t.Setenv("PODSWITCH_IT_SECRET", "s3cr3t-from-env")
+	app := uniqueName("sec")
+	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{
+		"env API_TOKEN v3ry-s3cr3t-t0ken", "env FROM_ENV {env.PODSWITCH_IT_SECRET}",
+	}}
+	c := startCaddy(t, cfg)
+	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
+		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
+	}
+	c.waitSettled(app, 1, 30*time.Second)
+	if _, body := get(t, c.url("/env?k=API_TOKEN")); body != "v3ry-s3cr3t-t0ken" {
+		t.Errorf("the app got API_TOKEN=%q", body)
+	}
+	if _, body := get(t, c.url("/env?k=FROM_ENV")); body != "s3cr3t-from-env" {
+		t.Errorf("the app got FROM_ENV=%q, want the placeholder expanded", body)
+	}
+	_, apps := get(t, "http://"+c.admin+"/podswitch/apps")
+	_, one := get(t, "http://"+c.admin+"/podswitch/apps/"+app)
+	_, hist := get(t, "http://"+c.admin+"/podswitch/apps/"+app+"/deployments")
+	for _, secret := range []string{"v3ry-s3cr3t-t0ken", "s3cr3t-from-env"} {
+		for name, text := range map[string]string{"log": c.rawLogs(), "apps": apps, "app": one, "deployments": hist} {
+			if strings.Contains(text, secret) {
+				t.Errorf("a secret env value appears in the %s", name)
+			}
+		}
+	}
+	for _, ct := range c.status(app).Containers {
+		opts := podmanCLI(t, "inspect", "--format", "{{.HostConfig.SecurityOpt}} {{.HostConfig.CapAdd}} {{.HostConfig.Privileged}}", ct.ID)
+		if !strings.Contains(opts, "no-new-privileges") || strings.Contains(opts, "true") {
+			t.Errorf("container %s runs with %q, want no-new-privileges, no added capabilities, not privileged", ct.Name, opts)
+		}
+	}
+}

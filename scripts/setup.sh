@@ -38,6 +38,14 @@ else
   say "podman $(podman --version | awk '{print $3}'), runc, curl, gcc present"
 fi
 
+# --- kernel ---------------------------------------------------------------------------------
+# Caddy binds a new SO_REUSEPORT socket on every config reload (and podswitch deploys by reload),
+# then closes the old one; connections still queued on the old socket are reset unless the
+# kernel migrates them to the new one. Best effort: older kernels lack the setting.
+if [ -e /proc/sys/net/ipv4/tcp_migrate_req ]; then
+  sysctl -qw net.ipv4.tcp_migrate_req=1 || say "could not set net.ipv4.tcp_migrate_req=1"
+fi
+
 # --- Podman API service ---------------------------------------------------------------------
 ping() { curl -sf --max-time 2 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; }
 

@@ -202,7 +202,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := setNotifyTargets(ctx, a.Apps); err != nil {
 		return err
 	}
-	a.shared = acquireShared(a.logger)
+	a.shared = acquireShared(a)
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
 		if err := promMetrics.register(reg); err != nil {
 			return fmt.Errorf("podswitch metrics: %w", err)
@@ -214,22 +214,25 @@ func (a *App) Provision(ctx caddy.Context) error {
 // Start hands the desired state to the engine. It returns at once: the
 // rollouts go on in the background.
 func (a *App) Start() error {
-	a.shared.runtime.set(podman.New(a.Podman))
-	a.shared.manager.Apply(a.specs)
-	a.logger.Info("podswitch started", zap.Int("apps", len(a.specs)), zap.String("podman", podman.ResolveURI(a.Podman)))
+	a.shared.apply(a)
+	a.logger.Info("podswitch started", zap.Int("apps", len(a.specs)), zap.String("podman", podman.Redact(podman.ResolveURI(a.Podman))))
 	return nil
 }
 
-// Stop does nothing: whether the apps keep running is decided in Cleanup,
-// once Caddy has said whether it is reloading or exiting.
+// Stop does nothing: what happens to the apps is decided in Cleanup, once
+// Caddy has said whether this config was replaced, refused or the process
+// is exiting.
 func (a *App) Stop() error { return nil }
 
-// Cleanup drops this config's reference on the engine. When it was the last
-// one, a reload that removed podswitch stops every app, while an exit
-// leaves them running for the next start to adopt.
+// Cleanup drops this config's reference on the engine. If this config's
+// state was applied but another config stays (a reload that Caddy refused
+// after this app started), the engine goes back to that config. When the
+// last reference goes, a running config without podswitch stops every app;
+// an exit, or a first start that failed, leaves them running for the next
+// start to adopt.
 func (a *App) Cleanup() error {
 	if a.shared != nil {
-		releaseShared()
+		a.shared.release(a)
 		a.shared = nil
 	}
 	return nil
@@ -240,9 +243,12 @@ func (a *App) Manager() *engine.Manager { return a.shared.manager }
 
 // shared is the state that outlives config reloads. It must not be copied.
 type shared struct {
-	refs    int
 	runtime *switchRuntime
 	manager *engine.Manager
+
+	// guarded by sharedMu
+	live    []*App // provisioned and not cleaned up, oldest first
+	applied *App   // whose specs the engine runs
 }
 
 var (
@@ -250,7 +256,7 @@ var (
 	sharedCur *shared
 )
 
-func acquireShared(log *zap.Logger) *shared {
+func acquireShared(a *App) *shared {
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
 	if sharedCur == nil {
@@ -260,7 +266,7 @@ func acquireShared(log *zap.Logger) *shared {
 			manager: engine.NewManager(engine.Deps{
 				Runtime: rt,
 				Prober:  engine.TCPProber{},
-				Logger:  log,
+				Logger:  a.logger,
 				Notify: func(ev engine.Event) {
 					promMetrics.observe(ev)
 					notify(ev)
@@ -270,27 +276,44 @@ func acquireShared(log *zap.Logger) *shared {
 			}),
 		}
 	}
-	sharedCur.refs++
+	sharedCur.live = append(sharedCur.live, a)
 	return sharedCur
 }
 
-func releaseShared() {
+// apply makes a's specs the desired state.
+func (s *shared) apply(a *App) {
 	sharedMu.Lock()
-	s := sharedCur
-	s.refs--
-	last := s.refs == 0
-	if last {
-		sharedCur = nil
-	}
-	sharedMu.Unlock()
-	if !last {
+	defer sharedMu.Unlock()
+	s.applied = a
+	s.runtime.set(podman.New(a.Podman))
+	s.manager.Apply(a.specs)
+}
+
+func (s *shared) release(a *App) {
+	sharedMu.Lock()
+	s.live = slices.DeleteFunc(s.live, func(x *App) bool { return x == a })
+	if len(s.live) > 0 {
+		if s.applied == a {
+			// Caddy refused the config this app belonged to and keeps the
+			// one before it: so does the engine.
+			prev := s.live[len(s.live)-1]
+			s.applied = prev
+			s.runtime.set(podman.New(prev.Podman))
+			s.manager.Apply(prev.specs)
+			prev.logger.Warn("config refused after podswitch applied it; back to the running config")
+		}
+		sharedMu.Unlock()
 		return
 	}
-	if caddy.Exiting() {
+	sharedCur = nil
+	sharedMu.Unlock()
+	if caddy.Exiting() || caddy.ActiveContext().Context == nil || s.applied == nil {
+		// Caddy is exiting, or no config runs (its first start failed), or
+		// this config never started: leave the apps to the next start.
 		s.manager.Close()
 		return
 	}
-	// podswitch left the config: drain and stop every app, in the
+	// podswitch left the running config: drain and stop every app, in the
 	// background so that the reload returns promptly.
 	s.manager.Apply(nil)
 	go func() {

@@ -59,10 +59,20 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 // waits for it.
 func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
 	p := u.pool.Load()
-	if p == nil || len(p.Addrs) == 0 {
-		return nil, nil
+	for {
+		if p == nil || len(p.Addrs) == 0 {
+			return nil, nil
+		}
+		p.Acquire()
+		// Counted on p only if p is still current: a swap in between means
+		// a drain may already have looked at p's count.
+		cur := u.pool.Load()
+		if cur == p {
+			break
+		}
+		p.Leave()
+		p = cur
 	}
-	p.Acquire()
 	context.AfterFunc(r.Context(), p.Done)
 	ups := make([]reverseproxy.Upstream, len(p.Addrs))
 	out := make([]*reverseproxy.Upstream, len(p.Addrs))

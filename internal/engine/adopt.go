@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -12,6 +13,10 @@ import (
 // adopt takes over the containers of this app that a previous run of
 // podswitch left running. It reports false when the runtime could not be
 // reached, so that the caller tries again.
+// adoptProbeTime is how long adoption waits for a running web container to
+// accept a connection before it counts it as broken.
+var adoptProbeTime = time.Second
+
 func (s *Supervisor) adopt() bool {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
@@ -26,13 +31,14 @@ func (s *Supervisor) adopt() bool {
 	want := spec.ReleaseID()
 
 	byRelease := map[string][]*Container{}
-	var gone []*Container
+	var gone, probe []*Container
 	for _, info := range list {
 		c := &Container{
 			ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess],
 			Release: info.Labels[LabelRelease], State: StateReady, StartedAt: time.Now(),
 		}
 		if !info.Running {
+			c.State = StateCrashed // exited: nothing to stop
 			gone = append(gone, c)
 			continue
 		}
@@ -52,12 +58,39 @@ func (s *Supervisor) adopt() bool {
 				continue
 			}
 			c.Addr = net.JoinHostPort(info.IP, port)
-			if err := s.deps.Prober.Probe(ctx, c.Addr); err != nil {
-				gone = append(gone, c)
-				continue
-			}
+			probe = append(probe, c)
+			continue
 		}
 		byRelease[c.Release] = append(byRelease[c.Release], c)
+	}
+	// Probe the web containers in parallel, each for a short while: one
+	// slow accept after a host restart must not cost a serving container.
+	listening := make([]bool, len(probe))
+	var wg sync.WaitGroup
+	for i, c := range probe {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, adoptProbeTime)
+			defer cancel()
+			for {
+				if s.deps.Prober.Probe(pctx, c.Addr) == nil {
+					listening[i] = true
+					return
+				}
+				select {
+				case <-pctx.Done():
+					return
+				case <-time.After(probeInterval * 5):
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, c := range probe {
+		if listening[i] {
+			byRelease[c.Release] = append(byRelease[c.Release], c)
+		} else {
+			gone = append(gone, c)
+		}
 	}
 	// The release that keeps serving: the desired one if it runs, else the
 	// one with the most web containers.
@@ -114,7 +147,7 @@ func (s *Supervisor) adopt() bool {
 		s.endLocked(t, StatusSuccess, "")
 	}
 	s.mu.Unlock()
-	s.discard(gone)
+	s.discard(gone, spec.StopTimeout)
 	s.retire(nil, others, spec)
 	return true
 }

@@ -54,9 +54,14 @@ func (s *Supervisor) bootRetry(ctx context.Context, spec AppSpec, p ProcessSpec,
 		if errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
 			// Not the app's fault: wait for the runtime, then try again
 			// without counting an attempt.
-			s.discard([]*Container{c})
+			s.discard([]*Container{c}, spec.StopTimeout)
 			s.setRuntimeErr(err)
 			s.log.Warn("container runtime unreachable, waiting to boot", zap.String("process", p.Name), zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(runtimeRetry):
+			}
 			if werr := s.withRuntime(ctx, func() error { _, err := s.deps.Runtime.List(ctx, s.name); return err }); werr != nil {
 				return nil, werr
 			}
@@ -64,7 +69,7 @@ func (s *Supervisor) bootRetry(ctx context.Context, spec AppSpec, p ProcessSpec,
 			continue
 		}
 		if c != nil && (attempt < attempts || ctx.Err() != nil) {
-			s.discard([]*Container{c})
+			s.discard([]*Container{c}, spec.StopTimeout)
 			c = nil
 		}
 		if attempt >= attempts || ctx.Err() != nil {
@@ -106,10 +111,15 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 			}
 		}()
 	}
-	info, err := s.deps.Runtime.Run(ctx, ContainerSpec{
+	// Creating and starting count against boot_timeout too: a runtime
+	// that hangs must not keep a deployment starting forever.
+	rctx, cancelRun := context.WithTimeout(ctx, spec.BootTimeout)
+	info, err := s.deps.Runtime.Run(rctx, ContainerSpec{
 		Name: name, Image: spec.Image, Command: p.Command, Env: env, Labels: labels,
 		StopTimeout: spec.StopTimeout,
 	})
+	runTimedOut := rctx.Err() != nil && ctx.Err() == nil
+	cancelRun()
 	if err != nil {
 		var c *Container
 		if info.ID != "" {
@@ -117,6 +127,9 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		}
 		if ctx.Err() != nil {
 			return c, ctx.Err()
+		}
+		if runTimedOut {
+			return c, &bootError{StatusTimeoutError, fmt.Sprintf("%s container was not created and started within %s", p.Name, spec.BootTimeout)}
 		}
 		if errors.Is(err, ErrUnavailable) {
 			return c, err
@@ -234,15 +247,22 @@ func (s *Supervisor) crashed(c *Container, msg string) error {
 }
 
 // discard removes containers that never served (or crashed) and forgets
-// them.
-func (s *Supervisor) discard(cs []*Container) {
+// them. One that may still run gets SIGTERM and stopTimeout first.
+func (s *Supervisor) discard(cs []*Container, stopTimeout time.Duration) {
 	var wg sync.WaitGroup
 	for _, c := range cs {
 		if c == nil {
 			continue
 		}
 		wg.Go(func() {
-			s.discardID(c.ID)
+			s.mu.Lock()
+			st := c.State
+			s.mu.Unlock()
+			grace := stopTimeout
+			if st == StateCrashed || st == "" || s.ctx.Err() != nil {
+				grace = 0 // exited, never started, or podswitch is exiting
+			}
+			s.discardID(c.ID, grace)
 			s.mu.Lock()
 			delete(s.containers, c.ID)
 			s.mu.Unlock()

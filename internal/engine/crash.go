@@ -15,6 +15,13 @@ import (
 func (s *Supervisor) containerExited(id string, code int) {
 	s.mu.Lock()
 	c := s.containers[id]
+	if c != nil && c.State == StateStarting && !c.ReadyAt.IsZero() {
+		// Booted, not yet switched in (its release waits for its siblings
+		// or the postdeploy hook): the switch must not take it.
+		c.State = StateCrashed
+		s.mu.Unlock()
+		return
+	}
 	if c == nil || c.State != StateReady {
 		s.mu.Unlock()
 		return
@@ -31,7 +38,7 @@ func (s *Supervisor) containerExited(id string, code int) {
 	s.log.Error("container crashed", zap.String("container", c.ID), zap.String("process", c.Process), zap.Int("exit_code", code))
 	s.emit(Event{Name: EventCrashed, Process: c.Process, Container: c.ID, Message: msg})
 	s.poke()
-	go s.discard([]*Container{c})
+	go s.discard([]*Container{c}, 0)
 }
 
 // resync compares the ready containers with what the runtime has, so that

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"slices"
+	"sync"
 	"sync/atomic"
 )
 
@@ -41,6 +43,12 @@ func (p *Pool) InFlight() int64 { return p.inflight.Load() }
 // reloads; readers load it on every request.
 type PoolRef struct {
 	p atomic.Pointer[Pool]
+
+	// retired are replaced pools that may still have requests in flight;
+	// draining waits for all of them, since a request counted on an older
+	// pool may be going to any container that pool had.
+	mu      sync.Mutex
+	retired []*Pool
 }
 
 // Load returns the current pool, or nil before the app's first release is
@@ -49,5 +57,26 @@ func (r *PoolRef) Load() *Pool { return r.p.Load() }
 
 // store installs a new pool and returns the one it replaced (nil if none).
 func (r *PoolRef) store(release string, addrs []string) *Pool {
-	return r.p.Swap(newPool(release, addrs))
+	old := r.p.Swap(newPool(release, addrs))
+	if old != nil {
+		r.mu.Lock()
+		r.retired = slices.DeleteFunc(r.retired, func(p *Pool) bool { return p.InFlight() <= 0 })
+		r.retired = append(r.retired, old)
+		r.mu.Unlock()
+	}
+	return old
+}
+
+// retiredInFlight returns the requests still in flight on replaced pools,
+// and forgets the pools that have none.
+func (r *PoolRef) retiredInFlight() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n int64
+	r.retired = slices.DeleteFunc(r.retired, func(p *Pool) bool {
+		in := p.InFlight()
+		n += max(in, 0)
+		return in <= 0
+	})
+	return n
 }

@@ -21,8 +21,8 @@ func (s *Supervisor) retire(oldPool *Pool, cs []*Container, spec AppSpec) {
 	})
 }
 
-// drain waits until the requests routed with pool p have ended, at most
-// timeout.
+// drain waits until the requests routed with replaced pools (p, and any
+// older one still busy) have ended, at most timeout.
 func (s *Supervisor) drain(p *Pool, timeout time.Duration) {
 	if p == nil || timeout <= 0 {
 		return
@@ -36,7 +36,7 @@ func (s *Supervisor) drain(p *Pool, timeout time.Duration) {
 			return
 		case <-time.After(drainPoll):
 		}
-		n := p.InFlight()
+		n := s.pool.retiredInFlight()
 		if n <= 0 {
 			return
 		}

@@ -82,8 +82,19 @@ func (s *Supervisor) deploy(d *Deployment) {
 			}
 		}
 	}
+	if failure == nil && ctx.Err() == nil {
+		// One may have died after it booted, while waiting for the others.
+		s.mu.Lock()
+		for _, c := range started {
+			if c.State == StateCrashed {
+				failure = &bootError{StatusCrashedError, fmt.Sprintf("%s container %s exited after it booted, before the switch", c.Process, c.Name)}
+				break
+			}
+		}
+		s.mu.Unlock()
+	}
 	if ctx.Err() != nil || failure != nil {
-		s.discard(started)
+		s.discard(started, spec.StopTimeout)
 		s.mu.Lock()
 		switch {
 		case failure != nil:
@@ -161,14 +172,14 @@ func (s *Supervisor) runHook(ctx context.Context, spec AppSpec, release string) 
 			StopTimeout: spec.StopTimeout,
 		})
 		if errors.Is(err, ErrUnavailable) && info.ID != "" {
-			s.discardID(info.ID) // created but not started: the next try reuses the name
+			s.discardID(info.ID, 0) // created but not started: the next try reuses the name
 			info = ContainerInfo{}
 		}
 		return err
 	})
 	defer func() {
 		if info.ID != "" {
-			s.discardID(info.ID)
+			s.discardID(info.ID, 0)
 		}
 	}()
 	if err != nil {
@@ -197,10 +208,26 @@ func (s *Supervisor) runHook(ctx context.Context, spec AppSpec, release string) 
 }
 
 // discardID removes one container that never served.
-func (s *Supervisor) discardID(id string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), cleanupTimeout)
-	defer cancel()
-	err := s.withRuntime(context.WithoutCancel(s.ctx), func() error { return s.deps.Runtime.Remove(ctx, id) })
+// A runtime that is away is waited for as long as the supervisor runs;
+// after that the next start's adoption removes what is left.
+func (s *Supervisor) discardID(id string, stopTimeout time.Duration) {
+	if stopTimeout > 0 {
+		// It may have run (and taken work): SIGTERM and the grace period
+		// first, as for any container.
+		err := s.withRuntime(s.ctx, func() error {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), stopTimeout+cleanupTimeout)
+			defer cancel()
+			return s.deps.Runtime.Stop(ctx, id, stopTimeout)
+		})
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			s.log.Warn("stopping container failed", zap.String("container", id), zap.Error(err))
+		}
+	}
+	err := s.withRuntime(s.ctx, func() error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), cleanupTimeout)
+		defer cancel()
+		return s.deps.Runtime.Remove(ctx, id)
+	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		s.log.Error("removing container failed", zap.String("container", id), zap.Error(err))
 	}

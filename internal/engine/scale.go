@@ -16,11 +16,14 @@ import (
 // restart_attempts times. A process type whose boot gave up is left alone
 // until the next Update, Restart or scale request. It reports whether
 // another pass is needed.
-func (s *Supervisor) scale(spec AppSpec) bool {
+func (s *Supervisor) scale() bool {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	rel := spec.ReleaseID()
 	s.mu.Lock()
+	// Read under the lock that publishes scaleCancel, so that an Update
+	// after this point cancels this pass.
+	spec := s.currentSpec
+	rel := spec.ReleaseID()
 	if s.current == nil || s.current.ID != rel {
 		s.mu.Unlock()
 		return false
@@ -80,7 +83,7 @@ func (s *Supervisor) scale(spec AppSpec) bool {
 			c, err := s.bootRetry(ctx, spec, p, rel, max(spec.RestartAttempts, 1))
 			if err != nil {
 				if c != nil {
-					s.discard([]*Container{c})
+					s.discard([]*Container{c}, spec.StopTimeout)
 				}
 				var be *bootError
 				if !errors.As(err, &be) {

@@ -413,12 +413,14 @@ func (s *Supervisor) run(prev <-chan struct{}) {
 		select {
 		case <-prev:
 		case <-s.ctx.Done():
+			s.abortTarget()
 			return
 		}
 	}
 	for !s.adopt() {
 		select {
 		case <-s.ctx.Done():
+			s.abortTarget()
 			return
 		case <-time.After(2 * time.Second):
 		}
@@ -455,7 +457,7 @@ func (s *Supervisor) reconcile() bool {
 	}
 	s.mu.Lock()
 	removed, target, current := s.removed, s.target, s.current
-	spec := s.currentSpec
+	hasSpec := s.currentSpec.Name != ""
 	if target != nil {
 		target.started = true
 	}
@@ -468,8 +470,8 @@ func (s *Supervisor) reconcile() bool {
 	case target != nil:
 		s.deploy(target)
 		return true
-	case current != nil && spec.Name != "":
-		return s.scale(spec)
+	case current != nil && hasSpec:
+		return s.scale()
 	}
 	return false
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -38,6 +39,14 @@ func ResolveURI(uri string) string {
 	return DefaultURI
 }
 
+// Redact hides the password of a service address (ssh://user:pass@host).
+func Redact(uri string) string {
+	if u, err := url.Parse(uri); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return uri
+}
+
 // Runtime talks to one Podman service. It connects on first use and again
 // after the service was unreachable, so a service that starts late or
 // restarts is picked up without a restart of Caddy.
@@ -67,7 +76,10 @@ func (r *Runtime) call(ctx context.Context) (context.Context, context.CancelFunc
 		c, err := bindings.NewConnection(cctx, r.uri)
 		stop()
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, r.uri, err)
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			return nil, nil, fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, Redact(r.uri), err)
 		}
 		// The connection keeps the context it was made with: make it one
 		// that is never cancelled.
@@ -92,19 +104,18 @@ func (r *Runtime) check(err error) error {
 	if err == nil {
 		return nil
 	}
-	var em *errorhandling.ErrorModel
-	if errors.As(err, &em) {
+	// The bindings return the service's error by value or by pointer.
+	var em errorhandling.ErrorModel
+	if p := (*errorhandling.ErrorModel)(nil); errors.As(err, &p) {
+		em = *p
+	} else if !errors.As(err, &em) {
+		em.ResponseCode = 0
+	}
+	if em.ResponseCode != 0 {
 		if em.ResponseCode == http.StatusNotFound {
 			return fmt.Errorf("%w: %s", engine.ErrNotFound, em.Message)
 		}
 		return errors.New(em.Message)
-	}
-	var em2 errorhandling.ErrorModel
-	if errors.As(err, &em2) {
-		if em2.ResponseCode == http.StatusNotFound {
-			return fmt.Errorf("%w: %s", engine.ErrNotFound, em2.Message)
-		}
-		return errors.New(em2.Message)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -113,7 +124,7 @@ func (r *Runtime) check(err error) error {
 	r.mu.Lock()
 	r.conn = nil
 	r.mu.Unlock()
-	return fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, r.uri, err)
+	return fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, Redact(r.uri), err)
 }
 
 // Ping checks that the service answers.
@@ -144,6 +155,13 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 	s.NoNewPrivileges = &noNew
 	resp, err := containers.CreateWithSpec(cctx, s, nil)
 	if err != nil {
+		if ctx.Err() != nil {
+			// The service may have created it after we stopped waiting:
+			// remove it by name so that it is not left behind.
+			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = r.Remove(rctx, spec.Name)
+		}
 		return engine.ContainerInfo{}, r.check(err)
 	}
 	info := engine.ContainerInfo{ID: resp.ID, Name: spec.Name, Image: spec.Image, Labels: spec.Labels}
@@ -298,7 +316,15 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 	if err != nil {
 		return r.check(err)
 	}
-	defer close(stop)
+	defer func() {
+		close(stop)
+		// Let the bindings' reader goroutine finish: it may be blocked
+		// sending to ch.
+		go func() {
+			for range ch {
+			}
+		}()
+	}()
 	for {
 		select {
 		case <-ctx.Done():

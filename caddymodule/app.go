@@ -88,9 +88,11 @@ type AppConfig struct {
 	// Default: 30s.
 	DrainTimeout caddy.Duration `json:"drain_timeout,omitempty"`
 
-	// RestartAttempts is how many times a restart or scale retries a
-	// container that fails to boot, with exponential backoff, before it
-	// gives up and notifies. Default: 20.
+	// RestartAttempts is how many times a restart, a scale-up or the
+	// replacement of a crashed container retries a container that fails
+	// to boot, with exponential backoff (from 1s, doubling, at most 1m,
+	// ±50% jitter), before it gives up and notifies. 0 means the default.
+	// Default: 20.
 	RestartAttempts int `json:"restart_attempts,omitempty"`
 
 	// WorkerReadyTime is how long a non-web container must keep running to
@@ -260,6 +262,7 @@ func acquireShared(a *App) *shared {
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
 	if sharedCur == nil {
+		setReleaseKey(a.logger)
 		rt := new(switchRuntime)
 		sharedCur = &shared{
 			runtime: rt,

@@ -132,7 +132,7 @@ func TestRestartBackoffTiming(t *testing.T) {
 		})
 		defer h.shutdown()
 		spec := appSpec(t, "localhost/blog:v1", 1, worker(1))
-		spec.RestartAttempts = 4
+		spec.RestartAttempts = 3 // 4 attempts
 		s, _ := h.deployFirst(spec)
 		ref := h.m.Pool(appName)
 		pool := ref.Load()
@@ -242,7 +242,7 @@ func TestRestartBackoffCap(t *testing.T) {
 		h := newHarness(t, nil)
 		defer h.shutdown()
 		spec := appSpec(t, "localhost/blog:v1", 2)
-		spec.RestartAttempts = 10
+		spec.RestartAttempts = 9 // 10 attempts
 		s, _ := h.deployFirst(spec)
 		pool := h.m.Pool(appName).Load()
 		old := h.containers("", "")
@@ -398,7 +398,7 @@ func TestCrashRecovery(t *testing.T) {
 		h := newHarness(t, nil)
 		defer h.shutdown()
 		spec := appSpec(t, "localhost/blog:v1", 2)
-		spec.RestartAttempts = 5
+		spec.RestartAttempts = 4 // 5 attempts
 		rel := spec.ReleaseID()
 		s, _ := h.deployFirst(spec)
 		ref := h.m.Pool(appName)
@@ -440,8 +440,8 @@ func TestCrashRecovery(t *testing.T) {
 		before := len(h.rt.RunTimes(WebProcess))
 		h.rt.Exit(victim, 1)
 		settle(10 * time.Minute)
-		if n := len(h.rt.RunTimes(WebProcess)) - before; n != spec.RestartAttempts {
-			t.Errorf("%d Run calls in 10 minutes of a crash loop, want %d (restart_attempts)", n, spec.RestartAttempts)
+		if n := len(h.rt.RunTimes(WebProcess)) - before; n != spec.RestartAttempts+1 {
+			t.Errorf("%d Run calls in 10 minutes of a crash loop, want %d (1 + restart_attempts)", n, spec.RestartAttempts+1)
 		}
 		gave := h.eventsNamed(EventGaveUp)
 		if len(gave) != 1 || gave[0].Process != WebProcess || !strings.Contains(gave[0].Message, "5 attempts") {

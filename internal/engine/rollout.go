@@ -42,7 +42,7 @@ func (s *Supervisor) deploy(d *Deployment) {
 	}
 	attempts := 1
 	if d.Kind == KindRestart {
-		attempts = max(spec.RestartAttempts, 1)
+		attempts = spec.RestartAttempts + 1 // the first try, then the retries
 	}
 
 	bootCtx, cancelBoot := context.WithCancel(ctx)

@@ -80,7 +80,7 @@ func (s *Supervisor) scale() bool {
 	var wg sync.WaitGroup
 	for _, p := range missing {
 		wg.Go(func() {
-			c, err := s.bootRetry(ctx, spec, p, rel, max(spec.RestartAttempts, 1))
+			c, err := s.bootRetry(ctx, spec, p, rel, spec.RestartAttempts+1)
 			if err != nil {
 				if c != nil {
 					s.discard([]*Container{c}, spec.StopTimeout)
@@ -94,7 +94,7 @@ func (s *Supervisor) scale() bool {
 				s.gaveUp[p.Name] = true
 				s.mu.Unlock()
 				if first {
-					msg := fmt.Sprintf("%s container could not be started after %d attempts: %s", p.Name, max(spec.RestartAttempts, 1), be.msg)
+					msg := fmt.Sprintf("%s container could not be started after %d attempts: %s", p.Name, spec.RestartAttempts+1, be.msg)
 					s.log.Error("gave up starting a container", zap.String("process", p.Name), zap.String("error", msg))
 					s.emit(Event{Name: EventGaveUp, Process: p.Name, Message: msg})
 				}

@@ -5,13 +5,17 @@
 package engine
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,6 +72,9 @@ type AppSpec struct {
 	BootTimeout     time.Duration
 	StopTimeout     time.Duration
 	DrainTimeout    time.Duration
+	// RestartAttempts is how many times a failed boot of a restart, scale-up
+	// or crash replacement is retried (so it is tried RestartAttempts+1
+	// times).
 	RestartAttempts int
 	// WorkerReadyTime is how long a non-web container must keep running to
 	// count as booted.
@@ -160,11 +167,27 @@ func (s AppSpec) Validate() error {
 	return nil
 }
 
+var releaseKey atomic.Pointer[[]byte]
+
+// SetReleaseKey sets the secret that release IDs are derived with. Release
+// IDs are public (labels, API, notifications) and env values are secrets:
+// without a key, a weak secret could be guessed from an ID offline. The key
+// must stay the same across restarts, or every app is redeployed once.
+func SetReleaseKey(key []byte) {
+	k := slices.Clone(key)
+	releaseKey.Store(&k)
+}
+
 // ReleaseID identifies what a release runs: the image, the env and the
 // commands of every process type. Counts and timeouts are not part of it, so
 // changing them scales instead of deploying.
 func (s AppSpec) ReleaseID() string {
-	h := sha256.New()
+	var h hash.Hash
+	if k := releaseKey.Load(); k != nil && len(*k) > 0 {
+		h = hmac.New(sha256.New, *k)
+	} else {
+		h = sha256.New()
+	}
 	fmt.Fprintf(h, "image\x00%s\x00port\x00%d\x00", s.Image, s.Port)
 	keys := make([]string, 0, len(s.Env))
 	for k := range s.Env {

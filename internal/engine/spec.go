@@ -68,10 +68,10 @@ type AppSpec struct {
 	// worker-only app) but no name appears twice.
 	Processes []ProcessSpec
 	// Port is the value of PORT given to web containers.
-	Port            int
-	BootTimeout     time.Duration
-	StopTimeout     time.Duration
-	DrainTimeout    time.Duration
+	Port         int
+	BootTimeout  time.Duration
+	StopTimeout  time.Duration
+	DrainTimeout time.Duration
 	// RestartAttempts is how many times a failed boot of a restart, scale-up
 	// or crash replacement is retried (so it is tried RestartAttempts+1
 	// times).

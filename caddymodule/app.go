@@ -105,6 +105,10 @@ type AppConfig struct {
 	// and the old release keeps serving. Default: none.
 	Postdeploy []string `json:"postdeploy,omitempty"`
 
+	// PostdeployTimeout bounds the postdeploy hook; a hook still running
+	// then ends the deployment as hook-error. Default: 10m.
+	PostdeployTimeout caddy.Duration `json:"postdeploy_timeout,omitempty"`
+
 	// Notify sends the app's events (deployment ends, give-ups, crashes)
 	// to a webhook and/or by e-mail, besides Caddy's event bus and log.
 	Notify *NotifyConfig `json:"notify,omitempty"`
@@ -147,6 +151,7 @@ func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
 		RestartAttempts: c.RestartAttempts,
 		WorkerReadyTime: time.Duration(c.WorkerReadyTime),
 		Postdeploy:      c.Postdeploy,
+		HookTimeout:     time.Duration(c.PostdeployTimeout),
 		Processes:       []engine.ProcessSpec{{Name: engine.WebProcess, Count: web, Command: c.WebCommand}},
 	}
 	names := make([]string, 0, len(c.Processes))

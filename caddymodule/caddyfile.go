@@ -32,6 +32,7 @@ func init() {
 //			restart_attempts <number>
 //			worker_ready_time <duration>
 //			postdeploy <command...>
+//			postdeploy_timeout <duration>
 //			notify {
 //				webhook <url>
 //				email {
@@ -167,7 +168,7 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				return nil, d.Errf("port: %q is not a port number (1-65535)", v)
 			}
 			cfg.Port = n
-		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time":
+		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time", "postdeploy_timeout":
 			v, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -188,6 +189,8 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				cfg.DrainTimeout = caddy.Duration(dur)
 			case "worker_ready_time":
 				cfg.WorkerReadyTime = caddy.Duration(dur)
+			case "postdeploy_timeout":
+				cfg.PostdeployTimeout = caddy.Duration(dur)
 			}
 		case "postdeploy":
 			cfg.Postdeploy = d.RemainingArgs()

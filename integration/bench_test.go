@@ -37,7 +37,7 @@ func BenchmarkThroughputDynamicVsStatic(b *testing.B) {
 	c.reload(cfg)
 	time.Sleep(500 * time.Millisecond)
 
-	rounds, dur := 3, "8s"
+	rounds, dur := 5, "6s"
 	var dyn, sta float64
 	b.ResetTimer()
 	for range b.N {

@@ -159,13 +159,9 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			}
 			cfg.Env[args[0]] = args[1]
 		case "port":
-			v, err := oneArg(d)
+			n, err := portArg(d)
 			if err != nil {
 				return nil, err
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 65535 {
-				return nil, d.Errf("port: %q is not a port number (1-65535)", v)
 			}
 			cfg.Port = n
 		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time", "postdeploy_timeout":
@@ -230,6 +226,19 @@ func oneArg(d *caddyfile.Dispenser) (string, error) {
 		return "", d.Errf("%s: want one value, got also %q", dir, d.Val())
 	}
 	return v, nil
+}
+
+// portArg reads one port number (1-65535).
+func portArg(d *caddyfile.Dispenser) (int, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, d.Errf("port: %q is not a port number (1-65535)", v)
+	}
+	return n, nil
 }
 
 func countArg(d *caddyfile.Dispenser) (int, error) {

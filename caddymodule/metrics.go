@@ -100,18 +100,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if mgr == nil {
 		return
 	}
-	type key struct{ app, process, state string }
 	for _, name := range mgr.Apps() {
 		s := mgr.App(name)
 		if s == nil {
 			continue
 		}
-		n := map[key]int{}
-		for _, c := range s.Status().Containers {
-			n[key{name, c.Process, string(c.State)}]++
-		}
-		for k, v := range n {
-			ch <- prometheus.MustNewConstMetric(m.containers, prometheus.GaugeValue, float64(v), k.app, k.process, k.state)
+		for k, v := range s.ContainerCounts() {
+			ch <- prometheus.MustNewConstMetric(m.containers, prometheus.GaugeValue, float64(v), name, k[0], k[1])
 		}
 	}
 }

@@ -261,13 +261,9 @@ func parseEmail(d *caddyfile.Dispenser) (*EmailConfig, error) {
 			}
 			e.Host = v
 		case "port":
-			v, err := oneArg(d)
+			n, err := portArg(d)
 			if err != nil {
 				return nil, err
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 65535 {
-				return nil, d.Errf("port: %q is not a port number (1-65535)", v)
 			}
 			e.Port = n
 		case "username":

@@ -28,7 +28,9 @@ func (s *switchRuntime) rt() *podman.Runtime {
 	if r := s.cur.Load(); r != nil {
 		return r
 	}
-	return podman.New("")
+	// Before the first Start: the default service, kept for next time.
+	s.cur.CompareAndSwap(nil, podman.New(""))
+	return s.cur.Load()
 }
 
 func (s *switchRuntime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.ContainerInfo, error) {

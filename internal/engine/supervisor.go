@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -179,18 +180,7 @@ func (s *Supervisor) Update(spec AppSpec) *Deployment {
 	return d
 }
 
-func countsEqual(a, b AppSpec) bool {
-	ca, cb := a.Counts(), b.Counts()
-	if len(ca) != len(cb) {
-		return false
-	}
-	for k, v := range ca {
-		if w, ok := cb[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
-}
+func countsEqual(a, b AppSpec) bool { return maps.Equal(a.Counts(), b.Counts()) }
 
 // ErrNoRelease is returned by Restart when nothing runs yet.
 var ErrNoRelease = errors.New("the app has no running release to restart")
@@ -364,6 +354,18 @@ func (s *Supervisor) Deployment(id int64) (Deployment, <-chan struct{}, bool) {
 		}
 	}
 	return Deployment{}, nil, false
+}
+
+// ContainerCounts returns how many containers the app has, by process type
+// and state.
+func (s *Supervisor) ContainerCounts() map[[2]string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := make(map[[2]string]int)
+	for _, c := range s.containers {
+		n[[2]string{c.Process, string(c.State)}]++
+	}
+	return n
 }
 
 // Status returns a consistent copy of the app's state.

@@ -96,35 +96,28 @@ func statusCommand() *cobra.Command {
 				return c.usage("status [<app>]")
 			}
 			if len(args) == 0 {
-				body, ok := c.call(http.MethodGet, "/podswitch/apps", nil)
-				if !ok {
-					return exitError
-				}
-				if c.json {
-					return c.raw(body)
-				}
-				var apps []engine.AppStatus
-				if err := json.Unmarshal(body, &apps); err != nil {
-					return c.fail("reading the answer: %v", err)
-				}
-				printApps(c.out, apps)
-				return exitOK
+				return show(c, "/podswitch/apps", printApps)
 			}
-			body, ok := c.call(http.MethodGet, "/podswitch/apps/"+url.PathEscape(args[0]), nil)
-			if !ok {
-				return exitError
-			}
-			if c.json {
-				return c.raw(body)
-			}
-			var st engine.AppStatus
-			if err := json.Unmarshal(body, &st); err != nil {
-				return c.fail("reading the answer: %v", err)
-			}
-			printApp(c.out, st)
-			return exitOK
+			return show(c, "/podswitch/apps/"+url.PathEscape(args[0]), printApp)
 		}),
 	}
+}
+
+// show GETs path and prints the answer with print, or raw with --json.
+func show[T any](c *cliClient, path string, print func(io.Writer, T)) int {
+	body, ok := c.call(http.MethodGet, path, nil)
+	if !ok {
+		return exitError
+	}
+	if c.json {
+		return c.raw(body)
+	}
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		return c.fail("reading the answer: %v", err)
+	}
+	print(c.out, v)
+	return exitOK
 }
 
 func deployCommand() *cobra.Command {
@@ -214,19 +207,7 @@ func historyCommand() *cobra.Command {
 			if len(args) != 1 {
 				return c.usage("history <app>")
 			}
-			body, ok := c.call(http.MethodGet, "/podswitch/apps/"+url.PathEscape(args[0])+"/deployments", nil)
-			if !ok {
-				return exitError
-			}
-			if c.json {
-				return c.raw(body)
-			}
-			var deps []engine.Deployment
-			if err := json.Unmarshal(body, &deps); err != nil {
-				return c.fail("reading the answer: %v", err)
-			}
-			printHistory(c.out, deps)
-			return exitOK
+			return show(c, "/podswitch/apps/"+url.PathEscape(args[0])+"/deployments", printHistory)
 		}),
 	}
 }

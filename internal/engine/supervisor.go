@@ -279,9 +279,15 @@ func (s *Supervisor) deployLocked(spec AppSpec, kind, process, container string)
 		s.deployments = slices.Delete(s.deployments, 0, len(s.deployments)-historySize)
 	}
 	s.saveHistoryLocked()
-	s.log.Info("deployment queued", zap.Int64("deployment", d.ID), zap.String("kind", kind),
-		zap.String("release", rel), zap.String("image", spec.Image),
-		zap.String("process", process), zap.String("container", container))
+	fields := []zap.Field{zap.Int64("deployment", d.ID), zap.String("kind", kind),
+		zap.String("release", rel), zap.String("image", spec.Image)}
+	if process != "" {
+		fields = append(fields, zap.String("process", process))
+	}
+	if container != "" {
+		fields = append(fields, zap.String("container", container))
+	}
+	s.log.Info("deployment queued", fields...)
 	return d
 }
 

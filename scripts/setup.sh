@@ -56,9 +56,14 @@ else
   mkdir -p "$SOCK_DIR"
   # A stale socket file left by a dead service would make the new one fail to bind.
   [ -S "$SOCK" ] && rm -f "$SOCK"
-  # setsid + all fds redirected: the service outlives this script and holds no caller pipe.
-  setsid nohup podman system service --time=0 "unix://$SOCK" \
-    </dev/null >>"$SERVICE_LOG" 2>&1 &
+  # The service outlives this script and this checkout: give it a copy of the config and a
+  # working directory that cannot be deleted under it (its children, conmon and runc, fail
+  # with "write child: broken pipe" when the folder it started in is gone).
+  mkdir -p /run/podswitch
+  cp "$CONTAINERS_CONF" /run/podswitch/containers.conf
+  # setsid + all fds redirected: the service holds no caller pipe.
+  CONTAINERS_CONF=/run/podswitch/containers.conf setsid nohup env -C / \
+    podman system service --time=0 "unix://$SOCK" </dev/null >>"$SERVICE_LOG" 2>&1 &
   for _ in $(seq 1 60); do
     ping && break
     sleep 0.5

@@ -245,9 +245,6 @@ func (a *App) Cleanup() error {
 	return nil
 }
 
-// Manager returns the engine, for the admin routes and tests.
-func (a *App) Manager() *engine.Manager { return a.shared.manager }
-
 // shared is the state that outlives config reloads. It must not be copied.
 type shared struct {
 	runtime *switchRuntime

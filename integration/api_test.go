@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,24 +46,11 @@ func (c *caddyProc) restartCaddy(apps ...appCfg) {
 // api sends one request to the podswitch API and returns status and body.
 func (c *caddyProc) api(method, path, body string) (int, string) {
 	c.t.Helper()
-	var rd io.Reader
+	ctype := ""
 	if body != "" {
-		rd = strings.NewReader(body)
+		ctype = "application/json"
 	}
-	req, err := http.NewRequest(method, "http://"+c.admin+path, rd)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return c.adminDo(method, path, ctype, body)
 }
 
 // configJSON returns GET /config/<path> of the running Caddy.
@@ -99,9 +85,7 @@ func TestAPIDeployRestartScaleUnderLoad(t *testing.T) {
 	app := uniqueName("api")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2, Lines: []string{"boot_timeout 30s", "drain_timeout 10s", "stop_timeout 10s", "env SECRET_TOKEN s3cr3t-value"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	c.waitSettled(app, 2, 30*time.Second)
 
 	l := startLoad(t, c.url("/"), loadRate)
@@ -194,9 +178,7 @@ func TestAPIDeployNeverReadyCLI(t *testing.T) {
 	app := uniqueName("apito")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2, Lines: []string{"boot_timeout 3s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	before := webIDs(c.waitSettled(app, 2, 30*time.Second))
 
 	// From now on every release of the app never listens; the reload
@@ -238,9 +220,7 @@ func TestAPIDeployWaitLongerThanAdminTimeout(t *testing.T) {
 	app := uniqueName("apislow")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"env LISTEN_DELAY 12s", "boot_timeout 40s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 90*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 90*time.Second)
 	start := time.Now()
 	code, out := c.podswitchCLI("deploy", app, imageV2, "--wait")
 	if code != 0 || !strings.Contains(out, "success") {
@@ -257,9 +237,7 @@ func TestAPIHistorySurvivesRestart(t *testing.T) {
 	app := uniqueName("apihist")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"boot_timeout 30s", "drain_timeout 2s", "stop_timeout 5s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	if code, out := c.podswitchCLI("deploy", app, imageV2, "--wait"); code != 0 {
 		t.Fatalf("deploy: exit %d %s", code, out)
 	}

@@ -68,9 +68,7 @@ func TestDeployTimeoutKeepsOldRelease(t *testing.T) {
 	app := uniqueName("to")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2, Lines: []string{"boot_timeout 3s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	before := webIDs(c.waitSettled(app, 2, 30*time.Second))
 
 	l := startLoad(t, c.url("/"), loadRate)
@@ -93,11 +91,7 @@ func TestDeployTimeoutKeepsOldRelease(t *testing.T) {
 	if got := webIDs(st); !slices.Equal(got, before) {
 		t.Errorf("web containers %v, want the old ones %v", got, before)
 	}
-	for _, ci := range podmanContainers(t, app) {
-		if ci.Labels[engine.LabelRelease] == d.Release {
-			t.Errorf("container %s of the failed release is still there", ci.Name)
-		}
-	}
+	assertReleaseGone(t, app, d.Release)
 	if code, body := get(t, c.url("/")); code != http.StatusOK || !strings.HasPrefix(body, "version=v1") {
 		t.Errorf("after the failed deploy: %d %q", code, body)
 	}
@@ -116,9 +110,7 @@ func TestDeployCrashAtBoot(t *testing.T) {
 	app := uniqueName("cr")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2, Lines: []string{"boot_timeout 60s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	c.waitSettled(app, 2, 30*time.Second)
 	bad := cfg
 	bad.Image = imageV2
@@ -139,11 +131,7 @@ func TestDeployCrashAtBoot(t *testing.T) {
 	if code, body := get(t, c.url("/")); code != http.StatusOK || !strings.HasPrefix(body, "version=v1") {
 		t.Errorf("after the failed deploy: %d %q", code, body)
 	}
-	for _, ci := range podmanContainers(t, app) {
-		if ci.Labels[engine.LabelRelease] == d.Release {
-			t.Errorf("container %s of the failed release is still there", ci.Name)
-		}
-	}
+	assertReleaseGone(t, app, d.Release)
 }
 
 // An image that does not exist ends start-error with Podman's reason, which
@@ -152,9 +140,7 @@ func TestDeployMissingImage(t *testing.T) {
 	app := uniqueName("mi")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	missing := "localhost/podswitch-no-such-image:v9"
 	bad := cfg
 	bad.Image = missing
@@ -177,9 +163,7 @@ func TestStopTimeoutKillsAppIgnoringSIGTERM(t *testing.T) {
 	app := uniqueName("st")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"env MODE ignore-term", "stop_timeout 4s", "drain_timeout 1s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	old := webIDs(c.waitSettled(app, 1, 30*time.Second))
 	next := cfg
 	next.Image = imageV2
@@ -217,9 +201,7 @@ func TestDrainLetsInFlightRequestFinish(t *testing.T) {
 	app := uniqueName("dr")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"env MODE quick-exit", "drain_timeout 20s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	c.waitSettled(app, 1, 30*time.Second)
 
 	var wg sync.WaitGroup
@@ -261,9 +243,7 @@ func TestReloadUnchangedAndScale(t *testing.T) {
 	app := uniqueName("rl")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	before := webIDs(c.waitSettled(app, 2, 30*time.Second))
 	c.reload(cfg)
 	time.Sleep(time.Second)

@@ -309,11 +309,24 @@ func contains(s []string, v string) bool {
 
 func (c *caddyProc) post(path, ctype, body string) (int, string) {
 	c.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+c.admin+path, strings.NewReader(body))
+	return c.adminDo(http.MethodPost, path, ctype, body)
+}
+
+// adminDo sends one request to Caddy's admin endpoint and returns status
+// and body.
+func (c *caddyProc) adminDo(method, path, ctype, body string) (int, string) {
+	c.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://"+c.admin+path, rd)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", ctype)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
@@ -361,6 +374,28 @@ func (c *caddyProc) waitDeployment(app, image string, timeout time.Duration) eng
 			c.t.Fatalf("no ended deployment of %s for %s after %s: %+v", image, app, timeout, st.Deployments)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// mustDeploy waits for the deployment of image to end and fails the test
+// unless it succeeded.
+func (c *caddyProc) mustDeploy(app, image string, timeout time.Duration) engine.Deployment {
+	c.t.Helper()
+	d := c.waitDeployment(app, image, timeout)
+	if d.Status != engine.StatusSuccess {
+		c.t.Fatalf("deploy of %s to %s: %s %s", image, app, d.Status, d.Error)
+	}
+	return d
+}
+
+// assertReleaseGone fails the test if Podman still has a container of
+// release.
+func assertReleaseGone(t *testing.T, app, release string) {
+	t.Helper()
+	for _, ci := range podmanContainers(t, app) {
+		if ci.Labels[engine.LabelRelease] == release {
+			t.Errorf("container %s of release %s is still there", ci.Name, release)
+		}
 	}
 }
 
@@ -484,13 +519,19 @@ func startLoad(t *testing.T, url string, rps int) *load {
 	return l
 }
 
-func (l *load) one(client *http.Client, url string) {
-	var reused bool
+// tracedGet does a GET and says whether the connection it last used was a
+// reused one.
+func tracedGet(client *http.Client, url string) (resp *http.Response, reused bool, err error) {
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 		GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
 	}))
-	resp, err := client.Do(req)
+	resp, err = client.Do(req)
+	return resp, reused, err
+}
+
+func (l *load) one(client *http.Client, url string) {
+	resp, reused, err := tracedGet(client, url)
 	if err != nil {
 		if reloadDrop(err, reused) {
 			l.dropped.Add(1)
@@ -588,12 +629,7 @@ func startWatcher(url string) *watcher {
 				return
 			default:
 			}
-			var reused bool
-			req, _ := http.NewRequest(http.MethodGet, url, nil)
-			req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-				GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
-			}))
-			resp, err := client.Do(req)
+			resp, reused, err := tracedGet(client, url)
 			if err != nil {
 				w.mu.Lock()
 				if !reloadDrop(err, reused) {

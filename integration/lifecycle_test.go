@@ -46,9 +46,7 @@ func TestCrashedContainerIsReplaced(t *testing.T) {
 	app := uniqueName("kill")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2, Lines: []string{"restart_attempts 5"}}
 	c := startCaddyWith(t, []string{"lb_try_duration 5s"}, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	before := webIDs(c.waitSettled(app, 2, 30*time.Second))
 	l := startLoad(t, c.url("/"), loadRate)
 	time.Sleep(time.Second)
@@ -100,16 +98,12 @@ func TestPostdeployHook(t *testing.T) {
 	since := time.Now().Add(-time.Second).Unix()
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"postdeploy /app hook"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	c.waitSettled(app, 1, 30*time.Second)
 	next := cfg
 	next.Image = imageV2
 	c.reload(next)
-	if d := c.waitDeployment(app, imageV2, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("second deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV2, 60*time.Second)
 	c.waitSettled(app, 1, 30*time.Second)
 	// A scale is not a deployment: no hook.
 	next.Web = 2
@@ -130,11 +124,7 @@ func TestPostdeployHook(t *testing.T) {
 	if code, body := get(t, c.url("/")); code != 200 || !strings.HasPrefix(body, "version=v2") {
 		t.Errorf("after the failed hook: %d %q, want v2 still serving", code, body)
 	}
-	for _, ci := range podmanContainers(t, app) {
-		if ci.Labels[engine.LabelRelease] == d.Release {
-			t.Errorf("container %s of the release whose hook failed is still there", ci.Name)
-		}
-	}
+	assertReleaseGone(t, app, d.Release)
 }
 
 // hookRuns counts the postdeploy containers Podman created for app.
@@ -158,9 +148,7 @@ func TestWorkersGoNewFirst(t *testing.T) {
 	app := uniqueName("wk")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"process worker 1 /app worker", "worker_ready_time 1s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	c.waitSettled(app, 1, 30*time.Second)
 	var oldWorker string
 	for _, ct := range c.status(app).Containers {
@@ -181,9 +169,7 @@ func TestWorkersGoNewFirst(t *testing.T) {
 	next := cfg
 	next.Image = imageV2
 	c.reload(next)
-	if d := c.waitDeployment(app, imageV2, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV2, 60*time.Second)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := inspect(t, oldWorker); err != nil {

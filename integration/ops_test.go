@@ -22,9 +22,7 @@ func TestCaddyRestartAdoptsContainers(t *testing.T) {
 	app := uniqueName("adopt")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2, Lines: []string{"process worker 1 /app worker", "worker_ready_time 1s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	c.waitSettled(app, 2, 30*time.Second)
 	before := allIDs(podmanContainers(t, app))
 
@@ -209,9 +207,7 @@ func TestSecretsAndPrivileges(t *testing.T) {
 		"env API_TOKEN v3ry-s3cr3t-t0ken", "env FROM_ENV {env.PODSWITCH_IT_SECRET}",
 	}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	c.waitSettled(app, 1, 30*time.Second)
 	if _, body := get(t, c.url("/env?k=API_TOKEN")); body != "v3ry-s3cr3t-t0ken" {
 		t.Errorf("the app got API_TOKEN=%q", body)

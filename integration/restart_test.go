@@ -60,9 +60,7 @@ func TestRestartAndScaleUnderLoad(t *testing.T) {
 	app := uniqueName("rs")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 3, Lines: []string{"drain_timeout 10s"}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	before := webIDs(c.waitSettled(app, 3, 30*time.Second))
 	l := startLoad(t, c.url("/"), loadRate)
 	time.Sleep(500 * time.Millisecond)
@@ -134,9 +132,7 @@ func TestRestartGivesUpAndNotifies(t *testing.T) {
 		"}",
 	}}
 	c := startCaddy(t, cfg)
-	if d := c.waitDeployment(app, imageV1, 60*time.Second); d.Status != engine.StatusSuccess {
-		t.Fatalf("first deploy: %s %s", d.Status, d.Error)
-	}
+	c.mustDeploy(app, imageV1, 60*time.Second)
 	before := webIDs(c.waitSettled(app, 2, 30*time.Second))
 	for time.Now().Unix() < crashAfter {
 		time.Sleep(100 * time.Millisecond)

@@ -505,12 +505,7 @@ func TestDeployTimeout(t *testing.T) {
 		assertPool(t, ref, rel1, oldAddrs)
 		// The failed release's containers get SIGTERM and the grace
 		// period (never-listening apps may still run); the old ones none.
-		oldIDs := h.containers(rel1, "")
-		for _, c := range h.rt.Stops() {
-			if slices.Contains(oldIDs, c.ID) {
-				t.Errorf("Stop(%s) of the serving release called", c.ID)
-			}
-		}
+		h.noStopsOf(h.containers(rel1, ""))
 		st := s.Status()
 		if st.Release == nil || st.Release.ID != rel1 || len(st.Containers) != 2 {
 			t.Errorf("status: release %+v, %d containers", st.Release, len(st.Containers))
@@ -553,11 +548,7 @@ func TestDeployCrash(t *testing.T) {
 			t.Errorf("crashed containers not removed: %v", got)
 		}
 		assertPool(t, ref, rel1, oldAddrs)
-		for _, c := range h.rt.Stops() {
-			if slices.Contains(h.containers(rel1, ""), c.ID) {
-				t.Errorf("Stop(%s) of the serving release called", c.ID)
-			}
-		}
+		h.noStopsOf(h.containers(rel1, ""))
 	})
 }
 
@@ -594,11 +585,7 @@ func TestDeployWorkerCrash(t *testing.T) {
 		if got := h.containers(rel1, ""); !slices.Equal(got, old) {
 			t.Errorf("old containers %v, want %v untouched", got, old)
 		}
-		for _, c := range h.rt.Stops() {
-			if slices.Contains(old, c.ID) {
-				t.Errorf("Stop(%s) of the serving release called", c.ID)
-			}
-		}
+		h.noStopsOf(old)
 	})
 }
 

@@ -346,9 +346,6 @@ func (d *Deployment) copy() *Deployment {
 	return &c
 }
 
-// Done is closed when the deployment has ended.
-func (d *Deployment) Done() <-chan struct{} { return d.done }
-
 // Deployment returns a copy of deployment id, a channel closed when it has
 // ended, and whether it is known.
 func (s *Supervisor) Deployment(id int64) (Deployment, <-chan struct{}, bool) {

@@ -1,0 +1,2 @@
+// Package dist holds the files of the production install guide (docs/install.md) and tests them.
+package dist

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -10,144 +11,261 @@ import (
 	"go.uber.org/zap"
 )
 
-// adopt takes over the containers of this app that a previous run of
-// podswitch left running. It reports false when the runtime could not be
-// reached, so that the caller tries again.
 // adoptProbeTime is how long adoption waits for a running web container to
 // accept a connection before it counts it as broken.
 var adoptProbeTime = time.Second
 
+// adopt takes over the containers of this app that a previous run of
+// podswitch left. It trusts the app's record: the release recorded as
+// serving is adopted (its running workers, and its web containers that
+// accept connections); a deployment recorded as on its way is never
+// adopted, its containers are stopped and it starts over, new-first;
+// everything else is stopped. Without a record (a first run, or a lost
+// one), the release with the most web containers that accept connections
+// serves, the desired one on a tie. It reports false when the runtime
+// could not be reached, so that the caller tries again.
 func (s *Supervisor) adopt() bool {
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
-	list, err := s.deps.Runtime.List(ctx, s.name)
+	list, err := s.rt.List(ctx, s.name)
 	s.setRuntimeErr(err)
 	if err != nil {
 		return false
 	}
-	s.mu.Lock()
-	spec := s.desired
-	s.mu.Unlock()
-	want := spec.ReleaseID()
+	s.lock()
+	rec, desired := s.rec, s.desired
+	s.unlock()
+	servingID := ""
+	if rec.Serving != nil {
+		servingID = rec.Serving.ID
+	}
+	deploying := ""
+	if rec.Deploying != nil && rec.Deploying.Release != servingID {
+		deploying = rec.Deploying.Release
+	}
 
-	byRelease := map[string][]*Container{}
-	var gone, probe []*Container
+	var leftovers, exited []ContainerInfo
+	var candidates []ContainerInfo
 	for _, info := range list {
-		c := &Container{
-			ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess],
-			Release: info.Labels[LabelRelease], State: StateReady, StartedAt: time.Now(),
+		switch {
+		case !info.Running:
+			exited = append(exited, info)
+		case info.Labels[LabelProcess] == HookProcess, slices.Contains(rec.Retiring, info.ID),
+			deploying != "" && info.Labels[LabelRelease] == deploying:
+			leftovers = append(leftovers, info)
+		default:
+			candidates = append(candidates, info)
 		}
-		if !info.Running {
-			c.State = StateCrashed // exited: nothing to stop
-			gone = append(gone, c)
-			continue
-		}
-		if _, known := spec.Process(c.Process); c.Process == HookProcess || (!known && c.Release == want) {
-			// A one-off (postdeploy) or a process type the release does
-			// not have: nothing to keep.
-			gone = append(gone, c)
-			continue
-		}
-		if c.Process == WebProcess {
-			port := info.Labels[LabelPort]
-			if port == "" {
-				port = strconv.Itoa(spec.Port)
-			}
-			if info.IP == "" {
-				gone = append(gone, c)
+	}
+	listening := s.probeCandidates(ctx, candidates, desired.Port)
+	byRelease := map[string][]ContainerInfo{}
+	webs := map[string]int{}
+	for _, info := range candidates {
+		rel := info.Labels[LabelRelease]
+		if info.Labels[LabelProcess] == WebProcess {
+			if listening[info.ID] == "" {
+				leftovers = append(leftovers, info)
 				continue
 			}
-			c.Addr = net.JoinHostPort(info.IP, port)
-			probe = append(probe, c)
+			webs[rel]++
+		}
+		byRelease[rel] = append(byRelease[rel], info)
+	}
+	keep := servingID
+	if len(byRelease[keep]) == 0 {
+		keep = pickRelease(byRelease, webs, desired.ReleaseID())
+	}
+	spec := s.specOf(keep, rec, desired)
+
+	s.lock()
+	defer s.unlock()
+	if s.ctx.Err() != nil {
+		return true
+	}
+	for rel, infos := range byRelease {
+		if rel != keep {
+			leftovers = append(leftovers, infos...)
 			continue
 		}
-		byRelease[c.Release] = append(byRelease[c.Release], c)
+		for _, info := range infos {
+			c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: rel, Addr: listening[info.ID], grace: true}
+			s.containers[c.ID] = c
+			s.setState(c, StateReady, "adopted")
+		}
 	}
-	// Probe the web containers in parallel, each for a short while: one
-	// slow accept after a host restart must not cost a serving container.
-	listening := make([]bool, len(probe))
+	if keep != "" {
+		info := ReleaseInfo{ID: keep, Status: StatusSuccess, DeployedAt: time.Now()}
+		if r := rec.Serving; r != nil && r.ID == keep {
+			info.DeployedAt, info.Deployment = r.DeployedAt, r.Deployment
+		}
+		if spec != nil {
+			info.Image = spec.Image
+		} else if len(byRelease[keep]) > 0 {
+			info.Image = byRelease[keep][0].Image
+		}
+		s.serving = &serving{ReleaseInfo: info, spec: spec}
+		if spec != nil && (rec.Serving == nil || rec.Serving.ID != keep) {
+			s.rec.Serving = &ReleaseRecord{ID: keep, Spec: spec.record(), DeployedAt: info.DeployedAt}
+		}
+		s.poolDirty = true
+		s.log.Info("adopted running containers", zap.String("release", keep), zap.Int("containers", len(byRelease[keep])),
+			zap.Bool("recorded", keep == servingID), zap.Bool("spec_known", spec != nil))
+	}
+	if rec.Deploying != nil {
+		s.resumed = true
+		s.log.Info("a deployment was interrupted; it starts over", zap.Int64("deployment", rec.Deploying.Deployment),
+			zap.String("release", rec.Deploying.Release))
+	}
+	var ids []string
+	for _, info := range leftovers {
+		c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: info.Labels[LabelRelease], grace: true}
+		s.containers[c.ID] = c
+		s.setState(c, StateStopping, "left by a previous run")
+		s.reapLocked(c)
+		ids = append(ids, c.ID)
+	}
+	for _, info := range exited {
+		s.spawn(func() { s.removeQuietly(info.ID) })
+	}
+	s.rec.Retiring = ids
+	s.saveRecordLocked()
+	s.adopted = true
+	s.touch()
+	return true
+}
+
+// probeCandidates returns the dial address of every running web container
+// of infos that accepts a connection within adoptProbeTime, by ID.
+func (s *Supervisor) probeCandidates(ctx context.Context, infos []ContainerInfo, port int) map[string]string {
+	out := map[string]string{}
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for i, c := range probe {
+	slots := make(chan struct{}, maxBoots)
+	for _, info := range infos {
+		if info.Labels[LabelProcess] != WebProcess {
+			continue
+		}
 		wg.Go(func() {
+			if acquire(ctx, slots) != nil {
+				return
+			}
+			defer func() { <-slots }()
+			cur, err := s.rt.Inspect(ctx, info.ID)
+			if err != nil || !cur.Running || cur.IP == "" {
+				return
+			}
+			p := info.Labels[LabelPort]
+			if p == "" {
+				p = strconv.Itoa(port)
+			}
+			addr := net.JoinHostPort(cur.IP, p)
 			pctx, cancel := context.WithTimeout(ctx, adoptProbeTime)
 			defer cancel()
 			for {
-				if s.deps.Prober.Probe(pctx, c.Addr) == nil {
-					listening[i] = true
+				if s.deps.Prober.Probe(pctx, addr) == nil {
+					mu.Lock()
+					out[info.ID] = addr
+					mu.Unlock()
 					return
 				}
 				select {
 				case <-pctx.Done():
 					return
-				case <-time.After(probeInterval * 5):
+				case <-time.After(5 * probeInterval):
 				}
 			}
 		})
 	}
 	wg.Wait()
-	for i, c := range probe {
-		if listening[i] {
-			byRelease[c.Release] = append(byRelease[c.Release], c)
-		} else {
-			gone = append(gone, c)
+	return out
+}
+
+// pickRelease chooses the release that serves when no record says: the one
+// with the most web containers that accept connections (the one with the
+// most containers for an app without web ones), the desired one on a tie,
+// then the lowest id.
+func pickRelease(byRelease map[string][]ContainerInfo, webs map[string]int, desired string) string {
+	keep, best := "", [2]int{-1, -1}
+	for rel, infos := range byRelease {
+		score := [2]int{webs[rel], len(infos)}
+		better := score[0] > best[0] || (score[0] == best[0] && score[1] > best[1]) ||
+			(score == best && (rel == desired || (keep != desired && rel < keep)))
+		if better {
+			keep, best = rel, score
 		}
 	}
-	// The release that keeps serving: the desired one if it runs, else the
-	// one with the most web containers.
-	keep := ""
-	if len(byRelease[want]) > 0 {
-		keep = want
-	} else {
-		best := -1
-		for rel, cs := range byRelease {
-			n := 0
-			for _, c := range cs {
-				if c.Process == WebProcess {
-					n++
-				}
-			}
-			if n > best || (n == best && rel < keep) {
-				keep, best = rel, n
-			}
+	return keep
+}
+
+// specOf returns what release rel runs, from the desired spec or a kept
+// record of it; nil when it is not known (or its env does not resolve to
+// the same release any more).
+func (s *Supervisor) specOf(rel string, rec AppRecord, desired AppSpec) *AppSpec {
+	if rel == "" {
+		return nil
+	}
+	if desired.ReleaseID() == rel {
+		return &desired
+	}
+	var records []ReleaseRecord
+	if rec.Serving != nil {
+		records = append(records, *rec.Serving)
+	}
+	records = append(records, rec.Releases...)
+	for _, r := range records {
+		if r.ID != rel {
+			continue
+		}
+		spec, err := desired.withRelease(r.Spec, s.resolve)
+		if err == nil && spec.ReleaseID() == rel {
+			return &spec
+		}
+		s.log.Warn("the serving release cannot be run again as it was: its crashed containers are not replaced until a deployment succeeds",
+			zap.String("release", rel), zap.Error(err))
+		return nil
+	}
+	return nil
+}
+
+// resync compares the app's containers with what the runtime listed at
+// listedAt: a container that is gone or exited is handled as a crash
+// (the event stream may have missed it), one the app does not know (a
+// create whose answer was lost) is stopped and removed.
+func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
+	s.lock()
+	defer s.unlock()
+	if !s.adopted || s.removed && s.stopped {
+		return
+	}
+	byID := make(map[string]ContainerInfo, len(list))
+	for _, info := range list {
+		byID[info.ID] = info
+	}
+	for id, c := range s.containers {
+		if !c.state.live() || len(c.timeline) == 0 || c.timeline[0].At.After(listedAt) {
+			continue
+		}
+		info, ok := byID[id]
+		switch {
+		case !ok:
+			s.crashedLocked(c, -1)
+		case !info.Running:
+			s.crashedLocked(c, info.ExitCode)
 		}
 	}
-	var others []*Container
-	s.mu.Lock()
-	for rel, cs := range byRelease {
-		for _, c := range cs {
-			s.containers[c.ID] = c
-			if rel != keep {
-				c.State = StateDraining
-				others = append(others, c)
-			}
+	for id, at := range s.gone {
+		if listedAt.Sub(at) > 2*resyncInterval {
+			delete(s.gone, id)
 		}
 	}
-	if keep != "" {
-		image := ""
-		for _, info := range list {
-			if info.Labels[LabelRelease] == keep {
-				image = info.Image
-				break
-			}
+	for _, info := range list {
+		if _, gone := s.gone[info.ID]; gone || s.containers[info.ID] != nil || s.creating[info.Name] {
+			continue
 		}
-		s.current = &ReleaseInfo{ID: keep, Image: image, Status: StatusSuccess, DeployedAt: time.Now()}
-		if keep == want {
-			s.currentSpec = spec
-		}
-		s.publishLocked()
-		s.log.Info("adopted running containers", zap.String("release", keep), zap.Int("containers", len(byRelease[keep])))
+		c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: info.Labels[LabelRelease], grace: info.Running}
+		s.containers[c.ID] = c
+		s.log.Warn("removing a container the app does not know", zap.String("container", shortID(c.ID)), zap.String("name", c.Name))
+		s.setState(c, StateStopping, "unknown to podswitch")
+		s.reapLocked(c)
 	}
-	if keep != want {
-		s.deployLocked(spec, KindDeploy, "", "")
-	} else if t := s.target; t != nil && t.Kind == KindDeploy && t.Release == want {
-		// Queued by an Update while the runtime could not be reached: the
-		// release it wants already runs and now serves.
-		s.current.Deployment = t.ID
-		t.SwitchedAt = time.Now()
-		s.endLocked(t, StatusSuccess, "")
-	}
-	s.mu.Unlock()
-	s.discard(gone, spec.StopTimeout)
-	s.retire(nil, others, spec)
-	return true
 }

@@ -4,34 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"go.uber.org/zap"
 )
 
-// Retry policy of restarts, scale-ups and crash replacements: exponential
-// backoff from retryBase, doubling, capped at retryMax, each delay spread by
-// ±retryJitter so that many apps failing together do not retry in step.
-var (
-	retryBase   = time.Second
-	retryMax    = time.Minute
-	retryJitter = 0.5
-)
-
-func newBackoff() *backoff.ExponentialBackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = retryBase
-	b.MaxInterval = retryMax
-	b.Multiplier = 2
-	b.RandomizationFactor = retryJitter
-	b.Reset()
-	return b
-}
+// outputLines is how many of its last lines of output are kept of a
+// container that failed to boot or crashed, and of a postdeploy hook.
+const outputLines = 50
 
 // bootError is a boot that failed for a reason the deployment reports.
 type bootError struct {
@@ -41,60 +25,22 @@ type bootError struct {
 
 func (e *bootError) Error() string { return string(e.status) + ": " + e.msg }
 
-// bootRetry boots one container of p, trying up to attempts times with
-// backoff between tries. Each failed container is removed before the next
-// try. It returns the ready container, or the last failure.
-func (s *Supervisor) bootRetry(ctx context.Context, spec AppSpec, p ProcessSpec, release string, attempts int) (*Container, error) {
-	b := newBackoff()
-	for attempt := 1; ; attempt++ {
-		c, err := s.boot(ctx, spec, p, release)
-		if err == nil {
-			return c, nil
-		}
-		if errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
-			// Not the app's fault: wait for the runtime, then try again
-			// without counting an attempt.
-			s.discard([]*Container{c}, spec.StopTimeout)
-			s.setRuntimeErr(err)
-			s.log.Warn("container runtime unreachable, waiting to boot", zap.String("process", p.Name), zap.Error(err))
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(runtimeRetry):
-			}
-			if werr := s.withRuntime(ctx, func() error { _, err := s.deps.Runtime.List(ctx, s.name); return err }); werr != nil {
-				return nil, werr
-			}
-			attempt--
-			continue
-		}
-		if c != nil && (attempt < attempts || ctx.Err() != nil) {
-			s.discard([]*Container{c}, spec.StopTimeout)
-			c = nil
-		}
-		if attempt >= attempts || ctx.Err() != nil {
-			return c, err
-		}
-		delay := b.NextBackOff()
-		s.log.Warn("container failed to boot, retrying", zap.String("process", p.Name),
-			zap.Int("attempt", attempt), zap.Int("attempts", attempts), zap.Duration("delay", delay), zap.Error(err))
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-	}
+func containerName(app, process, release string) string {
+	return fmt.Sprintf("podswitch-%s-%s-%s-%06x", app, process, release[:min(8, len(release))], rand.Uint32()&0xffffff)
 }
 
-// boot starts one container of process p and waits until it is ready. The
-// container is returned (and recorded) whenever it was created, even when
-// the boot failed, so that the caller removes it.
-func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, release string) (_ *Container, err error) {
-	env := make(map[string]string, len(spec.Env)+1)
-	for k, v := range spec.Env {
-		env[k] = v
+// boot creates and starts one container of process type p of release and
+// waits until it is ready: for a web container, until it accepts a TCP
+// connection on PORT (and answers ready_path, if set); for another, until
+// it has kept running for worker_ready_time. The container is recorded
+// (state starting, then booted) as soon as it exists, as part of rollout r
+// when r is set, and then onCreated is called with the lock held. It is
+// returned whenever it exists, even when the boot failed, for the caller to
+// discard.
+func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, release string, r *rollout, onCreated func()) (c *Container, err error) {
+	env := maps.Clone(spec.Env)
+	if env == nil {
+		env = map[string]string{}
 	}
 	labels := map[string]string{LabelApp: spec.Name, LabelRelease: release, LabelProcess: p.Name}
 	web := p.Name == WebProcess
@@ -102,97 +48,143 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		env["PORT"] = strconv.Itoa(spec.Port)
 		labels[LabelPort] = strconv.Itoa(spec.Port)
 	}
-	name := fmt.Sprintf("podswitch-%s-%s-%s-%06x", spec.Name, p.Name, release[:8], rand.Uint32()&0xffffff)
+	name := containerName(spec.Name, p.Name, release)
 	t0 := time.Now()
-	if obs := s.deps.ObserveBoot; obs != nil {
-		defer func() {
-			if ctx.Err() == nil {
-				obs(spec.Name, p.Name, time.Since(t0), err == nil)
-			}
-		}()
-	}
+	defer func() {
+		if obs := s.deps.ObserveBoot; obs != nil && ctx.Err() == nil && (err == nil || isBootError(err)) {
+			obs(spec.Name, p.Name, time.Since(t0), err == nil)
+		}
+	}()
+
+	s.lock()
+	s.creating[name] = true
+	s.unlock()
 	// Creating and starting count against boot_timeout too: a runtime
 	// that hangs must not keep a deployment starting forever.
 	rctx, cancelRun := context.WithTimeout(ctx, spec.BootTimeout)
-	info, err := s.deps.Runtime.Run(rctx, ContainerSpec{
+	info, err := s.rt.Run(rctx, ContainerSpec{
 		Name: name, Image: spec.Image, Command: p.Command, Env: env, Labels: labels,
 		StopTimeout: spec.StopTimeout,
 	})
 	runTimedOut := rctx.Err() != nil && ctx.Err() == nil
 	cancelRun()
+	s.lock()
+	delete(s.creating, name)
 	if err != nil {
-		var c *Container
+		s.unlock()
 		if info.ID != "" {
-			c = &Container{ID: info.ID, Name: name, Process: p.Name, Release: release}
+			s.spawn(func() { s.removeQuietly(info.ID) })
 		}
-		if ctx.Err() != nil {
-			return c, ctx.Err()
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case runTimedOut:
+			return nil, &bootError{StatusTimeoutError, fmt.Sprintf("%s container was not created and started within %s", p.Name, spec.BootTimeout)}
+		case errors.Is(err, ErrUnavailable):
+			return nil, err
 		}
-		if runTimedOut {
-			return c, &bootError{StatusTimeoutError, fmt.Sprintf("%s container was not created and started within %s", p.Name, spec.BootTimeout)}
-		}
-		if errors.Is(err, ErrUnavailable) {
-			return c, err
-		}
-		return c, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", p.Name, err)}
+		return nil, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", p.Name, err)}
 	}
-	c := &Container{ID: info.ID, Name: name, Process: p.Name, Release: release, State: StateStarting, StartedAt: time.Now()}
+	c = &Container{ID: info.ID, Name: name, Process: p.Name, Release: release, grace: true}
+	if r != nil {
+		c.owner = r.e.d.ID
+		r.e.fresh = append(r.e.fresh, c)
+	}
 	if web && info.IP != "" {
 		c.Addr = net.JoinHostPort(info.IP, strconv.Itoa(spec.Port))
 	}
-	s.mu.Lock()
+	bctx, cancelBoot := context.WithCancel(ctx)
+	c.cancel = cancelBoot
 	s.containers[c.ID] = c
-	s.mu.Unlock()
+	s.setState(c, StateStarting, "")
+	if onCreated != nil {
+		onCreated()
+	}
+	s.unlock()
 
 	if web {
-		err = s.waitListening(ctx, spec, c)
+		err = s.waitListening(bctx, spec, c, t0)
 	} else {
-		err = s.waitRunning(ctx, spec, c)
+		err = s.waitRunning(bctx, spec, c)
 	}
-	if err != nil {
-		var be *bootError
-		if errors.As(err, &be) {
-			s.log.Warn("container failed to boot", zap.String("container", c.ID), zap.String("process", p.Name),
-				zap.String("status", string(be.status)), zap.String("error", be.msg))
+	s.lock()
+	switch {
+	case c.state == StateCrashed:
+		err = &bootError{StatusCrashedError, c.timeline[len(c.timeline)-1].Note}
+	case err == nil && c.state == StateStarting:
+		s.setState(c, StateBooted, "")
+		if r != nil {
+			r.booted = append(r.booted, c)
 		}
-		return c, err
+	case err == nil:
+		err = &bootError{StatusCrashedError, fmt.Sprintf("%s container is %s, not booted", p.Name, c.state)}
+	case ctx.Err() != nil:
+		err = ctx.Err()
 	}
-	return c, nil
+	failed := isBootError(err)
+	s.unlock()
+	if failed {
+		var be *bootError
+		errors.As(err, &be)
+		s.log.Warn("container failed to boot", zap.String("container", shortID(c.ID)), zap.String("process", p.Name),
+			zap.String("status", string(be.status)), zap.String("error", be.msg))
+		s.captureOutput(c)
+	}
+	return c, err
 }
 
-// waitListening probes c until it accepts a TCP connection on its port. It
-// fails early when the container exits and at boot_timeout otherwise.
-func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Container) error {
-	bctx, cancel := context.WithTimeout(ctx, spec.BootTimeout)
+func isBootError(err error) bool {
+	var be *bootError
+	return errors.As(err, &be)
+}
+
+// waitListening probes c until it accepts a TCP connection on its port
+// (and answers ready_path). It fails early when the container exits (seen
+// by an exit event or an inspect) and at boot_timeout otherwise.
+func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Container, t0 time.Time) error {
+	bctx, cancel := context.WithDeadline(ctx, t0.Add(spec.BootTimeout))
 	defer cancel()
+	s.lock()
+	addr := c.Addr
+	s.unlock()
 	var lastInspect time.Time
+	accepted := false
+	var lastHTTP string
 	for {
-		if c.Addr != "" {
-			if err := s.deps.Prober.Probe(bctx, c.Addr); err == nil {
-				s.mu.Lock()
-				c.ReadyAt = time.Now()
-				s.mu.Unlock()
-				return nil
+		if addr != "" {
+			if err := s.deps.Prober.Probe(bctx, addr); err == nil {
+				accepted = true
+				if spec.ReadyPath == "" {
+					return nil
+				}
+				code, err := httpProbe(bctx, addr, spec.ReadyPath)
+				if err == nil && code >= spec.ReadyStatus[0] && code <= spec.ReadyStatus[1] {
+					return nil
+				}
+				if err != nil {
+					lastHTTP = err.Error()
+				} else {
+					lastHTTP = fmt.Sprintf("GET %s answered %d", spec.ReadyPath, code)
+				}
 			}
 		}
-		if time.Since(lastInspect) >= inspectInterval || c.Addr == "" {
+		if addr == "" || time.Since(lastInspect) >= inspectInterval {
 			lastInspect = time.Now()
-			cur, err := s.deps.Runtime.Inspect(bctx, c.ID)
+			cur, err := s.rt.Inspect(bctx, c.ID)
 			switch {
 			case errors.Is(err, ErrNotFound):
-				return s.crashed(c, "web container disappeared before it was ready")
-			case err == nil:
-				if c.Addr == "" && cur.IP != "" {
-					s.mu.Lock()
-					c.Addr = net.JoinHostPort(cur.IP, strconv.Itoa(spec.Port))
-					s.mu.Unlock()
-				}
-				if !cur.Running {
-					return s.crashed(c, fmt.Sprintf("web container exited with code %d before listening on PORT %d", cur.ExitCode, spec.Port))
-				}
-				if c.Addr == "" {
-					return &bootError{StatusStartError, "web container has no IP address to dial (rootless Podman is not supported)"}
-				}
+				s.exitedWhileBooting(c, -1)
+				return errors.New("gone")
+			case err == nil && !cur.Running:
+				s.exitedWhileBooting(c, cur.ExitCode)
+				return errors.New("exited")
+			case err == nil && addr == "" && cur.IP != "":
+				addr = net.JoinHostPort(cur.IP, strconv.Itoa(spec.Port))
+				s.lock()
+				c.Addr = addr
+				s.unlock()
+			case err == nil && addr == "":
+				return &bootError{StatusStartError, "web container has no IP address to dial (rootless Podman is not supported)"}
 			}
 		}
 		select {
@@ -200,73 +192,133 @@ func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Contain
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return &bootError{StatusTimeoutError, fmt.Sprintf("web container did not accept a TCP connection on PORT %d within %s", spec.Port, spec.BootTimeout)}
+			msg := fmt.Sprintf("web container did not accept a TCP connection on PORT %d within %s: the app must listen on 0.0.0.0 (not 127.0.0.1) and on the port in $PORT", spec.Port, spec.BootTimeout)
+			if accepted {
+				msg = fmt.Sprintf("web container accepted connections on PORT %d but was not ready within %s: %s (want %d-%d)",
+					spec.Port, spec.BootTimeout, lastHTTP, spec.ReadyStatus[0], spec.ReadyStatus[1])
+			}
+			return &bootError{StatusTimeoutError, msg}
 		case <-time.After(probeInterval):
 		}
 	}
 }
 
 // waitRunning waits until a non-web container has kept running for
-// WorkerReadyTime.
+// worker_ready_time.
 func (s *Supervisor) waitRunning(ctx context.Context, spec AppSpec, c *Container) error {
-	wait := min(spec.WorkerReadyTime, spec.BootTimeout)
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(wait):
+	case <-time.After(min(spec.WorkerReadyTime, spec.BootTimeout)):
 	}
 	// A runtime that is away is waited for: the container's state is not
 	// known, and that is not the app's fault.
 	var cur ContainerInfo
 	err := s.withRuntime(ctx, func() (err error) {
-		cur, err = s.deps.Runtime.Inspect(ctx, c.ID)
+		cur, err = s.rt.Inspect(ctx, c.ID)
 		return err
 	})
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return s.crashed(c, c.Process+" container disappeared while booting")
+		s.exitedWhileBooting(c, -1)
+		return errors.New("gone")
 	case err != nil:
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return &bootError{StatusStartError, fmt.Sprintf("%s container could not be inspected: %v", c.Process, err)}
 	case !cur.Running:
-		return s.crashed(c, fmt.Sprintf("%s container exited with code %d while booting", c.Process, cur.ExitCode))
+		s.exitedWhileBooting(c, cur.ExitCode)
+		return errors.New("exited")
 	}
-	s.mu.Lock()
-	c.ReadyAt = time.Now()
-	s.mu.Unlock()
 	return nil
 }
 
-func (s *Supervisor) crashed(c *Container, msg string) error {
-	s.mu.Lock()
-	c.State = StateCrashed
-	s.mu.Unlock()
-	return &bootError{StatusCrashedError, msg}
+func (s *Supervisor) exitedWhileBooting(c *Container, code int) {
+	s.lock()
+	defer s.unlock()
+	if c.state == StateStarting {
+		s.crashedLocked(c, code)
+	}
 }
 
-// discard removes containers that never served (or crashed) and forgets
-// them. One that may still run gets SIGTERM and stopTimeout first.
-func (s *Supervisor) discard(cs []*Container, stopTimeout time.Duration) {
-	var wg sync.WaitGroup
-	for _, c := range cs {
-		if c == nil {
-			continue
-		}
-		wg.Go(func() {
-			s.mu.Lock()
-			st := c.State
-			s.mu.Unlock()
-			grace := stopTimeout
-			if st == StateCrashed || st == "" || s.ctx.Err() != nil {
-				grace = 0 // exited, never started, or podswitch is exiting
-			}
-			s.discardID(c.ID, grace)
-			s.mu.Lock()
-			delete(s.containers, c.ID)
-			s.mu.Unlock()
-		})
+// exited handles a container that exited outside podswitch (an event, a
+// resync or a health check found it).
+func (s *Supervisor) exited(id string, code int) {
+	s.lock()
+	defer s.unlock()
+	if c := s.containers[id]; c != nil && c.state.live() {
+		s.crashedLocked(c, code)
 	}
-	wg.Wait()
+}
+
+// crashedLocked moves c, which exited on its own, to crashed. A booting
+// container's boot reports the failure; a serving one leaves the pool at
+// the unlock, is removed and replaced: at once the first time, with
+// backoff when it crashed soon after a crash of its process type (a crash
+// loop), until restart_attempts.
+func (s *Supervisor) crashedLocked(c *Container, code int) {
+	from := c.state
+	c.exitCode = &code
+	exit := fmt.Sprintf("exited with code %d", code)
+	if code < 0 {
+		exit = "is gone"
+	}
+	var msg string
+	switch from {
+	case StateStarting:
+		msg = fmt.Sprintf("%s container %s while booting", c.Process, exit)
+		if c.Process == WebProcess {
+			msg = fmt.Sprintf("web container %s before it was ready on its PORT", exit)
+		}
+	case StateBooted:
+		msg = fmt.Sprintf("%s container %s %s after it booted, before the switch", c.Process, c.Name, exit)
+	default:
+		msg = fmt.Sprintf("%s container %s %s", c.Process, c.Name, exit)
+	}
+	if !s.setState(c, StateCrashed, msg) || from != StateReady {
+		return
+	}
+	c.crashedServing = true
+	if sv := s.serving; c.owner == 0 && sv != nil && sv.spec != nil && c.Release == sv.ID {
+		ps := s.proc(c.Process)
+		if time.Since(c.entered(StateReady)) >= stableAfter {
+			ps.crashes = 0
+			ps.crashBackoff.Reset()
+		}
+		s.crashedInLoopLocked(s.servingSpecLocked(), c, ps, msg)
+	}
+	s.discardLocked(c)
+	s.poke()
+}
+
+// captureOutput keeps the last lines of c's output, for the deployment
+// record and the notification. Best effort and bounded in time.
+func (s *Supervisor) captureOutput(c *Container) {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	var lines []string
+	err := s.rt.Logs(ctx, c.ID, LogOptions{Tail: outputLines}, func(l LogLine) {
+		lines = append(lines, l.Text)
+	})
+	if len(lines) > outputLines {
+		lines = lines[len(lines)-outputLines:]
+	}
+	if err != nil && len(lines) == 0 {
+		return
+	}
+	s.lock()
+	c.output = lines
+	s.touch()
+	s.unlock()
+}
+
+// removeQuietly removes a container that never was part of the app's state
+// (its create answered with an error). The resync removes it if this fails.
+func (s *Supervisor) removeQuietly(id string) {
+	ctx, cancel := context.WithTimeout(s.ctx, cleanupTimeout)
+	defer cancel()
+	if err := s.rt.Remove(ctx, id); err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+		s.log.Warn("removing a container that failed to start", zap.String("container", shortID(id)), zap.Error(err))
+	}
 }

@@ -22,8 +22,33 @@ type harness struct {
 	rt *fakeRuntime
 	m  *Manager
 
-	mu     sync.Mutex
-	events []Event
+	mu       sync.Mutex
+	events   []Event
+	inflight map[string]int
+}
+
+// hold counts one more request in flight to each of addrs, as the proxy
+// would; release ends one.
+func (h *harness) hold(addrs ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range addrs {
+		h.inflight[a]++
+	}
+}
+
+func (h *harness) release(addrs ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range addrs {
+		h.inflight[a]--
+	}
+}
+
+func (h *harness) inFlight(addr string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.inflight[addr]
 }
 
 func newHarness(t *testing.T, rt *fakeRuntime) *harness {
@@ -31,11 +56,12 @@ func newHarness(t *testing.T, rt *fakeRuntime) *harness {
 	if rt == nil {
 		rt = newFakeRuntime()
 	}
-	h := &harness{t: t, rt: rt}
+	h := &harness{t: t, rt: rt, inflight: map[string]int{}}
 	h.m = NewManager(Deps{
-		Runtime: rt,
-		Prober:  &fakeProber{rt: rt},
-		Logger:  zaptest.NewLogger(t),
+		Runtime:  rt,
+		Prober:   &fakeProber{rt: rt},
+		InFlight: h.inFlight,
+		Logger:   zaptest.NewLogger(t),
 		Notify: func(ev Event) {
 			h.mu.Lock()
 			h.events = append(h.events, ev)
@@ -52,9 +78,11 @@ func appSpec(t *testing.T, image string, web int, others ...ProcessSpec) AppSpec
 	s := AppSpec{
 		Name:        appName,
 		Image:       image,
-		Env:         map[string]string{"RAILS_ENV": "production"},
-		Processes:   append([]ProcessSpec{{Name: WebProcess, Count: web}}, others...),
-		StopTimeout: 7 * time.Second,
+		Env:             map[string]string{"RAILS_ENV": "production"},
+		Processes:       append([]ProcessSpec{{Name: WebProcess, Count: web}}, others...),
+		StopTimeout:     7 * time.Second,
+		DrainTimeout:    DefaultDrainTimeout,
+		RestartAttempts: DefaultRestartAttempts,
 	}
 	s = s.WithDefaults()
 	if err := s.Validate(); err != nil {
@@ -415,11 +443,10 @@ func TestDeployNewImage(t *testing.T) {
 			t.Fatalf("status %s (%s), want success", d.Status, d.Error)
 		}
 		synctest.Wait()
-		// Switched at once, the old ones still run while they drain.
+		// Switched at once, the old web ones still run while they drain
+		// (the old worker, which gets no requests, stops at once).
 		assertPool(t, ref, rel2, h.addrs(newWeb, 5000))
-		if n := len(h.rt.Stops()); n != 0 {
-			t.Fatalf("%d old containers stopped before draining", n)
-		}
+		h.noStopsOf(h.containers(rel1, WebProcess))
 		if d.SwitchedAt.Before(d.LastReadyAt) || d.LastReadyAt.IsZero() {
 			t.Errorf("LastReadyAt %v, SwitchedAt %v", d.LastReadyAt, d.SwitchedAt)
 		}
@@ -773,27 +800,31 @@ func TestScale(t *testing.T) {
 			}
 		}
 
-		// Down, with a request in flight on the current pool: every
-		// container goes but the oldest web one.
-		var surplus []string
+		// Down, with requests in flight to every web container: every
+		// container goes but the oldest web one; each surplus web
+		// container waits for its own requests, the workers for none, and
+		// the request to the one that stays holds nobody back.
+		var surplus, surplusWeb []string
 		for _, id := range h.containers("", "") {
 			if id != first[0] {
 				surplus = append(surplus, id)
+				if slices.Contains(webs, id) {
+					surplusWeb = append(surplusWeb, id)
+				}
 			}
 		}
 		if len(surplus) != 4 || !slices.Contains(surplus, firstWorker[0]) {
 			t.Fatalf("surplus %v", surplus)
 		}
-		p := ref.Load()
-		p.Acquire()
+		h.hold(h.addrs(webs, 5000)...)
 		if d := s.Update(appSpec(t, "localhost/blog:v1", 1, worker(0))); d != nil {
 			t.Fatalf("scaling started deployment %d", d.ID)
 		}
 		synctest.Wait()
 		assertPool(t, ref, rel, h.addrs(first, 5000))
 		settle(10 * time.Second)
-		if n := len(h.rt.Stops()); n != 0 {
-			t.Fatalf("%d containers stopped with a request in flight", n)
+		if got, want := stoppedIDs(h.rt.Stops()), sorted(h.containers(rel, "worker")); len(got) != 2 || slices.ContainsFunc(got, func(id string) bool { return slices.Contains(surplusWeb, id) }) {
+			t.Fatalf("stopped %v with requests in flight to %v (workers %v)", got, surplusWeb, want)
 		}
 		draining := 0
 		for _, c := range s.Status().Containers {
@@ -801,10 +832,10 @@ func TestScale(t *testing.T) {
 				draining++
 			}
 		}
-		if draining != 4 {
-			t.Errorf("%d containers draining, want 4", draining)
+		if draining != 2 {
+			t.Errorf("%d containers draining, want the 2 surplus web ones", draining)
 		}
-		p.Leave()
+		h.release(h.addrs(surplusWeb, 5000)...)
 		settle(time.Second)
 		if !slices.Equal(stoppedIDs(h.rt.Stops()), surplus) {
 			t.Errorf("stopped %v, want %v", stoppedIDs(h.rt.Stops()), surplus)
@@ -827,8 +858,7 @@ func TestDrain(t *testing.T) {
 		s, _ := h.deployFirst(appSpec(t, "localhost/blog:v1", 2))
 		ref := h.m.Pool(appName)
 		old := h.containers("", "")
-		p1 := ref.Load()
-		p1.Acquire()
+		h.hold(h.addrs(old, 5000)...)
 
 		v2 := appSpec(t, "localhost/blog:v2", 2)
 		d := h.waitDone(s, s.Update(v2).ID)
@@ -847,7 +877,7 @@ func TestDrain(t *testing.T) {
 				t.Errorf("old container %s is %s, want draining", c.ID, c.State)
 			}
 		}
-		p1.Leave()
+		h.release(h.addrs(old, 5000)...)
 		leftAt := time.Now()
 		settle(time.Second)
 		stops := h.rt.Stops()
@@ -855,7 +885,7 @@ func TestDrain(t *testing.T) {
 			t.Fatalf("stopped %v, want %v", stoppedIDs(stops), old)
 		}
 		for _, c := range stops {
-			if c.At.Sub(leftAt) > 100*time.Millisecond {
+			if c.At.Sub(leftAt) > drainPoll {
 				t.Errorf("Stop(%s) %s after the last request ended", c.ID, c.At.Sub(leftAt))
 			}
 		}
@@ -870,7 +900,7 @@ func TestDrainTimeout(t *testing.T) {
 		v1.DrainTimeout = 10 * time.Second
 		s, _ := h.deployFirst(v1)
 		old := h.containers("", "")
-		h.m.Pool(appName).Load().Acquire() // never left
+		h.hold(h.addrs(old, 5000)...) // never ends
 
 		v2 := appSpec(t, "localhost/blog:v2", 1)
 		v2.DrainTimeout = 10 * time.Second
@@ -897,8 +927,7 @@ func TestRemoveApp(t *testing.T) {
 		h.deployFirst(appSpec(t, "localhost/blog:v1", 2, worker(1)))
 		ref := h.m.Pool(appName)
 		all := h.containers("", "")
-		p := ref.Load()
-		p.Acquire()
+		h.hold(h.addrs(h.containers("", WebProcess), 5000)...)
 
 		h.m.Apply(nil)
 		if h.m.App(appName) != nil || len(h.m.Apps()) != 0 {
@@ -909,10 +938,10 @@ func TestRemoveApp(t *testing.T) {
 			t.Errorf("pool after removal: %+v", p)
 		}
 		settle(5 * time.Second)
-		if n := len(h.rt.Stops()); n != 0 {
-			t.Fatalf("%d containers stopped with a request in flight", n)
+		if n := len(h.rt.Stops()); n != 1 {
+			t.Fatalf("%d containers stopped with requests in flight to the web ones, want the worker", n)
 		}
-		p.Leave()
+		h.release(h.addrs(h.containers("", WebProcess), 5000)...)
 		waitFor(t, "all containers removed", time.Minute, func() bool { return len(h.containers("", "")) == 0 })
 		if !slices.Equal(stoppedIDs(h.rt.Stops()), sorted(all)) {
 			t.Errorf("stopped %v, want %v", stoppedIDs(h.rt.Stops()), all)
@@ -1082,7 +1111,7 @@ func TestRestart(t *testing.T) {
 		s, _ := h.deployFirst(spec)
 		ref := h.m.Pool(appName)
 		old := h.containers("", "")
-		d, err := s.Restart("", "")
+		d, err := restart(s, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1147,10 +1176,11 @@ func TestAdoptAfterRuntimeDown(t *testing.T) {
 		if st.RuntimeError != "" {
 			t.Errorf("runtime error %q once it answers", st.RuntimeError)
 		}
-		if len(st.Deployments) != 1 || st.Deployments[0].Status != StatusSuccess {
-			t.Errorf("deployments %+v, want the one queued by the reload, success", st.Deployments)
-		} else if st.Release == nil || st.Release.Deployment != st.Deployments[0].ID {
-			t.Errorf("release %+v", st.Release)
+		if len(st.Deployments) != 0 {
+			t.Errorf("deployments %+v, want none: the desired release was adopted", st.Deployments)
+		}
+		if st.Release == nil || st.Release.ID != spec.ReleaseID() {
+			t.Errorf("release %+v, want the adopted %s", st.Release, spec.ReleaseID())
 		}
 	})
 }
@@ -1163,11 +1193,11 @@ func TestManagerWaitAfterRemove(t *testing.T) {
 		defer h.m.Close() // again: Close may be called twice
 		h.deployFirst(appSpec(t, "localhost/blog:v1", 2, worker(1)))
 		all := h.containers("", "")
-		p := h.m.Pool(appName).Load()
-		p.Acquire()
+		webAddrs := h.addrs(h.containers("", WebProcess), 5000)
+		h.hold(webAddrs...)
 		go func() {
 			time.Sleep(5 * time.Second)
-			p.Leave()
+			h.release(webAddrs...)
 		}()
 		start := time.Now()
 		h.m.Apply(nil)
@@ -1177,7 +1207,7 @@ func TestManagerWaitAfterRemove(t *testing.T) {
 		}
 		h.m.Close()
 		for _, c := range h.rt.Stops() {
-			if c.At.Sub(start) < 5*time.Second {
+			if c.At.Sub(start) < 5*time.Second && slices.Contains(webAddrs, h.addrOf(c.ID)) {
 				t.Errorf("Stop(%s) %s after removal, before the request in flight ended", c.ID, c.At.Sub(start))
 			}
 		}
@@ -1251,7 +1281,8 @@ func TestRemoveAndAddBack(t *testing.T) {
 }
 
 // Close (Caddy exiting) during a deployment leaves the serving release
-// running and removes the half-booted one.
+// running and sends SIGTERM to the half-booted one (the next start removes
+// it).
 func TestCloseDuringDeploy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, nil)
@@ -1267,9 +1298,6 @@ func TestCloseDuringDeploy(t *testing.T) {
 		if d.Status != StatusAborted {
 			t.Errorf("status %s, want aborted", d.Status)
 		}
-		if got := h.containers("", ""); !slices.Equal(got, old) {
-			t.Errorf("containers %v after Close, want the serving %v", got, old)
-		}
 		for _, id := range old {
 			if c, _ := h.rt.Get(id); !c.Running {
 				t.Errorf("serving container %s stopped", id)
@@ -1278,5 +1306,30 @@ func TestCloseDuringDeploy(t *testing.T) {
 		if n := len(h.rt.Stops()); n != 0 {
 			t.Errorf("%d Stop calls", n)
 		}
+		var killed []string
+		for _, k := range h.rt.Kills() {
+			if k.Signal != "SIGTERM" || slices.Contains(old, k.ID) {
+				t.Errorf("Kill(%s, %s)", k.ID, k.Signal)
+			}
+			killed = append(killed, k.ID)
+		}
+		if half := h.containers(appSpec(t, "localhost/blog:v2", 2).ReleaseID(), ""); !slices.Equal(sorted(killed), half) {
+			t.Errorf("SIGTERM to %v, want the half-booted %v", killed, half)
+		}
 	})
+}
+
+// addrOf returns the dial address of web container id.
+func (h *harness) addrOf(id string) string {
+	c, ok := h.rt.Get(id)
+	if !ok || c.Labels[LabelProcess] != WebProcess {
+		return ""
+	}
+	return net.JoinHostPort(c.IP, "5000")
+}
+
+// restart is Supervisor.Restart returning the deployment it started.
+func restart(s *Supervisor, process, container string) (*Deployment, error) {
+	r, err := s.Restart(process, container)
+	return r.Deployment, err
 }

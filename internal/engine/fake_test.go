@@ -27,12 +27,17 @@ type behavior struct {
 	Hold bool
 	// HookExit is the exit code of a postdeploy container.
 	HookExit int
+	// Output is what the container prints.
+	Output []string
+	// NoImage makes ImageExists say the image is missing.
+	NoImage bool
 }
 
 type fakeContainer struct {
 	info      ContainerInfo
 	spec      ContainerSpec
 	listening bool
+	output    []string
 	// port is what the app listens on: the PORT it was given.
 	port string
 }
@@ -48,6 +53,12 @@ type removeCall struct {
 	At time.Time
 }
 
+type killCall struct {
+	ID     string
+	Signal string
+	At     time.Time
+}
+
 // fakeRuntime is an in-memory Runtime. It is safe for concurrent use.
 type fakeRuntime struct {
 	mu         sync.Mutex
@@ -60,6 +71,11 @@ type fakeRuntime struct {
 	runAt      []time.Time // when each of runs was made
 	stops      []stopCall
 	removes    []removeCall
+	kills      []killCall
+	// inflight counts Run calls in flight, and maxInflight the most seen.
+	inflight, maxInflight int
+	// runDelay makes every Run take that long.
+	runDelay time.Duration
 	// down makes every call fail as if the service were unreachable.
 	down bool
 	subs map[int]func(ContainerEvent)
@@ -131,6 +147,23 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 		return ContainerInfo{}, err
 	}
 	r.mu.Lock()
+	r.inflight++
+	r.maxInflight = max(r.maxInflight, r.inflight)
+	delay := r.runDelay
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.inflight--
+		r.mu.Unlock()
+	}()
+	if delay > 0 {
+		select {
+		case <-ctx.Done():
+			return ContainerInfo{}, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.down {
 		return ContainerInfo{}, errDown
@@ -153,6 +186,7 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 		spec:      spec,
 		port:      spec.Env["PORT"],
 		listening: !b.Crash && !b.NoListen && !b.Hold,
+		output:    slices.Clone(b.Output),
 	}
 	if b.Crash {
 		c.info.ExitCode = 3
@@ -286,6 +320,76 @@ func (r *fakeRuntime) List(ctx context.Context, app string) ([]ContainerInfo, er
 	}
 	slices.SortFunc(out, func(a, b ContainerInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+func (r *fakeRuntime) Kill(ctx context.Context, id, signal string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down {
+		return errDown
+	}
+	r.kills = append(r.kills, killCall{ID: id, Signal: signal, At: time.Now()})
+	if r.containers[id] == nil {
+		return fmt.Errorf("killing %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+func (r *fakeRuntime) Logs(ctx context.Context, id string, opts LogOptions, fn func(LogLine)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.down {
+		r.mu.Unlock()
+		return errDown
+	}
+	c := r.containers[id]
+	if c == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("logs of %s: %w", id, ErrNotFound)
+	}
+	lines := slices.Clone(c.output)
+	r.mu.Unlock()
+	if opts.Tail >= 0 && len(lines) > opts.Tail {
+		lines = lines[len(lines)-opts.Tail:]
+	}
+	for _, l := range lines {
+		fn(LogLine{Stream: "stdout", Text: l})
+	}
+	return nil
+}
+
+func (r *fakeRuntime) ImageExists(ctx context.Context, image string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down {
+		return errDown
+	}
+	if r.byImage[image].NoImage {
+		return fmt.Errorf("%w: %s is not in the service's storage", ErrImageNotFound, image)
+	}
+	return nil
+}
+
+// Kills returns the Kill calls.
+func (r *fakeRuntime) Kills() []killCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.kills)
+}
+
+// MaxInflight returns the most Run calls seen in flight at once.
+func (r *fakeRuntime) MaxInflight() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.maxInflight
 }
 
 // Listen makes a held container accept connections on its PORT.

@@ -146,7 +146,7 @@ func TestRestartBackoffTiming(t *testing.T) {
 
 		h.rt.OnProcess(WebProcess, behavior{Crash: true})
 		t0 := time.Now()
-		d, err := s.Restart("", "")
+		d, err := restart(s, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +251,7 @@ func TestRestartBackoffCap(t *testing.T) {
 
 		h.rt.OnProcess(WebProcess, behavior{Crash: true})
 		t0 := time.Now()
-		d, err := s.Restart("", webs[0])
+		d, err := restart(s, "", webs[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,10 +296,10 @@ func TestRestartPartial(t *testing.T) {
 		stopWatch := h.watchPool(ref)
 		defer stopWatch()
 
-		if _, err := s.Restart("clock", ""); err == nil {
+		if _, err := restart(s, "clock", ""); err == nil {
 			t.Error("restart of an unknown process type accepted")
 		}
-		if _, err := s.Restart("", "c9999"); err == nil {
+		if _, err := restart(s, "", "c9999"); err == nil {
 			t.Error("restart of an unknown container accepted")
 		}
 		if n := len(s.Status().Deployments); n != 1 {
@@ -309,7 +309,7 @@ func TestRestartPartial(t *testing.T) {
 		// One process type.
 		webRuns := len(h.rt.RunTimes(WebProcess))
 		t0 := time.Now()
-		d, err := s.Restart("worker", "")
+		d, err := restart(s, "worker", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +347,7 @@ func TestRestartPartial(t *testing.T) {
 			}
 		}
 		h.rt.OnImage(spec.Image, behavior{Hold: true})
-		d, err = s.Restart("", target.Name)
+		d, err = restart(s, "", target.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -381,7 +381,7 @@ func TestRestartPartial(t *testing.T) {
 			t.Errorf("workers %v after a container restart, want %v", got, newWorkers)
 		}
 		h.assertRunning(append([]string{webs[1], fresh[0]}, newWorkers...))
-		if _, err := s.Restart("", webs[0]); err == nil {
+		if _, err := restart(s, "", webs[0]); err == nil {
 			t.Error("restart of a stopped container accepted")
 		}
 		if bad := stopWatch(); len(bad) > 0 {
@@ -553,7 +553,7 @@ func TestPostdeployHook(t *testing.T) {
 			t.Errorf("hook containers %v left behind", got)
 		}
 
-		d, err := s.Restart("", "")
+		d, err := restart(s, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -655,8 +655,8 @@ func TestDeployWhileRuntimeDown(t *testing.T) {
 		if got.Status != StatusSuccess {
 			t.Fatalf("deployment %s (%s) once the runtime is back", got.Status, got.Error)
 		}
-		if waited := got.EndedAt.Sub(got.StartedAt); waited < 5*time.Minute || waited > 5*time.Minute+2*runtimeRetry {
-			t.Errorf("deployment took %s, want the outage plus at most %s", waited, 2*runtimeRetry)
+		if waited := got.EndedAt.Sub(got.StartedAt); waited < 5*time.Minute || waited > 5*time.Minute+2*runtimeWaitMax {
+			t.Errorf("deployment took %s, want the outage plus at most %s", waited, 2*runtimeWaitMax)
 		}
 		settle(time.Minute)
 		if st := s.Status(); st.RuntimeError != "" {
@@ -710,7 +710,7 @@ func TestRetireWhileRuntimeDown(t *testing.T) {
 		}
 
 		h.rt.SetDown(false)
-		settle(2 * runtimeRetry)
+		settle(2 * runtimeWaitMax)
 		if got := h.containers("", ""); !slices.Equal(got, fresh) {
 			t.Errorf("containers %v once the runtime is back, want only %v", got, fresh)
 		}
@@ -881,7 +881,7 @@ func TestHistory(t *testing.T) {
 		h2 := newHarnessWith(t, rt, withHist(killed))
 		defer h2.shutdown()
 		h2.m.Apply([]AppSpec{appSpec(t, "localhost/blog:v3", 2)})
-		synctest.Wait()
+		settle(2 * adoptProbeTime)
 		s2 := h2.sup()
 		st := s2.Status()
 		if len(st.Deployments) != 4 {

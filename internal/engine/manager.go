@@ -9,21 +9,31 @@ import (
 	"go.uber.org/zap"
 )
 
-// Manager holds the supervisors of all apps. It outlives config reloads:
-// Apply hands it each new desired state.
+// maxProbes bounds the health checks in flight across all apps.
+const maxProbes = 32
+
+// Manager holds the supervisors of all apps, one per app at a time. It
+// outlives config reloads: Apply hands it each new config. It owns what
+// its supervisors share: the runtime (its calls bounded by Deps.Limits),
+// the stream of exit events and the periodic resync.
 type Manager struct {
-	deps Deps
+	deps   Deps
+	rt     Runtime
+	probes chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	watchOnce sync.Once
-	watching  sync.WaitGroup
+	startOnce sync.Once
+	bg        sync.WaitGroup
+	resyncNow chan struct{}
 
-	mu      sync.Mutex
-	sups    map[string]*Supervisor
-	pools   map[string]*PoolRef
+	mu   sync.Mutex
+	sups map[string]*Supervisor
+	// leaving are removed apps still stopping their containers; an app
+	// added back waits for its old owner to finish.
 	leaving map[string]*Supervisor
+	pools   map[string]*PoolRef
 }
 
 // NewManager returns a manager that runs apps with deps.
@@ -36,8 +46,9 @@ func NewManager(deps Deps) *Manager {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
-		deps: deps, ctx: ctx, cancel: cancel,
-		sups: map[string]*Supervisor{}, pools: map[string]*PoolRef{}, leaving: map[string]*Supervisor{},
+		deps: deps, rt: limit(deps.Runtime, deps.Limits), probes: make(chan struct{}, maxProbes),
+		ctx: ctx, cancel: cancel, resyncNow: make(chan struct{}, 1),
+		sups: map[string]*Supervisor{}, leaving: map[string]*Supervisor{}, pools: map[string]*PoolRef{},
 	}
 }
 
@@ -58,12 +69,15 @@ func (m *Manager) poolLocked(name string) *PoolRef {
 	return p
 }
 
-// Apply makes specs the desired state: apps it names are created or
-// updated, apps it does not name are drained and stopped. Specs must be
-// valid and carry their defaults. It returns at once; rollouts go on in the
-// background.
+// Apply makes specs the config: apps it names are created or updated, apps
+// it does not name are drained, stopped and forgotten (their records too).
+// Specs must be valid and carry their defaults. It returns at once;
+// rollouts go on in the background.
 func (m *Manager) Apply(specs []AppSpec) {
-	m.watchOnce.Do(func() { m.watching.Go(m.watch) })
+	m.startOnce.Do(func() {
+		m.bg.Go(m.watch)
+		m.bg.Go(m.resyncLoop)
+	})
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	keep := make(map[string]bool, len(specs))
@@ -73,7 +87,7 @@ func (m *Manager) Apply(specs []AppSpec) {
 			s.Update(spec)
 			continue
 		}
-		s := newSupervisor(m.ctx, spec, m.poolLocked(spec.Name), m.deps)
+		s := newSupervisor(m.ctx, spec, m.poolLocked(spec.Name), m.deps, m.rt, m.probes)
 		m.sups[spec.Name] = s
 		var prev <-chan struct{}
 		if l := m.leaving[spec.Name]; l != nil {
@@ -118,8 +132,11 @@ func (m *Manager) Apps() []string {
 	return names
 }
 
-// Close ends every supervisor without stopping any container: Caddy is
-// exiting, and the next start adopts what runs.
+// Runtime returns the runtime the manager uses, its calls bounded.
+func (m *Manager) Runtime() Runtime { return m.rt }
+
+// Close ends every supervisor without stopping any container that serves:
+// the process is exiting, and the next start adopts what runs.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	sups := make([]*Supervisor, 0, len(m.sups)+len(m.leaving))
@@ -134,16 +151,44 @@ func (m *Manager) Close() {
 	for _, s := range sups {
 		s.close()
 	}
-	m.watching.Wait()
+	m.bg.Wait()
+}
+
+// Wait blocks until every removed app has stopped its containers and
+// every other app has nothing left to drain or stop.
+func (m *Manager) Wait() {
+	for {
+		m.mu.Lock()
+		var leaving []*Supervisor
+		for _, s := range m.leaving {
+			leaving = append(leaving, s)
+		}
+		busy := false
+		for _, s := range m.sups {
+			s.lock()
+			for _, c := range s.containers {
+				if c.state == StateDraining || c.state == StateStopping || c.state == StateCrashed {
+					busy = true
+				}
+			}
+			s.unlock()
+		}
+		m.mu.Unlock()
+		for _, s := range leaving {
+			<-s.done
+		}
+		if !busy || m.ctx.Err() != nil {
+			return
+		}
+		time.Sleep(drainPoll)
+	}
 }
 
 // watch follows the runtime's container exits and hands each to its app,
-// reconnecting with backoff when the stream breaks. Supervisors also
-// resync on their own, so an exit missed while disconnected still heals.
+// reconnecting with backoff when the stream breaks; a reconnect asks for a
+// resync, since exits may have been missed meanwhile.
 func (m *Manager) watch() {
-	b := newBackoff()
-	b.InitialInterval, b.MaxInterval = time.Second, 30*time.Second
-	b.Reset()
+	b := newBackoff(time.Second, 30*time.Second)
 	for m.ctx.Err() == nil {
 		t0 := time.Now()
 		err := m.deps.Runtime.Events(m.ctx, m.dispatch)
@@ -162,6 +207,10 @@ func (m *Manager) watch() {
 			return
 		case <-time.After(delay):
 		}
+		select {
+		case m.resyncNow <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -170,27 +219,51 @@ func (m *Manager) dispatch(ev ContainerEvent) {
 	s := m.sups[ev.App]
 	m.mu.Unlock()
 	if s != nil {
-		s.containerExited(ev.ID, ev.ExitCode)
+		s.exited(ev.ID, ev.ExitCode)
 	}
 }
 
-// Wait blocks until every removed app has stopped its containers and every
-// background drain has ended.
-func (m *Manager) Wait() {
+// resyncLoop lists every podswitch container once per resyncInterval (one
+// call for all apps) and hands each app its own.
+func (m *Manager) resyncLoop() {
+	t := time.NewTicker(resyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		case <-m.resyncNow:
+		}
+		m.resync()
+	}
+}
+
+func (m *Manager) resync() {
+	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+	defer cancel()
+	at := time.Now()
+	list, err := m.rt.List(ctx, "")
+	if err != nil {
+		if c := m.deps.Logger.Check(zap.WarnLevel, "listing containers for the resync failed"); c != nil {
+			c.Write(zap.Error(err))
+		}
+		return
+	}
+	byApp := map[string][]ContainerInfo{}
+	for _, info := range list {
+		app := info.Labels[LabelApp]
+		byApp[app] = append(byApp[app], info)
+	}
 	m.mu.Lock()
 	sups := make([]*Supervisor, 0, len(m.sups))
 	for _, s := range m.sups {
 		sups = append(sups, s)
 	}
-	leaving := make([]*Supervisor, 0, len(m.leaving))
-	for _, s := range m.leaving {
-		leaving = append(leaving, s)
-	}
 	m.mu.Unlock()
-	for _, s := range leaving {
-		<-s.done
-	}
 	for _, s := range sups {
-		s.retiring.Wait()
+		s.resync(byApp[s.name], at)
+		s.setRuntimeErr(nil)
+		s.poke()
 	}
 }

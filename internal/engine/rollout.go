@@ -4,231 +4,366 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// deploy runs deployment d: it boots the containers it replaces in
-// parallel, runs the postdeploy hook, switches the pool when all are ready
-// and retires the containers they replace. A deploy boots every container
-// of the release once; a restart retries each failed boot up to
-// restart_attempts times.
-func (s *Supervisor) deploy(d *Deployment) {
-	ctx := d.ctx
-	spec := d.spec
-	s.log.Info("deployment started", zap.Int64("deployment", d.ID), zap.String("kind", d.Kind), zap.String("release", d.Release))
+// rollout is a deployment in progress: a new release (deploy, rollback)
+// or new containers of the serving release (restart). It reads as
+//
+//	boot all → run the hook → switch → retire
+//
+// and every step but the switch runs in the rollout's own task, never on
+// the supervisor's loop.
+type rollout struct {
+	e    *logEntry
+	kind string
+	spec AppSpec
+	// process and container narrow a restart.
+	process, container string
 
-	var jobs []ProcessSpec
-	for _, p := range spec.Processes {
-		switch {
-		case d.Container != "" || d.Process != "":
-			if p.Name == d.Process {
-				n := p.Count
-				if d.Container != "" {
-					n = 1
-				}
-				for range n {
-					jobs = append(jobs, p)
-				}
-			}
-		default:
-			for range p.Count {
-				jobs = append(jobs, p)
-			}
+	ctx    context.Context
+	cancel context.CancelFunc
+	// reason says why the rollout was aborted, and booted holds the
+	// containers it booted (e.fresh holds failed attempts too); both
+	// guarded by the lock.
+	reason string
+	booted []*Container
+}
+
+// errAborted is a rollout cancelled by the supervisor (a newer
+// deployment, a removal, the process exiting); its reason is r.reason.
+var errAborted = errors.New("aborted")
+
+// abort cancels r, with the supervisor's lock held.
+func (r *rollout) abort(reason string) {
+	if r.reason == "" {
+		r.reason = reason
+	}
+	r.cancel()
+}
+
+// startRolloutLocked starts a deployment of spec and returns its record. A
+// deployment of a new release replaces any other in progress; the release
+// it deploys is recorded as deploying before any of its containers exists,
+// so that a crash from here on starts it over and never adopts it.
+func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, container, trigger string) *logEntry {
+	if r := s.rollout; r != nil {
+		r.abort("replaced by a newer deployment")
+	}
+	e := s.log_.add(Deployment{
+		Kind: kind, Release: spec.ReleaseID(), Image: spec.Image,
+		Process: process, Container: container, Trigger: trigger,
+	})
+	e.fresh = []*Container{}
+	if kind != KindRestart {
+		s.lastTried = e.d.Release
+		s.rec.Deploying = &DeployingRecord{Release: e.d.Release, Deployment: e.d.ID, StartedAt: e.d.StartedAt}
+		s.saveRecordLocked()
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	r := &rollout{e: e, kind: kind, spec: spec, process: process, container: container, ctx: ctx, cancel: cancel}
+	s.rollout = r
+	s.saveHistoryLocked()
+	s.touch()
+	s.log.Info("deployment started", deploymentFields(&e.d)...)
+	s.spawn(func() { s.runRollout(r) })
+	return e
+}
+
+func deploymentFields(d *Deployment) []zap.Field {
+	fields := []zap.Field{zap.Int64("deployment", d.ID), zap.String("kind", d.Kind),
+		zap.String("release", d.Release), zap.String("image", d.Image)}
+	if d.Process != "" {
+		fields = append(fields, zap.String("process", d.Process))
+	}
+	if d.Container != "" {
+		fields = append(fields, zap.String("container", d.Container))
+	}
+	if d.Trigger != "" {
+		fields = append(fields, zap.String("trigger", d.Trigger))
+	}
+	if d.Status.Ended() {
+		fields = append(fields, zap.String("status", string(d.Status)), zap.Duration("duration", d.EndedAt.Sub(d.StartedAt)))
+		if d.Error != "" {
+			fields = append(fields, zap.String("error", d.Error))
 		}
 	}
-	attempts := 1
-	if d.Kind == KindRestart {
-		attempts = spec.RestartAttempts + 1 // the first try, then the retries
-	}
+	return fields
+}
 
-	bootCtx, cancelBoot := context.WithCancel(ctx)
-	defer cancelBoot()
-	fresh := make([]*Container, len(jobs))
+// runRollout is a rollout from start to end.
+func (s *Supervisor) runRollout(r *rollout) {
+	err := s.bootAll(r)
+	if err == nil && r.kind != KindRestart && len(r.spec.Postdeploy) > 0 {
+		err = s.runHook(r)
+	}
+	s.lock()
+	defer s.poke()
+	defer s.unlock()
+	if err == nil {
+		err = s.switchLocked(r)
+	}
+	if err != nil {
+		s.abandonLocked(r, err)
+	}
+}
+
+// jobs returns the process type of every container r boots.
+func (r *rollout) jobs() []ProcessSpec {
+	var jobs []ProcessSpec
+	for _, p := range r.spec.Processes {
+		n := p.Count
+		switch {
+		case r.container != "":
+			n = 0
+			if p.Name == r.process {
+				n = 1
+			}
+		case r.process != "" && p.Name != r.process:
+			n = 0
+		}
+		for range n {
+			jobs = append(jobs, p)
+		}
+	}
+	return jobs
+}
+
+// bootAll boots every container of r, maxBoots at a time. A deployment
+// boots each once and fails at the first failure; a restart retries each
+// up to restart_attempts times. It returns nil once all are booted.
+func (s *Supervisor) bootAll(r *rollout) error {
+	attempts := 1
+	if r.kind == KindRestart {
+		attempts = r.spec.RestartAttempts + 1
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	slots := make(chan struct{}, maxBoots)
 	var (
-		wg       sync.WaitGroup
-		failOnce sync.Once
-		failure  *bootError
+		wg      sync.WaitGroup
+		once    sync.Once
+		failure error
 	)
-	for i, p := range jobs {
+	for _, p := range r.jobs() {
 		wg.Go(func() {
-			c, err := s.bootRetry(bootCtx, spec, p, d.Release, attempts)
-			fresh[i] = c
-			var be *bootError
-			if errors.As(err, &be) {
-				failOnce.Do(func() { failure = be; cancelBoot() })
+			if acquire(ctx, slots) != nil {
+				return
+			}
+			defer func() { <-slots }()
+			if err := s.bootRetry(ctx, r, p, attempts); err != nil {
+				once.Do(func() { failure = err; cancel() })
 			}
 		})
 	}
 	wg.Wait()
-	var started []*Container
-	var lastReady time.Time
-	for _, c := range fresh {
-		if c != nil {
-			started = append(started, c)
-			if c.ReadyAt.After(lastReady) {
-				lastReady = c.ReadyAt
-			}
-		}
+	if r.ctx.Err() != nil {
+		return errAborted
 	}
-	if failure == nil && ctx.Err() == nil && len(spec.Postdeploy) > 0 && d.Kind == KindDeploy {
-		if err := s.runHook(ctx, spec, d.Release); err != nil {
-			var be *bootError
-			if errors.As(err, &be) {
-				failure = be
-			}
-		}
-	}
-	if failure == nil && ctx.Err() == nil {
-		// One may have died after it booted, while waiting for the others.
-		s.mu.Lock()
-		for _, c := range started {
-			if c.State == StateCrashed {
-				failure = &bootError{StatusCrashedError, fmt.Sprintf("%s container %s exited after it booted, before the switch", c.Process, c.Name)}
-				break
-			}
-		}
-		s.mu.Unlock()
-	}
-	if ctx.Err() != nil || failure != nil {
-		s.discard(started, spec.StopTimeout)
-		s.mu.Lock()
-		switch {
-		case failure != nil:
-			s.endLocked(d, failure.status, failure.msg)
-		case s.ctx.Err() != nil:
-			s.endLocked(d, StatusAborted, "podswitch is shutting down")
-		case s.removed:
-			s.endLocked(d, StatusAborted, "the app was removed from the config")
-		default:
-			s.endLocked(d, StatusAborted, "replaced by a newer deployment")
-		}
-		s.mu.Unlock()
-		if failure != nil && d.Kind == KindRestart {
-			s.emit(Event{Name: EventGaveUp, Process: d.Process, Container: d.Container,
-				Message: fmt.Sprintf("restart gave up after %d attempts: %s", attempts, failure.msg)})
-		}
-		return
-	}
-
-	// Switch: what the new containers replace leaves the pool at once.
-	s.mu.Lock()
-	isFresh := make(map[string]bool, len(started))
-	for _, c := range started {
-		isFresh[c.ID] = true
-		c.State = StateReady
-	}
-	var old []*Container
-	for _, c := range s.containers {
-		if isFresh[c.ID] || (c.State != StateReady && c.State != StateStarting) {
-			continue
-		}
-		switch {
-		case d.Container != "" && c.ID != d.Container:
-			continue
-		case d.Process != "" && c.Process != d.Process:
-			continue
-		case d.Kind == KindRestart && c.Release != d.Release:
-			continue
-		}
-		c.State = StateDraining
-		old = append(old, c)
-	}
-	if d.Kind == KindDeploy || s.current == nil {
-		s.current = &ReleaseInfo{ID: d.Release, Image: spec.Image, Status: StatusSuccess, DeployedAt: time.Now(), Deployment: d.ID}
-		s.currentSpec = spec
-		if s.desired.ReleaseID() == d.Release {
-			// Counts may have changed while it booted: the loop scales.
-			s.currentSpec = s.desired
-		}
-	}
-	oldPool := s.publishLocked()
-	d.LastReadyAt = lastReady
-	d.SwitchedAt = time.Now()
-	s.endLocked(d, StatusSuccess, "")
-	s.mu.Unlock()
-	s.log.Info("traffic switched", zap.Int64("deployment", d.ID), zap.String("release", d.Release),
-		zap.Duration("switch_latency", d.SwitchedAt.Sub(lastReady)), zap.Int("retiring", len(old)))
-	s.retire(oldPool, old, spec)
+	return failure
 }
 
-// runHook runs the postdeploy command once in a one-off container of the
-// release and waits for it to exit.
-func (s *Supervisor) runHook(ctx context.Context, spec AppSpec, release string) error {
-	hctx, cancel := context.WithTimeout(ctx, spec.HookTimeout)
-	defer cancel()
-	name := fmt.Sprintf("podswitch-%s-%s-%s-%06x", spec.Name, HookProcess, release[:8], rand.Uint32()&0xffffff)
-	s.log.Info("postdeploy hook started", zap.String("release", release), zap.Strings("command", spec.Postdeploy))
-	// A runtime that is away is waited for (within the hook's timeout), as
-	// for the release's own containers.
-	var info ContainerInfo
-	err := s.withRuntime(hctx, func() (err error) {
-		info, err = s.deps.Runtime.Run(hctx, ContainerSpec{
-			Name: name, Image: spec.Image, Command: spec.Postdeploy, Env: spec.Env,
-			Labels:      map[string]string{LabelApp: spec.Name, LabelRelease: release, LabelProcess: HookProcess},
-			StopTimeout: spec.StopTimeout,
-		})
-		if errors.Is(err, ErrUnavailable) && info.ID != "" {
-			s.discardID(info.ID, 0) // created but not started: the next try reuses the name
-			info = ContainerInfo{}
+// bootRetry boots one container of p for r, trying up to attempts times
+// with backoff between tries. A runtime that is away is waited for without
+// counting an attempt.
+func (s *Supervisor) bootRetry(ctx context.Context, r *rollout, p ProcessSpec, attempts int) error {
+	b := newBackoff(retryBase, retryMax)
+	wait := newBackoff(time.Second, runtimeWaitMax)
+	for attempt := 1; ; attempt++ {
+		c, err := s.boot(ctx, r.spec, p, r.e.d.Release, r, nil)
+		if err == nil {
+			return nil
 		}
-		return err
-	})
-	defer func() {
-		if info.ID != "" {
-			s.discardID(info.ID, 0)
+		if c != nil {
+			s.lock()
+			s.discardLocked(c)
+			s.unlock()
 		}
-	}()
-	if err != nil {
-		if ctx.Err() != nil {
+		var be *bootError
+		var delay time.Duration
+		switch {
+		case ctx.Err() != nil:
 			return ctx.Err()
+		case errors.Is(err, ErrUnavailable):
+			s.setRuntimeErr(err)
+			attempt--
+			delay = wait.NextBackOff()
+		case !errors.As(err, &be):
+			return err
+		case attempt >= attempts:
+			return err
+		default:
+			delay = b.NextBackOff()
+			s.log.Warn("container failed to boot, retrying", zap.String("process", p.Name),
+				zap.Int("attempt", attempt), zap.Int("attempts", attempts), zap.Duration("delay", delay), zap.Error(err))
 		}
-		return &bootError{StatusHookError, fmt.Sprintf("postdeploy hook could not start: %v", err)}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
-	var code int
-	err = s.withRuntime(hctx, func() (err error) {
-		code, err = s.deps.Runtime.Wait(hctx, info.ID)
-		return err
-	})
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case hctx.Err() != nil:
-		return &bootError{StatusHookError, fmt.Sprintf("postdeploy hook did not end within %s", spec.HookTimeout)}
-	case err != nil:
-		return &bootError{StatusHookError, fmt.Sprintf("postdeploy hook: %v", err)}
-	case code != 0:
-		return &bootError{StatusHookError, fmt.Sprintf("postdeploy hook exited with code %d", code)}
+}
+
+// switchLocked puts r's containers in service in one step, if r was not
+// aborted and every one of them is still booted: what they replace leaves
+// the pool at the same unlock, and a new release is recorded as serving
+// before any old container is touched.
+func (s *Supervisor) switchLocked(r *rollout) error {
+	if r.ctx.Err() != nil {
+		return errAborted
 	}
-	s.log.Info("postdeploy hook succeeded", zap.String("release", release))
+	for _, c := range r.booted {
+		if c.state != StateBooted {
+			return &bootError{StatusCrashedError, fmt.Sprintf("%s container %s exited after it booted, before the switch", c.Process, c.Name)}
+		}
+	}
+	fresh := r.booted
+	old := s.replacedLocked(r)
+	now := time.Now()
+	if r.kind != KindRestart {
+		s.recordServingLocked(r, old, now)
+	}
+	for _, c := range fresh {
+		c.owner = 0
+		s.setState(c, StateReady, "switched in")
+	}
+	e := r.e
+	for _, c := range old {
+		if c.state == StateReady {
+			e.old = append(e.old, c)
+			s.retireLocked(c, e, "switched out")
+		} else {
+			s.discardLocked(c)
+		}
+	}
+	if r.kind != KindRestart {
+		spec := r.spec
+		if s.desired.ReleaseID() == e.d.Release {
+			spec = s.desired // counts may have changed while it booted
+		}
+		s.serving = &serving{
+			ReleaseInfo: ReleaseInfo{ID: e.d.Release, Image: spec.Image, Status: StatusSuccess, DeployedAt: now, Deployment: e.d.ID},
+			spec:        &spec,
+		}
+		s.resetProcsLocked(nil)
+		s.poolDirty = true
+	} else {
+		s.resetProcsLocked([]string{r.process})
+	}
+	for _, c := range fresh {
+		e.d.LastReadyAt = later(e.d.LastReadyAt, c.entered(StateBooted))
+	}
+	e.d.SwitchedAt = now
+	if s.rollout == r {
+		s.rollout = nil
+	}
+	s.endLocked(e, StatusSuccess, "")
+	s.log.Info("traffic switched", zap.Int64("deployment", e.d.ID), zap.String("release", e.d.Release),
+		zap.Duration("switch_latency", now.Sub(e.d.LastReadyAt)), zap.Int("retiring", len(old)))
 	return nil
 }
 
-// discardID removes one container that never served.
-// A runtime that is away is waited for as long as the supervisor runs;
-// after that the next start's adoption removes what is left.
-func (s *Supervisor) discardID(id string, stopTimeout time.Duration) {
-	if stopTimeout > 0 {
-		// It may have run (and taken work): SIGTERM and the grace period
-		// first, as for any container.
-		err := s.withRuntime(s.ctx, func() error {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), stopTimeout+cleanupTimeout)
-			defer cancel()
-			return s.deps.Runtime.Stop(ctx, id, stopTimeout)
-		})
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			s.log.Warn("stopping container failed", zap.String("container", id), zap.Error(err))
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// replacedLocked returns the containers r's switch takes out of service:
+// for a new release, every container of the serving set; for a restart,
+// the ready ones it names.
+func (s *Supervisor) replacedLocked(r *rollout) []*Container {
+	var old []*Container
+	for _, c := range s.containers {
+		if c.owner != 0 || !c.state.live() {
+			continue
+		}
+		if r.kind == KindRestart {
+			if c.state != StateReady || c.Release != r.e.d.Release ||
+				(r.process != "" && c.Process != r.process) || (r.container != "" && c.ID != r.container) {
+				continue
+			}
+		}
+		old = append(old, c)
+	}
+	slices.SortFunc(old, byStart)
+	return old
+}
+
+// recordServingLocked writes that r's release serves, before anything
+// else of the switch happens.
+func (s *Supervisor) recordServingLocked(r *rollout, old []*Container, now time.Time) {
+	rel := ReleaseRecord{ID: r.e.d.Release, Spec: r.spec.record(), DeployedAt: now, Deployment: r.e.d.ID}
+	s.rec.Serving = &rel
+	if d := s.rec.Deploying; d != nil && d.Deployment == r.e.d.ID {
+		s.rec.Deploying = nil
+	}
+	s.rec.Releases = slices.DeleteFunc(s.rec.Releases, func(x ReleaseRecord) bool { return x.ID == rel.ID })
+	s.rec.Releases = append(s.rec.Releases, rel)
+	if n := len(s.rec.Releases); n > releasesKept {
+		s.rec.Releases = slices.Delete(s.rec.Releases, 0, n-releasesKept)
+	}
+	ids := make([]string, 0, len(old))
+	for _, c := range old {
+		ids = append(ids, c.ID)
+	}
+	s.rec.Retiring = mergeIDs(s.pruneRetiringLocked(), ids)
+	s.saveRecordLocked()
+}
+
+// pruneRetiringLocked returns the retiring IDs still known.
+func (s *Supervisor) pruneRetiringLocked() []string {
+	return slices.DeleteFunc(slices.Clone(s.rec.Retiring), func(id string) bool { return s.containers[id] == nil })
+}
+
+// abandonLocked ends r without a switch: its containers are discarded and
+// what served keeps serving.
+func (s *Supervisor) abandonLocked(r *rollout, err error) {
+	for _, c := range r.e.fresh {
+		s.discardLocked(c)
+	}
+	if s.rollout == r {
+		s.rollout = nil
+	}
+	if d := s.rec.Deploying; d != nil && d.Deployment == r.e.d.ID {
+		s.rec.Deploying = nil
+		s.saveRecordLocked()
+	}
+	var be *bootError
+	switch {
+	case errors.As(err, &be):
+		s.endLocked(r.e, be.status, be.msg)
+		if r.kind == KindRestart {
+			s.emit(Event{Name: EventGaveUp, Process: r.process, Container: r.container,
+				Message: fmt.Sprintf("restart gave up after %d attempts: %s", r.spec.RestartAttempts+1, be.msg),
+				Output:  lastOutput(r.e.fresh)})
+		}
+	case errors.Is(err, errAborted) || errors.Is(err, context.Canceled):
+		reason := r.reason
+		if reason == "" {
+			reason = "podswitch is shutting down"
+		}
+		s.endLocked(r.e, StatusAborted, reason)
+	default:
+		s.endLocked(r.e, StatusStartError, err.Error())
+	}
+}
+
+// lastOutput returns the output kept of the last container of cs that has
+// some.
+func lastOutput(cs []*Container) []string {
+	for i := len(cs) - 1; i >= 0; i-- {
+		if len(cs[i].output) > 0 {
+			return slices.Clone(cs[i].output)
 		}
 	}
-	err := s.withRuntime(s.ctx, func() error {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), cleanupTimeout)
-		defer cancel()
-		return s.deps.Runtime.Remove(ctx, id)
-	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		s.log.Error("removing container failed", zap.String("container", id), zap.Error(err))
-	}
+	return nil
 }

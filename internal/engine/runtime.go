@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"time"
 )
 
@@ -43,7 +45,8 @@ type Runtime interface {
 	// Remove deletes the container, killing it first if it still runs.
 	Remove(ctx context.Context, id string) error
 	// List returns the containers that carry label podswitch.app (all of
-	// them when app is empty), running or not.
+	// them when app is empty), running or not. IP is not filled in (it
+	// takes an inspect per container): ask Inspect for it.
 	List(ctx context.Context, app string) ([]ContainerInfo, error)
 	// Wait blocks until the container has exited and returns its exit
 	// code.
@@ -51,7 +54,37 @@ type Runtime interface {
 	// Events calls fn for each container of podswitch that exits, until
 	// ctx ends or the stream breaks (then it returns the error).
 	Events(ctx context.Context, fn func(ContainerEvent)) error
+	// Kill sends signal (for example "SIGTERM") to the container's main
+	// process and returns without waiting for it to exit.
+	Kill(ctx context.Context, id, signal string) error
+	// Logs calls fn with the container's output lines (stdout and stderr),
+	// the last Tail lines first (all of them when Tail is negative), then,
+	// with Follow, new lines as they come until ctx ends or the container
+	// has exited.
+	Logs(ctx context.Context, id string, opts LogOptions, fn func(LogLine)) error
+	// ImageExists returns nil when the service has image in its storage,
+	// an error wrapping ErrImageNotFound (with the service's words) when
+	// it does not.
+	ImageExists(ctx context.Context, image string) error
 }
+
+// LogOptions say which output lines Runtime.Logs returns.
+type LogOptions struct {
+	// Tail is how many of the last lines to return; negative means all.
+	Tail int
+	// Follow keeps the stream open for new lines.
+	Follow bool
+}
+
+// LogLine is one line of a container's output.
+type LogLine struct {
+	// Stream is "stdout" or "stderr".
+	Stream string
+	Text   string
+}
+
+// ErrImageNotFound is wrapped by Runtime.ImageExists for a missing image.
+var ErrImageNotFound = errors.New("image not found")
 
 // ContainerEvent says that a container exited.
 type ContainerEvent struct {
@@ -93,4 +126,29 @@ func (p TCPProber) Probe(ctx context.Context, addr string) error {
 		return err
 	}
 	return c.Close()
+}
+
+// httpProbe sends one GET of path to addr, without keeping the connection,
+// and returns the answer's status.
+func httpProbe(ctx context.Context, addr, path string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("User-Agent", "podswitch-readiness")
+	resp, err := readinessClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, nil
+}
+
+var readinessClient = &http.Client{
+	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	// A redirect is an answer: its status is checked, not followed.
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }

@@ -51,19 +51,26 @@ const DefaultHookTimeout = 10 * time.Minute
 // ProcessSpec is one process type of an app.
 type ProcessSpec struct {
 	// Name is the process type: "web" or any other word (worker, clock...).
-	Name string
+	Name string `json:"name"`
 	// Count is how many containers of this type run.
-	Count int
+	Count int `json:"count"`
 	// Command overrides the image's command; empty means the image's own.
-	Command []string
+	Command []string `json:"command,omitempty"`
 }
 
 // AppSpec is the desired state of one app.
 type AppSpec struct {
 	Name  string
 	Image string
-	// Env is given to every container. Values are secrets: never log them.
+	// Env is given to every container. Values are secrets: never log them,
+	// never keep them.
 	Env map[string]string
+	// EnvSource is Env as the config wrote it (placeholders unresolved)
+	// and EnvFiles the env files it names: what the engine keeps of a
+	// release, resolved again with Deps.ResolveEnv when a kept release is
+	// run again. Both may be empty (Env is then kept as nothing).
+	EnvSource map[string]string
+	EnvFiles  []string
 	// Processes holds one entry per process type; "web" may be absent (a
 	// worker-only app) but no name appears twice.
 	Processes []ProcessSpec
@@ -83,7 +90,18 @@ type AppSpec struct {
 	// of the new release before the switch; a non-zero exit fails it.
 	Postdeploy  []string
 	HookTimeout time.Duration
+	// ReadyPath, when set, makes a web container ready only once an HTTP
+	// GET of this path answers with a status in ReadyStatus (after the TCP
+	// accept).
+	ReadyPath string
+	// ReadyStatus is the accepted status range of ReadyPath, [low, high];
+	// zero means 200-299.
+	ReadyStatus [2]int
 }
+
+// MaxCount is the most containers of one process type an app may ask for:
+// a bound that a typo (a count of 100,000) meets before Podman does.
+const MaxCount = 1000
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$`)
 
@@ -91,7 +109,10 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$`)
 // part of container names and labels).
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
-// WithDefaults returns a copy of s with every zero setting set to its default.
+// WithDefaults returns a copy of s with every zero setting set to its
+// default, but for DrainTimeout and RestartAttempts, where zero has a
+// meaning (no wait, no retry): the caller sets their defaults when the
+// setting is absent.
 func (s AppSpec) WithDefaults() AppSpec {
 	if s.Port == 0 {
 		s.Port = DefaultPort
@@ -102,17 +123,14 @@ func (s AppSpec) WithDefaults() AppSpec {
 	if s.StopTimeout == 0 {
 		s.StopTimeout = DefaultStopTimeout
 	}
-	if s.DrainTimeout == 0 {
-		s.DrainTimeout = DefaultDrainTimeout
-	}
-	if s.RestartAttempts == 0 {
-		s.RestartAttempts = DefaultRestartAttempts
-	}
 	if s.WorkerReadyTime == 0 {
 		s.WorkerReadyTime = DefaultWorkerReadyTime
 	}
 	if s.HookTimeout == 0 {
 		s.HookTimeout = DefaultHookTimeout
+	}
+	if s.ReadyStatus == [2]int{} {
+		s.ReadyStatus = [2]int{200, 299}
 	}
 	if len(s.Processes) == 0 {
 		s.Processes = []ProcessSpec{{Name: WebProcess, Count: 1}}
@@ -154,6 +172,9 @@ func (s AppSpec) Validate() error {
 		seen[p.Name] = true
 		if p.Count < 0 {
 			return fmt.Errorf("process type %q: count must not be negative", p.Name)
+		}
+		if p.Count > MaxCount {
+			return fmt.Errorf("process type %q: count %d is over the limit of %d", p.Name, p.Count, MaxCount)
 		}
 	}
 	for k := range s.Env {

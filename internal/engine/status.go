@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"time"
 )
 
@@ -22,26 +21,17 @@ const (
 // Ended reports whether s is final.
 func (s Status) Ended() bool { return s != StatusStarting && s != "" }
 
-// State is where a container is in its life, in the words users see.
-type State string
-
-// Container states.
-const (
-	StateStarting State = "starting"
-	StateReady    State = "ready"
-	StateDraining State = "draining"
-	StateStopping State = "stopping"
-	StateStopped  State = "stopped"
-	StateCrashed  State = "crashed"
-)
-
 // Deployment kinds.
 const (
-	KindDeploy  = "deploy"
-	KindRestart = "restart"
+	KindDeploy   = "deploy"
+	KindRestart  = "restart"
+	KindRollback = "rollback"
 )
 
-// Deployment is one attempt to put a release in service.
+// Deployment is the record of one attempt to put a release (or, for a
+// restart, new containers of the serving release) in service. It is what
+// the history keeps and the API shows; the supervisor's working state of a
+// deployment in progress is a rollout.
 type Deployment struct {
 	ID      int64  `json:"id"`
 	Kind    string `json:"kind"`
@@ -51,7 +41,10 @@ type Deployment struct {
 	Process   string `json:"process,omitempty"`
 	Container string `json:"container,omitempty"`
 	Image     string `json:"image"`
-	Status    Status `json:"status"`
+	// Trigger says what asked for it: "config", "api" (an operation) or
+	// "start" (an interrupted deployment started over).
+	Trigger string `json:"trigger,omitempty"`
+	Status  Status `json:"status"`
 	// Error says why a deployment failed, in Podman's words where it has
 	// them.
 	Error     string    `json:"error,omitempty"`
@@ -62,12 +55,38 @@ type Deployment struct {
 	// pool was swapped in.
 	LastReadyAt time.Time `json:"last_ready_at,omitzero"`
 	SwitchedAt  time.Time `json:"switched_at,omitzero"`
+	// Containers are the timelines of the containers it started (role
+	// "new") and of those it replaced (role "old").
+	Containers []ContainerRecord `json:"containers,omitempty"`
+	// Hook is the postdeploy hook's run, if the release has one.
+	Hook *HookRecord `json:"hook,omitempty"`
+	// RetiredAt is when the last container it replaced was stopped.
+	RetiredAt time.Time `json:"retired_at,omitzero"`
+}
 
-	spec    AppSpec
-	ctx     context.Context
-	cancel  context.CancelFunc
-	started bool
-	done    chan struct{}
+// ContainerRecord is one container as a deployment remembers it.
+type ContainerRecord struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Process string `json:"process"`
+	Release string `json:"release"`
+	// Role is "new" (started by the deployment) or "old" (replaced by it).
+	Role     string       `json:"role"`
+	State    State        `json:"state"`
+	Timeline []Transition `json:"timeline"`
+	ExitCode *int         `json:"exit_code,omitempty"`
+	// Output holds the container's last lines of output when it failed to
+	// boot or crashed.
+	Output []string `json:"output,omitempty"`
+}
+
+// HookRecord is the run of a postdeploy hook.
+type HookRecord struct {
+	Container string    `json:"container,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	ExitCode  *int      `json:"exit_code,omitempty"`
+	Output    []string  `json:"output,omitempty"`
 }
 
 // ReleaseInfo describes the release that serves an app.
@@ -78,36 +97,73 @@ type ReleaseInfo struct {
 	Status     Status    `json:"status"`
 	DeployedAt time.Time `json:"deployed_at"`
 	// Deployment is the id of that deployment; 0 for a release adopted
-	// from a previous run.
+	// without a record of it.
 	Deployment int64 `json:"deployment"`
 }
 
 // ContainerStatus is one container as users see it.
 type ContainerStatus struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Process   string    `json:"process"`
-	Release   string    `json:"release"`
-	State     State     `json:"state"`
-	Addr      string    `json:"dial,omitempty"`
-	StartedAt time.Time `json:"started_at"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Process string `json:"process"`
+	Release string `json:"release"`
+	State   State  `json:"state"`
+	Addr    string `json:"dial,omitempty"`
+	// Since is when it entered its state; StartedAt when it was started
+	// (zero for one adopted from a previous run).
+	Since     time.Time `json:"since"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// Unreachable is set on a ready web container that stopped accepting
+	// connections: it is out of the pool until it accepts again.
+	Unreachable bool `json:"unreachable,omitempty"`
+}
+
+// OverrideStatus is one setting an operation changed over the config.
+type OverrideStatus struct {
+	// Setting is "image", "release" (a rollback: image, env and commands
+	// of an earlier release) or "count:<process type>".
+	Setting string `json:"setting"`
+	Value   string `json:"value"`
+	// ConfigValue is what the config says; the override stands as long as
+	// it says that.
+	ConfigValue string    `json:"config_value"`
+	Operation   string    `json:"operation"`
+	At          time.Time `json:"at"`
+}
+
+// PauseStatus is a pause in effect.
+type PauseStatus struct {
+	Since time.Time `json:"since"`
+	// Timeout is how long a request waits before it is answered 503.
+	Timeout string `json:"timeout"`
+}
+
+// MaintenanceStatus is maintenance mode in effect.
+type MaintenanceStatus struct {
+	Since   time.Time `json:"since"`
+	Message string    `json:"message"`
 }
 
 // AppStatus is a consistent copy of an app's state.
 type AppStatus struct {
 	Name string `json:"name"`
 	// Release is nil until a release has served.
-	Release     *ReleaseInfo      `json:"release"`
+	Release *ReleaseInfo `json:"release"`
+	// Desired is the release the config and the operations ask for; it
+	// differs from Release while a deployment runs or after one failed.
 	Desired     string            `json:"desired_release"`
 	Image       string            `json:"desired_image"`
 	Processes   map[string]int    `json:"processes"`
 	Containers  []ContainerStatus `json:"containers"`
 	Deployments []Deployment      `json:"deployments"`
+	Overrides   []OverrideStatus  `json:"overrides,omitempty"`
+	Paused      *PauseStatus      `json:"paused,omitempty"`
+	Maintenance *MaintenanceStatus `json:"maintenance,omitempty"`
 	// RuntimeError is set while the container runtime cannot be reached.
 	RuntimeError string `json:"runtime_error,omitempty"`
 	// GaveUp lists the process types whose containers could not be
 	// (re)started within restart_attempts; they are retried on the next
-	// config change, restart or scale.
+	// release, config change, restart or scale.
 	GaveUp []string `json:"gave_up,omitempty"`
 }
 

@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -17,16 +15,34 @@ import (
 // synctest bubble can read them; nothing changes them at run time.
 var (
 	probeInterval   = 20 * time.Millisecond
-	inspectInterval = 200 * time.Millisecond
-	drainPoll       = 20 * time.Millisecond
-	// cleanupTimeout bounds the removal of a failed release's containers
-	// once the deployment's own context is gone.
+	inspectInterval = time.Second
+	// drainSettle is how long a container that left the pool waits before
+	// its requests in flight are counted: a request that loaded the pool
+	// just before the swap is counted by the proxy a moment later.
+	drainSettle = 250 * time.Millisecond
+	drainPoll   = 50 * time.Millisecond
+	// cleanupTimeout bounds one stop or removal call beyond stop_timeout.
 	cleanupTimeout = 30 * time.Second
-	// resyncInterval is how often a supervisor compares its containers with
-	// what the runtime has, so that a missed exit event heals.
+	// resyncInterval is how often the manager compares every supervisor's
+	// containers with what the runtime has, so that a missed exit event
+	// heals.
 	resyncInterval = 10 * time.Second
 	// historySize is how many deployments an app remembers.
 	historySize = 50
+	// stableAfter is how long a container must have served for its crash
+	// to count as a new incident rather than one more failure of a crash
+	// loop: it is replaced at once and its process type's retries start
+	// over.
+	stableAfter = 30 * time.Second
+	// maxBoots bounds the boots in flight of one process type, or of one
+	// deployment: the rest wait for a free slot.
+	maxBoots = 8
+	// runtimeWaitMax caps the backoff between two tries of a call to a
+	// runtime that did not answer.
+	runtimeWaitMax = 30 * time.Second
+	// exitKillTimeout bounds the SIGTERMs sent to retiring containers when
+	// the process exits.
+	exitKillTimeout = 2 * time.Second
 )
 
 // Deps are what a Supervisor works with.
@@ -39,9 +55,24 @@ type Deps struct {
 	Notify func(Event)
 	// History, when set, keeps deployments across restarts of the process.
 	History History
+	// Store, when set, keeps each app's record (serving release,
+	// deployment in progress, overrides, pause) across restarts.
+	Store Store
+	// ResolveEnv turns kept env values into the values containers get;
+	// nil takes them as written.
+	ResolveEnv EnvResolver
+	// InFlight, when set, returns the requests in flight to a dial
+	// address; draining waits for it to reach zero.
+	InFlight func(addr string) int
 	// ObserveBoot, when set, is told how long each container took from its
 	// creation to ready (ok) or to its failed boot.
 	ObserveBoot func(app, process string, took time.Duration, ok bool)
+	// Changed, when set, is called with the app's lock held (it must not
+	// block nor call back) whenever something users see of the app
+	// changed.
+	Changed func(app string)
+	// Limits bound the calls in flight to the runtime.
+	Limits Limits
 }
 
 // Event names.
@@ -60,95 +91,184 @@ type Event struct {
 	Process    string
 	Container  string
 	Message    string
-	Time       time.Time
+	// Output holds the last lines of output of the container concerned.
+	Output []string
+	Time   time.Time
 }
 
-// Supervisor owns the containers of one app. One goroutine (run) carries out
-// operations one at a time; old containers are drained and stopped in the
-// background. All fields below mu are guarded by it.
+// Supervisor owns the containers of one app. Its loop reconciles what runs
+// with what is desired without ever waiting: every slow step (a boot, a
+// hook, a drain, a stop) is a task of its own that reports back by changing
+// state under the lock and waking the loop. All fields below mu are guarded
+// by it; lock and unlock it only with lock and unlock, which swap in a new
+// traffic pool when a transition asked for one.
 type Supervisor struct {
 	name string
 	deps Deps
+	rt   Runtime
 	log  *zap.Logger
 	pool *PoolRef
+	// probes bounds the health checks in flight of the whole manager.
+	probes chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wake   chan struct{}
 	done   chan struct{}
-	// retiring counts the goroutines draining and stopping containers.
-	retiring sync.WaitGroup
+	// tasks counts every goroutine of the supervisor but its loop.
+	tasks sync.WaitGroup
 
-	mu      sync.Mutex
+	mu        sync.Mutex
+	poolDirty bool
+	// config is the app's spec as the config has it; desired is config
+	// with the overrides that stand.
+	config  AppSpec
 	desired AppSpec
+	rec     AppRecord
+	serving *serving
+	// containers are the containers the supervisor knows, by ID, until
+	// they are removed.
+	containers map[string]*Container
+	// creating holds the names of containers being created (and hooks
+	// running), which a resync must not take for leftovers.
+	creating map[string]bool
+	// gone holds the containers removed lately, which a list taken before
+	// their removal still shows.
+	gone    map[string]time.Time
+	rollout *rollout
+	log_     deployLog
+	// lastTried is the release of the newest deployment of a new release:
+	// a desired release that was tried and failed is not tried again
+	// until something changes.
+	lastTried string
+	procs     map[string]*procState
+	adopted   bool
+	// resumed is set when adoption found a deployment that a previous run
+	// left unfinished: the next one is its start over.
+	resumed bool
 	removed bool
-	current *ReleaseInfo
-	// currentSpec is the spec of the current release, for restarts and
-	// replacements; it may differ from desired while a deploy runs or
-	// after one failed.
-	currentSpec AppSpec
-	containers  map[string]*Container
-	target      *Deployment
-	deployments []*Deployment // oldest first
-	lastRelease string        // release of the newest deployment
-	nextID      int64
-	runtimeErr  string
-	// scaleCancel cancels the scale operation in progress, if any.
-	scaleCancel context.CancelFunc
-	// gaveUp holds the process types whose replacement gave up; they are
-	// not retried until the next Update, Restart or Scale.
-	gaveUp map[string]bool
+	// stopped is set once a removed app has stopped all its containers.
+	stopped    bool
+	runtimeErr string
 }
 
-// Container is the supervisor's record of one container.
-type Container struct {
-	ID        string
-	Name      string
-	Process   string
-	Release   string
-	Addr      string
-	State     State
-	StartedAt time.Time
-	// ReadyAt is when the container booted: its first accepted TCP
-	// connection (web) or the end of worker_ready_time (others).
-	ReadyAt time.Time
+// serving is the release that serves.
+type serving struct {
+	ReleaseInfo
+	// spec is what its containers run, with the counts it keeps; nil
+	// when it is not known (a release adopted without a record), and then
+	// crashed containers are not replaced until a deployment succeeds.
+	// Its counts follow the desired ones on a scale (an operation, or a
+	// config change that leaves the release as it is), not on a change of
+	// release: those counts come with the new release.
+	spec *AppSpec
 }
 
-func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps) *Supervisor {
+// setCounts sets the counts of the process types the release has.
+func (sv *serving) setCounts(counts map[string]int) {
+	if sv == nil || sv.spec == nil {
+		return
+	}
+	spec := *sv.spec
+	spec.Processes = slices.Clone(spec.Processes)
+	for i, p := range spec.Processes {
+		if n, ok := counts[p.Name]; ok {
+			spec.Processes[i].Count = n
+		}
+	}
+	sv.spec = &spec
+}
+
+func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, rt Runtime, probes chan struct{}) *Supervisor {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Supervisor{
 		name:       spec.Name,
 		deps:       deps,
+		rt:         rt,
 		log:        deps.Logger.With(zap.String("app", spec.Name)),
 		pool:       pool,
+		probes:     probes,
 		ctx:        ctx,
 		cancel:     cancel,
 		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
-		desired:    spec,
+		config:     spec,
 		containers: map[string]*Container{},
-		gaveUp:     map[string]bool{},
+		creating:   map[string]bool{},
+		gone:       map[string]time.Time{},
+		procs:      map[string]*procState{},
 	}
 	if deps.History != nil {
-		past := deps.History.Load(spec.Name)
-		for i := range past {
-			d := past[i]
-			if !d.Status.Ended() {
-				d.Status, d.Error, d.EndedAt = StatusAborted, "podswitch stopped before it ended", d.StartedAt
-			}
-			d.done = closedChan
-			s.deployments = append(s.deployments, &d)
-			s.nextID = max(s.nextID, d.ID)
-		}
-		// lastRelease stays empty: it keeps a reload from deploying again
-		// what this process just tried, while on start adopt must replace
-		// whatever does not match the desired release, even if a previous
-		// process already tried (or was killed while deploying) it.
+		s.log_.load(deps.History.Load(spec.Name))
 	}
+	if deps.Store != nil {
+		rec, err := deps.Store.Load(spec.Name)
+		if err != nil {
+			s.log.Error("app record is damaged; starting from an empty one", zap.Error(err))
+			rec = AppRecord{}
+		}
+		s.rec = rec
+	}
+	s.desired, _ = s.rec.Overrides.apply(spec, s.resolve)
+	s.applyGateLocked()
 	return s
 }
 
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+func (s *Supervisor) resolve(source map[string]string, files []string) (map[string]string, error) {
+	if s.deps.ResolveEnv == nil {
+		return identityEnv(source, files)
+	}
+	return s.deps.ResolveEnv(source, files)
+}
+
+func (s *Supervisor) lock() { s.mu.Lock() }
+
+// unlock swaps in a new traffic pool if a transition asked for one, then
+// releases the lock.
+func (s *Supervisor) unlock() {
+	if s.poolDirty {
+		s.poolDirty = false
+		s.publishLocked()
+	}
+	s.mu.Unlock()
+}
+
+// publishLocked swaps in a pool of the ready web containers. A container
+// that stopped answering health checks is left out, unless none answers:
+// then the pool keeps them all rather than none.
+func (s *Supervisor) publishLocked() {
+	var ready, reachable []*Container
+	for _, c := range s.containers {
+		if c.state == StateReady && c.Process == WebProcess && c.Addr != "" {
+			ready = append(ready, c)
+			if !c.unreachable {
+				reachable = append(reachable, c)
+			}
+		}
+	}
+	if len(reachable) > 0 {
+		ready = reachable
+	}
+	slices.SortFunc(ready, func(a, b *Container) int {
+		return cmp.Or(a.entered(StateStarting).Compare(b.entered(StateStarting)), cmp.Compare(a.ID, b.ID))
+	})
+	addrs := make([]string, len(ready))
+	for i, c := range ready {
+		addrs[i] = c.Addr
+	}
+	rel := ""
+	if s.serving != nil {
+		rel = s.serving.ID
+	}
+	s.pool.store(rel, addrs)
+}
+
+// touch tells observers that something of the app changed.
+func (s *Supervisor) touch() {
+	if s.deps.Changed != nil {
+		s.deps.Changed(s.name)
+	}
+}
 
 // poke wakes the loop; wakes coalesce.
 func (s *Supervisor) poke() {
@@ -158,354 +278,111 @@ func (s *Supervisor) poke() {
 	}
 }
 
-// Update sets the desired state. A change of release starts a deployment
-// (and aborts one still running); a change of counts scales; an unchanged
-// spec touches nothing. It returns the deployment it started, if any.
-func (s *Supervisor) Update(spec AppSpec) *Deployment {
-	s.mu.Lock()
-	prev := s.desired
-	s.desired = spec
-	d := s.deployLocked(spec, KindDeploy, "", "")
-	if d == nil && s.current != nil && s.current.ID == spec.ReleaseID() {
-		s.currentSpec = spec
-	}
-	if !countsEqual(prev, spec) {
-		clear(s.gaveUp)
-		if s.scaleCancel != nil {
-			s.scaleCancel()
-		}
-	}
-	s.mu.Unlock()
-	s.poke()
-	return d
-}
+// spawn runs fn as a task of the supervisor.
+func (s *Supervisor) spawn(fn func()) { s.tasks.Go(fn) }
 
-func countsEqual(a, b AppSpec) bool { return maps.Equal(a.Counts(), b.Counts()) }
-
-// ErrNoRelease is returned by Restart when nothing runs yet.
-var ErrNoRelease = errors.New("the app has no running release to restart")
-
-// ErrBusy is returned by Restart while a deployment of a new release runs:
-// the deployment replaces every container anyway.
-var ErrBusy = errors.New("a deployment is in progress; restart once it has ended")
-
-// Restart replaces containers of the current release, new first: every
-// container (process and container empty), those of one process type, or
-// one container. Replacements that fail to boot are retried up to
-// restart_attempts times; the old containers serve throughout.
-func (s *Supervisor) Restart(process, container string) (*Deployment, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.current == nil || s.currentSpec.Name == "" {
-		return nil, ErrNoRelease
-	}
-	if t := s.target; t != nil && t.Kind == KindDeploy {
-		return nil, ErrBusy
-	}
-	if container != "" {
-		c := s.findLocked(container)
-		if c == nil || c.Release != s.current.ID || (c.State != StateReady && c.State != StateStarting) {
-			return nil, fmt.Errorf("no running container %q in app %s", container, s.name)
-		}
-		container, process = c.ID, c.Process
-	} else if process != "" {
-		if _, ok := s.currentSpec.Process(process); !ok {
-			return nil, fmt.Errorf("app %s has no process type %q", s.name, process)
-		}
-	}
-	clear(s.gaveUp)
-	d := s.deployLocked(s.currentSpec, KindRestart, process, container)
-	s.poke()
-	return d, nil
-}
-
-// findLocked finds a container by full or short (12+ characters) ID, or
-// name.
-func (s *Supervisor) findLocked(ref string) *Container {
-	if c := s.containers[ref]; c != nil {
-		return c
-	}
-	for _, c := range s.containers {
-		if c.Name == ref || (len(ref) >= 12 && len(c.ID) >= len(ref) && c.ID[:len(ref)] == ref) {
-			return c
-		}
-	}
-	return nil
-}
-
-// deployLocked creates the deployment of spec unless nothing is to change.
-// A restart always makes one.
-func (s *Supervisor) deployLocked(spec AppSpec, kind, process, container string) *Deployment {
-	rel := spec.ReleaseID()
-	if kind == KindDeploy {
-		if s.current != nil && s.current.ID == rel {
-			// Back to what serves: end whatever deploy was on its way.
-			if t := s.target; t != nil && t.Kind == KindDeploy {
-				t.cancel()
-				if !t.started {
-					s.endLocked(t, StatusAborted, "replaced by a newer deployment")
-				}
-			}
-			s.lastRelease = rel
-			return nil
-		}
-		if s.lastRelease == rel {
-			return nil
-		}
-	}
-	if t := s.target; t != nil {
-		t.cancel()
-		if !t.started {
-			s.endLocked(t, StatusAborted, "replaced by a newer deployment")
-		}
-	}
-	if s.scaleCancel != nil {
-		s.scaleCancel()
-	}
-	s.nextID++
-	ctx, cancel := context.WithCancel(s.ctx)
-	d := &Deployment{
-		ID: s.nextID, Kind: kind, Release: rel, Image: spec.Image,
-		Process: process, Container: container,
-		Status: StatusStarting, StartedAt: time.Now(),
-		spec: spec, ctx: ctx, cancel: cancel, done: make(chan struct{}),
-	}
-	s.target = d
-	if kind == KindDeploy {
-		s.lastRelease = rel
-	}
-	s.deployments = append(s.deployments, d)
-	if len(s.deployments) > historySize {
-		s.deployments = slices.Delete(s.deployments, 0, len(s.deployments)-historySize)
-	}
-	s.saveHistoryLocked()
-	fields := []zap.Field{zap.Int64("deployment", d.ID), zap.String("kind", kind),
-		zap.String("release", rel), zap.String("image", spec.Image)}
-	if process != "" {
-		fields = append(fields, zap.String("process", process))
-	}
-	if container != "" {
-		fields = append(fields, zap.String("container", container))
-	}
-	s.log.Info("deployment queued", fields...)
-	return d
-}
-
-// endLocked finishes d with status st.
-func (s *Supervisor) endLocked(d *Deployment, st Status, msg string) {
-	if d.Status.Ended() {
-		return
-	}
-	d.Status = st
-	d.Error = msg
-	d.EndedAt = time.Now()
-	d.cancel()
-	close(d.done)
-	if s.target == d {
-		s.target = nil
-	}
-	s.saveHistoryLocked()
-	fields := []zap.Field{zap.Int64("deployment", d.ID), zap.String("kind", d.Kind),
-		zap.String("release", d.Release), zap.String("image", d.Image), zap.String("status", string(st)),
-		zap.Duration("duration", d.EndedAt.Sub(d.StartedAt))}
-	if msg != "" {
-		fields = append(fields, zap.String("error", msg))
-	}
-	if st == StatusSuccess || st == StatusAborted {
-		s.log.Info("deployment ended", fields...)
-	} else {
-		s.log.Error("deployment ended", fields...)
-	}
-	s.emit(Event{Name: EventDeployment, Deployment: d.copy(), Message: msg})
-}
-
-// emit sends ev to Deps.Notify in the background.
-func (s *Supervisor) emit(ev Event) {
-	if s.deps.Notify == nil {
-		return
-	}
-	ev.App = s.name
-	ev.Time = time.Now()
-	go s.deps.Notify(ev)
-}
-
-func (s *Supervisor) saveHistoryLocked() {
-	if s.deps.History == nil {
-		return
-	}
-	out := make([]Deployment, len(s.deployments))
-	for i, d := range s.deployments {
-		out[i] = *d.copy()
-	}
-	s.deps.History.Save(s.name, out)
-}
-
-func (d *Deployment) copy() *Deployment {
-	c := *d
-	c.spec, c.ctx, c.cancel, c.done = AppSpec{}, nil, nil, nil
-	return &c
-}
-
-// Deployment returns a copy of deployment id, a channel closed when it has
-// ended, and whether it is known.
-func (s *Supervisor) Deployment(id int64) (Deployment, <-chan struct{}, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, d := range s.deployments {
-		if d.ID == id {
-			return *d.copy(), d.done, true
-		}
-	}
-	return Deployment{}, nil, false
-}
-
-// ContainerCounts returns how many containers the app has, by process type
-// and state.
-func (s *Supervisor) ContainerCounts() map[[2]string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := make(map[[2]string]int)
-	for _, c := range s.containers {
-		n[[2]string{c.Process, string(c.State)}]++
-	}
-	return n
-}
-
-// Status returns a consistent copy of the app's state.
-func (s *Supervisor) Status() AppStatus {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := AppStatus{
-		Name:         s.name,
-		Desired:      s.desired.ReleaseID(),
-		Image:        s.desired.Image,
-		Processes:    s.desired.Counts(),
-		Containers:   []ContainerStatus{},
-		Deployments:  make([]Deployment, 0, len(s.deployments)),
-		RuntimeError: s.runtimeErr,
-	}
-	for p := range s.gaveUp {
-		st.GaveUp = append(st.GaveUp, p)
-	}
-	slices.Sort(st.GaveUp)
-	if s.current != nil {
-		r := *s.current
-		st.Release = &r
-	}
-	for _, c := range s.containers {
-		st.Containers = append(st.Containers, ContainerStatus{
-			ID: c.ID, Name: c.Name, Process: c.Process, Release: c.Release,
-			State: c.State, Addr: c.Addr, StartedAt: c.StartedAt,
-		})
-	}
-	slices.SortFunc(st.Containers, func(a, b ContainerStatus) int {
-		return cmp.Or(cmp.Compare(a.Process, b.Process), a.StartedAt.Compare(b.StartedAt), cmp.Compare(a.ID, b.ID))
-	})
-	for i := len(s.deployments) - 1; i >= 0; i-- {
-		st.Deployments = append(st.Deployments, *s.deployments[i].copy())
-	}
-	return st
-}
-
-// run is the supervisor's loop. It is level-triggered: every pass compares
-// the desired state with what runs and does the one operation that brings
-// them closer.
+// run is the supervisor's loop: it adopts what a previous run left, then
+// reconciles on every wake until the supervisor is closed or the removed
+// app has stopped all its containers.
 func (s *Supervisor) run(prev <-chan struct{}) {
-	defer close(s.done)
+	defer func() {
+		s.tasks.Wait()
+		close(s.done)
+	}()
 	if prev != nil {
-		// The same app was removed a moment ago; let it finish with its
-		// containers before looking at what runs.
+		// The same app was removed a moment ago: its old owner finishes
+		// with its containers before this one looks at what runs.
 		select {
 		case <-prev:
 		case <-s.ctx.Done():
-			s.abortTarget()
 			return
 		}
 	}
+	b := newBackoff(time.Second, runtimeWaitMax)
 	for !s.adopt() {
 		select {
 		case <-s.ctx.Done():
-			s.abortTarget()
 			return
-		case <-time.After(2 * time.Second):
+		case <-time.After(b.NextBackOff()):
 		}
 	}
-	resync := time.NewTicker(resyncInterval)
-	defer resync.Stop()
+	s.spawn(s.checkHealth)
 	for {
-		if s.reconcile() {
-			continue
+		s.lock()
+		s.reconcileLocked()
+		finished := s.stopped
+		s.unlock()
+		if finished {
+			s.cancel()
+			return
 		}
 		select {
 		case <-s.ctx.Done():
-			s.abortTarget()
+			s.exit()
 			return
 		case <-s.wake:
-		case <-resync.C:
-			s.resync()
 		}
 	}
 }
 
-func (s *Supervisor) abortTarget() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t := s.target; t != nil && !t.started {
-		s.endLocked(t, StatusAborted, "podswitch is shutting down")
+// exit is the end of the supervisor when the process exits: the serving
+// release keeps running for the next start to adopt; containers already
+// switched out, and those of a deployment that did not switch, get SIGTERM
+// (bounded, so that exit is not delayed) and stay recorded as retiring or
+// deploying, so that the next start finishes removing them.
+func (s *Supervisor) exit() {
+	s.lock()
+	var ids []string
+	for _, c := range s.containers {
+		if c.state == StateDraining || c.state == StateStopping || (c.owner != 0 && c.state.live()) {
+			ids = append(ids, c.ID)
+		}
 	}
-}
-
-// reconcile does one operation and reports whether another pass is needed.
-func (s *Supervisor) reconcile() bool {
-	if s.ctx.Err() != nil {
-		return false
+	if len(ids) > 0 {
+		s.rec.Retiring = mergeIDs(s.rec.Retiring, ids)
+		s.saveRecordLocked()
 	}
-	s.mu.Lock()
-	removed, target, current := s.removed, s.target, s.current
-	hasSpec := s.currentSpec.Name != ""
-	if target != nil {
-		target.started = true
+	if r := s.rollout; r != nil {
+		e := r.e
+		e.d.Status, e.d.Error, e.d.EndedAt = StatusAborted, "podswitch stopped before it ended", time.Now()
+		e.settle()
+		s.log_.end(e.d.ID)
+		s.saveHistoryLocked()
 	}
-	s.mu.Unlock()
-	switch {
-	case removed:
-		s.stopAll()
-		s.cancel()
-		return false
-	case target != nil:
-		s.deploy(target)
-		return true
-	case current != nil && hasSpec:
-		return s.scale()
+	s.unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), exitKillTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() { _ = s.rt.Kill(ctx, id, "SIGTERM") })
 	}
-	return false
+	wg.Wait()
 }
 
 // setRuntimeErr records whether the runtime answered.
 func (s *Supervisor) setRuntimeErr(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	msg := ""
 	if err != nil {
 		msg = err.Error()
 	}
-	if msg != s.runtimeErr {
-		if err != nil {
-			s.log.Error("container runtime unreachable", zap.Error(err))
-		} else {
-			s.log.Info("container runtime reachable again")
-		}
+	if msg == s.runtimeErr {
+		return
+	}
+	if err != nil {
+		s.log.Error("container runtime unreachable", zap.Error(err))
+	} else {
+		s.log.Info("container runtime reachable again")
 	}
 	s.runtimeErr = msg
+	s.touch()
 }
 
-// runtimeRetry is how often an operation waiting for the runtime tries
-// again.
-var runtimeRetry = 2 * time.Second
-
 // withRuntime runs fn until it does not fail with ErrUnavailable, waiting
-// runtimeRetry between tries, or until ctx ends.
+// between tries with backoff, or until ctx ends.
 func (s *Supervisor) withRuntime(ctx context.Context, fn func() error) error {
+	b := newBackoff(time.Second, runtimeWaitMax)
 	for {
 		err := fn()
 		if !errors.Is(err, ErrUnavailable) {
@@ -518,52 +395,113 @@ func (s *Supervisor) withRuntime(ctx context.Context, fn func() error) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(runtimeRetry):
+		case <-time.After(b.NextBackOff()):
 		}
 	}
 }
 
-// publishLocked swaps in a pool of the ready web containers of the current
-// release and returns the pool it replaced.
-func (s *Supervisor) publishLocked() *Pool {
-	var ready []*Container
+// emit sends ev to Deps.Notify in the background.
+func (s *Supervisor) emit(ev Event) {
+	if s.deps.Notify == nil {
+		return
+	}
+	ev.App = s.name
+	ev.Time = time.Now()
+	go s.deps.Notify(ev)
+}
+
+// saveRecordLocked writes the app's record. A failed write is logged: the
+// engine goes on, and a crash before the next write adopts from what
+// Podman reports.
+func (s *Supervisor) saveRecordLocked() {
+	if s.deps.Store == nil || s.removed {
+		return
+	}
+	if err := s.deps.Store.Save(s.name, s.rec); err != nil {
+		s.log.Error("writing the app record", zap.Error(err))
+	}
+}
+
+// Status returns a consistent copy of the app's state.
+func (s *Supervisor) Status() AppStatus {
+	s.lock()
+	defer s.unlock()
+	st := AppStatus{
+		Name:         s.name,
+		Desired:      s.desired.ReleaseID(),
+		Image:        s.desired.Image,
+		Processes:    s.desired.Counts(),
+		Containers:   make([]ContainerStatus, 0, len(s.containers)),
+		Deployments:  s.log_.snapshots(),
+		Overrides:    s.rec.Overrides.list(s.config),
+		RuntimeError: s.runtimeErr,
+	}
+	for name, ps := range s.procs {
+		if ps.gaveUp {
+			st.GaveUp = append(st.GaveUp, name)
+		}
+	}
+	slices.Sort(st.GaveUp)
+	if s.serving != nil {
+		r := s.serving.ReleaseInfo
+		st.Release = &r
+	}
 	for _, c := range s.containers {
-		if c.State == StateReady && c.Process == WebProcess && s.current != nil && c.Release == s.current.ID {
-			ready = append(ready, c)
+		st.Containers = append(st.Containers, c.status())
+	}
+	slices.SortFunc(st.Containers, func(a, b ContainerStatus) int {
+		return cmp.Or(cmp.Compare(a.Process, b.Process), a.StartedAt.Compare(b.StartedAt), cmp.Compare(a.ID, b.ID))
+	})
+	if p := s.rec.Pause; p != nil {
+		st.Paused = &PauseStatus{Since: p.Since, Timeout: p.Timeout.String()}
+	}
+	if m := s.rec.Maintenance; m != nil {
+		st.Maintenance = &MaintenanceStatus{Since: m.Since, Message: m.Message}
+	}
+	return st
+}
+
+// ContainerCounts returns how many containers the app has, by process type
+// and state.
+func (s *Supervisor) ContainerCounts() map[[2]string]int {
+	s.lock()
+	defer s.unlock()
+	n := make(map[[2]string]int)
+	for _, c := range s.containers {
+		n[[2]string{c.Process, string(c.state)}]++
+	}
+	return n
+}
+
+// Deployment returns a copy of deployment id, a channel closed when it has
+// ended, and whether it is known.
+func (s *Supervisor) Deployment(id int64) (Deployment, <-chan struct{}, bool) {
+	s.lock()
+	defer s.unlock()
+	e := s.log_.find(id)
+	if e == nil {
+		return Deployment{}, nil, false
+	}
+	return e.snapshot(), e.done, true
+}
+
+// mergeIDs returns a with the IDs of b it lacks.
+func mergeIDs(a, b []string) []string {
+	for _, id := range b {
+		if !slices.Contains(a, id) {
+			a = append(a, id)
 		}
 	}
-	slices.SortFunc(ready, func(a, b *Container) int {
-		return cmp.Or(a.StartedAt.Compare(b.StartedAt), cmp.Compare(a.ID, b.ID))
-	})
-	addrs := make([]string, len(ready))
-	for i, c := range ready {
-		addrs[i] = c.Addr
-	}
-	rel := ""
-	if s.current != nil {
-		rel = s.current.ID
-	}
-	return s.pool.store(rel, addrs)
+	return a
 }
 
-// remove drains and stops every container of the app, then ends the
-// supervisor. It returns at once.
-func (s *Supervisor) remove() {
-	s.mu.Lock()
-	s.removed = true
-	if t := s.target; t != nil {
-		t.cancel()
-	}
-	if s.scaleCancel != nil {
-		s.scaleCancel()
-	}
-	s.mu.Unlock()
-	s.poke()
-}
+// Name returns the app's name.
+func (s *Supervisor) Name() string { return s.name }
 
-// close ends the supervisor's goroutines without touching any container:
-// they keep running for the next podswitch to adopt.
-func (s *Supervisor) close() {
-	s.cancel()
-	<-s.done
+// Config returns the app's spec as the config has it, and the spec with the
+// overrides that stand.
+func (s *Supervisor) Config() (config, desired AppSpec) {
+	s.lock()
+	defer s.unlock()
+	return s.config, s.desired
 }

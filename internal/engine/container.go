@@ -1,0 +1,207 @@
+package engine
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// State is where a container is in its life, in the words users see.
+type State string
+
+// Container states. A container goes
+//
+//	starting → booted → ready → draining → stopping → stopped
+//
+// and from any state before stopping to crashed (it exited on its own),
+// then to stopped once it is removed. A container that fails to boot or is
+// no longer wanted before it served goes from starting or booted straight
+// to stopping. Adopted containers begin as ready; leftovers of other
+// releases begin as stopping.
+const (
+	// StateStarting: created and started, not yet accepting connections
+	// on PORT (web) or not yet running for worker_ready_time (others).
+	StateStarting State = "starting"
+	// StateBooted: ready to serve, but not in the pool yet: its release
+	// waits for its siblings or its postdeploy hook.
+	StateBooted State = "booted"
+	// StateReady: serving. A ready web container is in the traffic pool
+	// unless it stopped answering the health check.
+	StateReady State = "ready"
+	// StateDraining: out of the pool; the requests in flight to it end.
+	StateDraining State = "draining"
+	// StateStopping: SIGTERM sent; SIGKILL after stop_timeout; then removed.
+	StateStopping State = "stopping"
+	// StateStopped: removed.
+	StateStopped State = "stopped"
+	// StateCrashed: it exited on its own; it is removed and, if it was
+	// serving, replaced.
+	StateCrashed State = "crashed"
+)
+
+// next holds the allowed transitions. Everything else is a bug, logged and
+// refused by setState.
+var next = map[State][]State{
+	"":            {StateStarting, StateReady, StateStopping},
+	StateStarting: {StateBooted, StateStopping, StateCrashed},
+	StateBooted:   {StateReady, StateStopping, StateCrashed},
+	StateReady:    {StateDraining, StateCrashed},
+	StateDraining: {StateStopping, StateCrashed},
+	StateStopping: {StateStopped},
+	StateCrashed:  {StateStopped},
+}
+
+// live reports whether a container in state st counts toward its process
+// type's count: it runs or is about to.
+func (st State) live() bool {
+	return st == StateStarting || st == StateBooted || st == StateReady
+}
+
+// Transition is one change of a container's state.
+type Transition struct {
+	State State     `json:"state"`
+	At    time.Time `json:"at"`
+	// Note says why, where there is more to say than the state.
+	Note string `json:"note,omitempty"`
+}
+
+// Container is the supervisor's record of one container. Its fields are
+// guarded by the supervisor's lock; state changes only through setState.
+type Container struct {
+	ID      string
+	Name    string
+	Process string
+	Release string
+	// Addr is the dial address (ip:PORT) of a web container.
+	Addr string
+
+	state State
+	// timeline holds every state the container went through, oldest first.
+	timeline []Transition
+	// owner is the deployment that booted the container and has not
+	// switched it in yet; 0 for the app's serving set.
+	owner int64
+	// cancel ends the container's boot, if it is booting.
+	cancel context.CancelFunc
+	// unreachable is set on a ready web container that failed health
+	// checks in a row: it is kept out of the pool until it answers again.
+	unreachable bool
+	probeFails  int
+	inspecting  bool
+	// exitCode is set once it exited (-1: gone without a code).
+	exitCode *int
+	// output holds its last lines of output, kept when it failed to boot
+	// or crashed.
+	output []string
+	// grace is whether stopping it sends SIGTERM and waits stop_timeout:
+	// false for one that never ran the app (nothing to save).
+	grace bool
+	// reaping is set once a task stops and removes it.
+	reaping bool
+	// crashedServing is set when it crashed while serving: users hear of
+	// it once its output is kept.
+	crashedServing bool
+	// retiredBy is the deployment that switched it out.
+	retiredBy *logEntry
+}
+
+// State returns the container's current state.
+func (c *Container) State() State { return c.state }
+
+// since returns when the container entered its current state.
+func (c *Container) since() time.Time {
+	if n := len(c.timeline); n > 0 {
+		return c.timeline[n-1].At
+	}
+	return time.Time{}
+}
+
+// entered returns when the container first entered st, or zero.
+func (c *Container) entered(st State) time.Time {
+	for _, t := range c.timeline {
+		if t.State == st {
+			return t.At
+		}
+	}
+	return time.Time{}
+}
+
+// setState moves c to state to, with the supervisor's lock held. It is the
+// one place where a container's state changes: it refuses a transition the
+// state machine does not have, records the change in the container's
+// timeline, logs it, and marks the traffic pool for a rebuild when a web
+// container enters or leaves ready (the pool is swapped once, at unlock, so
+// that a switch of many containers is one atomic step). It reports whether
+// the state changed.
+func (s *Supervisor) setState(c *Container, to State, note string) bool {
+	from := c.state
+	if from == to {
+		return false
+	}
+	if !slices.Contains(next[from], to) {
+		s.log.Error("refused container state change", zap.String("container", c.ID),
+			zap.String("from", string(from)), zap.String("to", string(to)), zap.String("note", note))
+		return false
+	}
+	c.state = to
+	c.timeline = append(c.timeline, Transition{State: to, At: time.Now(), Note: note})
+	if c.Process == WebProcess && (from == StateReady || to == StateReady) {
+		s.poolDirty = true
+	}
+	if to != StateStarting {
+		c.cancelBoot()
+	}
+	fields := []zap.Field{zap.String("container", shortID(c.ID)), zap.String("process", c.Process),
+		zap.String("release", c.Release), zap.String("from", string(from)), zap.String("to", string(to))}
+	if note != "" {
+		fields = append(fields, zap.String("note", note))
+	}
+	lvl := zap.InfoLevel
+	if to == StateCrashed {
+		lvl = zap.WarnLevel
+	}
+	if ce := s.log.Check(lvl, "container state changed"); ce != nil {
+		ce.Write(fields...)
+	}
+	s.touch()
+	return true
+}
+
+// cancelBoot ends the container's boot, if any.
+func (c *Container) cancelBoot() {
+	if c.cancel != nil {
+		c.cancel()
+		c.cancel = nil
+	}
+}
+
+// status returns what users see of c.
+func (c *Container) status() ContainerStatus {
+	return ContainerStatus{
+		ID: c.ID, Name: c.Name, Process: c.Process, Release: c.Release,
+		State: c.state, Addr: c.Addr, Since: c.since(), StartedAt: c.entered(StateStarting),
+		Unreachable: c.unreachable,
+	}
+}
+
+// record returns c's timeline as a deployment keeps it.
+func (c *Container) record(role string) ContainerRecord {
+	r := ContainerRecord{
+		ID: c.ID, Name: c.Name, Process: c.Process, Release: c.Release, Role: role,
+		State: c.state, Timeline: slices.Clone(c.timeline), Output: slices.Clone(c.output),
+	}
+	if c.exitCode != nil {
+		code := *c.exitCode
+		r.ExitCode = &code
+	}
+	return r
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,335 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"go.uber.org/zap"
+)
+
+// Retry policy of restarts, scale-ups and crash replacements: exponential
+// backoff from retryBase, doubling, capped at retryMax, each delay spread by
+// ±retryJitter so that many apps failing together do not retry in step.
+var (
+	retryBase   = time.Second
+	retryMax    = time.Minute
+	retryJitter = 0.5
+)
+
+func newBackoff(base, maxDelay time.Duration) *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = base
+	b.MaxInterval = maxDelay
+	b.Multiplier = 2
+	b.RandomizationFactor = retryJitter
+	b.Reset()
+	return b
+}
+
+// procState is the reconciliation of one process type of the serving
+// release: its retries, their backoff and its boots in flight. Each process
+// type has its own, so that one type's retries never hold back another's:
+// a web container that crashes is replaced at once whatever else retries.
+// Guarded by the supervisor's lock.
+type procState struct {
+	// failures counts failed boots in a row, crashes the crashes of
+	// containers that had served less than stableAfter (a crash loop);
+	// retryAt is when the next boot may start.
+	failures     int
+	crashes      int
+	retryAt      time.Time
+	timer        *time.Timer
+	backoff      *backoff.ExponentialBackOff
+	crashBackoff *backoff.ExponentialBackOff
+	// gaveUp is set once the retries passed restart_attempts: no more
+	// boots until a new release, a config change, a restart or a scale.
+	gaveUp bool
+	// pending counts boots whose container is not created yet; cancels
+	// ends every boot in flight.
+	pending int
+	cancels map[*int]context.CancelFunc
+}
+
+func (s *Supervisor) proc(name string) *procState {
+	ps := s.procs[name]
+	if ps == nil {
+		ps = &procState{
+			backoff:      newBackoff(retryBase, retryMax),
+			crashBackoff: newBackoff(retryBase, retryMax),
+			cancels:      map[*int]context.CancelFunc{},
+		}
+		s.procs[name] = ps
+	}
+	return ps
+}
+
+// resetProcsLocked forgets the retries of the process types named (all
+// when names is nil) and ends their boots in flight: a new release, a
+// config change, a restart or a scale starts them over.
+func (s *Supervisor) resetProcsLocked(names []string) {
+	for name, ps := range s.procs {
+		if names != nil && !slices.Contains(names, name) {
+			continue
+		}
+		if names == nil {
+			for _, cancel := range ps.cancels {
+				cancel()
+			}
+		}
+		if ps.timer != nil {
+			ps.timer.Stop()
+		}
+		if names == nil {
+			delete(s.procs, name)
+			continue
+		}
+		ps.failures, ps.crashes, ps.retryAt, ps.gaveUp, ps.timer = 0, 0, time.Time{}, false, nil
+		ps.backoff.Reset()
+		ps.crashBackoff.Reset()
+	}
+}
+
+// reconcileLocked compares what runs with what is desired and starts what
+// brings them closer. It never waits.
+func (s *Supervisor) reconcileLocked() {
+	if s.removed {
+		s.removeStepLocked()
+		return
+	}
+	if !s.adopted || s.ctx.Err() != nil {
+		return
+	}
+	want := s.desired.ReleaseID()
+	if (s.serving == nil || s.serving.ID != want) && s.lastTried != want {
+		s.startRolloutLocked(KindDeploy, s.desired, "", "", s.trigger())
+	}
+	if r := s.rollout; r != nil && r.kind != KindRestart && r.e.d.Release != want && s.serving != nil && s.serving.ID == want {
+		// Back to what serves: the deployment on its way is not wanted.
+		r.abort("replaced by a newer deployment: the desired release is the serving one again")
+		s.lastTried = want
+	}
+	if s.serving == nil || s.serving.spec == nil {
+		return
+	}
+	spec := s.servingSpecLocked()
+	for _, p := range spec.Processes {
+		s.reconcileProcessLocked(spec, p)
+	}
+	// Containers of process types the serving release does not have.
+	for _, c := range s.containers {
+		if c.owner == 0 && c.state.live() {
+			if _, ok := spec.Process(c.Process); !ok {
+				s.retireLocked(c, nil, "its process type was removed")
+			}
+		}
+	}
+}
+
+// trigger says what the next deployment of a new release answers to.
+func (s *Supervisor) trigger() string {
+	if s.resumed {
+		s.resumed = false
+		return "start"
+	}
+	if s.rec.Overrides.Image != nil || s.rec.Overrides.Release != nil {
+		return "api"
+	}
+	return "config"
+}
+
+// servingSpecLocked returns what the serving release runs, at its counts,
+// with the settings (timeouts, retries, readiness) the app desires now.
+func (s *Supervisor) servingSpecLocked() AppSpec {
+	spec := *s.serving.spec
+	d := s.desired
+	spec.BootTimeout, spec.StopTimeout, spec.DrainTimeout = d.BootTimeout, d.StopTimeout, d.DrainTimeout
+	spec.RestartAttempts, spec.WorkerReadyTime, spec.HookTimeout = d.RestartAttempts, d.WorkerReadyTime, d.HookTimeout
+	spec.ReadyPath, spec.ReadyStatus = d.ReadyPath, d.ReadyStatus
+	return spec
+}
+
+// reconcileProcessLocked brings process type p of the serving release to
+// its count: surplus containers retire (those not serving yet first, then
+// the newest), missing ones boot (as many at a time as maxBoots allows),
+// unless the type is waiting for its next retry or gave up.
+func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
+	ps := s.proc(p.Name)
+	var live []*Container
+	for _, c := range s.containers {
+		if c.owner == 0 && c.Process == p.Name && c.Release == s.serving.ID && c.state.live() {
+			live = append(live, c)
+		}
+	}
+	if n := len(live) - p.Count; n > 0 {
+		slices.SortFunc(live, func(a, b *Container) int {
+			ar, br := a.state == StateReady, b.state == StateReady
+			if ar != br {
+				if ar {
+					return 1
+				}
+				return -1
+			}
+			return b.entered(StateStarting).Compare(a.entered(StateStarting))
+		})
+		for _, c := range live[:n] {
+			s.retireLocked(c, nil, "scaled down")
+		}
+		return
+	}
+	missing := p.Count - len(live) - ps.pending
+	if missing <= 0 || ps.gaveUp {
+		return
+	}
+	if wait := time.Until(ps.retryAt); wait > 0 {
+		if ps.timer == nil {
+			ps.timer = time.AfterFunc(wait, func() {
+				s.lock()
+				ps.timer = nil
+				s.unlock()
+				s.poke()
+			})
+		}
+		return
+	}
+	for range min(missing, maxBoots-len(ps.cancels)) {
+		s.startBootLocked(spec, p, ps)
+	}
+}
+
+// startBootLocked boots one container of process type p of the serving
+// release, as a task; it joins the serving set (and the pool) once ready.
+func (s *Supervisor) startBootLocked(spec AppSpec, p ProcessSpec, ps *procState) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	key := new(int)
+	ps.cancels[key] = cancel
+	ps.pending++
+	release := s.serving.ID
+	s.spawn(func() {
+		defer cancel()
+		c, err := s.boot(ctx, spec, p, release, nil, func() {
+			ps.pending-- // the container is recorded: it counts as live
+		})
+		s.lock()
+		defer s.poke()
+		defer s.unlock()
+		delete(ps.cancels, key)
+		if c == nil {
+			ps.pending--
+		}
+		if err != nil {
+			s.bootFailedLocked(spec, p, ps, c, err)
+			return
+		}
+		if s.serving == nil || s.serving.ID != release || c.state != StateBooted {
+			s.retireLocked(c, nil, "no longer wanted")
+			return
+		}
+		s.setState(c, StateReady, "")
+		ps.failures, ps.retryAt = 0, time.Time{}
+		ps.backoff.Reset()
+	})
+}
+
+// bootFailedLocked handles a failed boot of a serving-set container: a
+// runtime that is away is waited for without counting a failure; a
+// failure of the app counts toward restart_attempts, after which the
+// process type gives up and users are told.
+func (s *Supervisor) bootFailedLocked(spec AppSpec, p ProcessSpec, ps *procState, c *Container, err error) {
+	if c != nil {
+		s.discardLocked(c)
+	}
+	var be *bootError
+	switch {
+	case errors.As(err, &be):
+	case errors.Is(err, ErrUnavailable):
+		ps.retryAt = time.Now().Add(ps.backoff.NextBackOff())
+		return
+	default:
+		return // cancelled: the loop looks again
+	}
+	s.failedLocked(spec, p.Name, ps, be.msg, c)
+}
+
+// failedLocked counts one failed boot of process type name and sets when
+// it is tried again, or gives up.
+func (s *Supervisor) failedLocked(spec AppSpec, name string, ps *procState, msg string, c *Container) {
+	ps.failures++
+	s.backoffLocked(spec, name, ps, ps.failures, ps.backoff, msg, c)
+}
+
+// crashedInLoopLocked counts the crash of serving container c: the first
+// crash of a process type is replaced at once; each crash that follows
+// soon after is a retry, with backoff, up to restart_attempts.
+func (s *Supervisor) crashedInLoopLocked(spec AppSpec, c *Container, ps *procState, msg string) {
+	ps.crashes++
+	if ps.crashes == 1 {
+		ps.retryAt = time.Time{}
+		return
+	}
+	s.backoffLocked(spec, c.Process, ps, ps.crashes-1, ps.crashBackoff, msg, c)
+}
+
+// backoffLocked sets when process type name is tried again after its
+// retry n, or gives up when n passed restart_attempts.
+func (s *Supervisor) backoffLocked(spec AppSpec, name string, ps *procState, n int, b *backoff.ExponentialBackOff, msg string, c *Container) {
+	if n > spec.RestartAttempts {
+		if !ps.gaveUp {
+			ps.gaveUp = true
+			full := fmt.Sprintf("%s container could not be started after %d attempts: %s", name, n, msg)
+			s.log.Error("gave up starting a container", zap.String("process", name), zap.String("error", full))
+			ev := Event{Name: EventGaveUp, Process: name, Message: full}
+			if c != nil {
+				ev.Container, ev.Output = c.ID, c.output
+			}
+			s.emit(ev)
+			s.touch()
+		}
+		return
+	}
+	delay := b.NextBackOff()
+	ps.retryAt = time.Now().Add(delay)
+	s.log.Warn("container failed, retrying", zap.String("process", name),
+		zap.Int("attempt", n), zap.Int("attempts", spec.RestartAttempts+1),
+		zap.Duration("delay", delay), zap.String("error", msg))
+}
+
+// removeStepLocked drains and stops every container of a removed app and
+// notes when none is left.
+func (s *Supervisor) removeStepLocked() {
+	if r := s.rollout; r != nil {
+		r.abort("the app was removed from the config")
+	}
+	for _, c := range s.containers {
+		switch {
+		case c.state == StateReady:
+			s.retireLocked(c, nil, "the app was removed from the config")
+		case c.state == StateStarting || c.state == StateBooted:
+			if c.owner == 0 {
+				s.discardLocked(c)
+			}
+		}
+	}
+	if s.serving != nil {
+		s.serving = nil
+		s.poolDirty = true
+	}
+	if len(s.containers) == 0 && s.rollout == nil && !s.stopped {
+		s.stopped = true
+		if s.deps.Store != nil {
+			if err := s.deps.Store.Delete(s.name); err != nil {
+				s.log.Error("deleting the app record", zap.Error(err))
+			}
+		}
+		s.log.Info("app removed")
+	}
+}
+
+// byStart orders containers by when they started, oldest first.
+func byStart(a, b *Container) int {
+	return cmp.Or(a.entered(StateStarting).Compare(b.entered(StateStarting)), cmp.Compare(a.ID, b.ID))
+}

@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// AppRecord is what the engine keeps of an app across restarts of the
+// process, in its Store: which release serves, which deployment was on its
+// way, which containers were being retired, the releases that served (for
+// rollback), and what operations changed. Env values are kept as the
+// config wrote them (placeholders unresolved), never resolved.
+type AppRecord struct {
+	// Serving is the release that serves; adoption trusts it.
+	Serving *ReleaseRecord `json:"serving,omitempty"`
+	// Deploying is the deployment of a new release that was on its way:
+	// its containers are discarded at the next start, and it starts over.
+	Deploying *DeployingRecord `json:"deploying,omitempty"`
+	// Retiring are containers switched out and not yet removed.
+	Retiring []string `json:"retiring,omitempty"`
+	// Releases are the releases that served, oldest first (at most
+	// releasesKept), for rollback.
+	Releases []ReleaseRecord `json:"releases,omitempty"`
+	// Overrides are the settings operations changed over the config.
+	Overrides Overrides `json:"overrides"`
+	// Pause and Maintenance are in effect when set.
+	Pause       *PauseRecord       `json:"pause,omitempty"`
+	Maintenance *MaintenanceRecord `json:"maintenance,omitempty"`
+}
+
+// releasesKept is how many past releases an app record keeps.
+const releasesKept = 10
+
+// ReleaseRecord is a release that served.
+type ReleaseRecord struct {
+	ID         string     `json:"id"`
+	Spec       SpecRecord `json:"spec"`
+	DeployedAt time.Time  `json:"deployed_at"`
+	Deployment int64      `json:"deployment,omitempty"`
+}
+
+// DeployingRecord is a deployment of a new release on its way.
+type DeployingRecord struct {
+	Release    string    `json:"release"`
+	Deployment int64     `json:"deployment"`
+	StartedAt  time.Time `json:"started_at"`
+}
+
+// PauseRecord is a pause: new requests wait up to Timeout.
+type PauseRecord struct {
+	Since   time.Time     `json:"since"`
+	Timeout time.Duration `json:"timeout"`
+}
+
+// MaintenanceRecord is maintenance mode: requests get 503 and Message.
+type MaintenanceRecord struct {
+	Since   time.Time `json:"since"`
+	Message string    `json:"message"`
+}
+
+// SpecRecord is the part of an AppSpec that defines a release, in a form
+// that can be kept: env values as written in the config.
+type SpecRecord struct {
+	Image      string            `json:"image"`
+	EnvSource  map[string]string `json:"env,omitempty"`
+	EnvFiles   []string          `json:"env_files,omitempty"`
+	Port       int               `json:"port"`
+	Processes  []ProcessSpec     `json:"processes"`
+	Postdeploy []string          `json:"postdeploy,omitempty"`
+}
+
+// Store keeps app records. Save must be durable when it returns (the
+// engine relies on the order of its writes to survive a crash); Load of a
+// missing record returns a zero record and no error; a damaged record is an
+// error, and the engine then starts from an empty one.
+type Store interface {
+	Load(app string) (AppRecord, error)
+	Save(app string, rec AppRecord) error
+	Delete(app string) error
+}
+
+// record returns the kept form of s.
+func (s AppSpec) record() SpecRecord {
+	return SpecRecord{
+		Image: s.Image, EnvSource: maps.Clone(s.EnvSource), EnvFiles: slices.Clone(s.EnvFiles),
+		Port: s.Port, Processes: slices.Clone(s.Processes), Postdeploy: slices.Clone(s.Postdeploy),
+	}
+}
+
+// withRelease returns base with the release-defining settings of r (image,
+// env, port, commands, hook), keeping base's counts, timeouts, readiness
+// and retries. Env is resolved with resolve. It fails when the env cannot
+// be resolved any more.
+func (base AppSpec) withRelease(r SpecRecord, resolve EnvResolver) (AppSpec, error) {
+	s := base
+	s.Image, s.Port, s.Postdeploy = r.Image, r.Port, slices.Clone(r.Postdeploy)
+	s.EnvSource, s.EnvFiles = maps.Clone(r.EnvSource), slices.Clone(r.EnvFiles)
+	env, err := resolve(s.EnvSource, s.EnvFiles)
+	if err != nil {
+		return AppSpec{}, fmt.Errorf("env of release: %w", err)
+	}
+	s.Env = env
+	counts := base.Counts()
+	s.Processes = make([]ProcessSpec, len(r.Processes))
+	for i, p := range r.Processes {
+		p.Command = slices.Clone(p.Command)
+		if n, ok := counts[p.Name]; ok {
+			p.Count = n
+		}
+		s.Processes[i] = p
+	}
+	return s, nil
+}
+
+// EnvResolver turns env values as the config wrote them, and env files,
+// into the values containers get.
+type EnvResolver func(source map[string]string, files []string) (map[string]string, error)
+
+// identityEnv is the resolver of an engine without one: values are taken
+// as written.
+func identityEnv(source map[string]string, _ []string) (map[string]string, error) {
+	return maps.Clone(source), nil
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -104,14 +105,7 @@ func (r *Runtime) check(err error) error {
 	if err == nil {
 		return nil
 	}
-	// The bindings return the service's error by value or by pointer.
-	var em errorhandling.ErrorModel
-	if p := (*errorhandling.ErrorModel)(nil); errors.As(err, &p) {
-		em = *p
-	} else if !errors.As(err, &em) {
-		em.ResponseCode = 0
-	}
-	if em.ResponseCode != 0 {
+	if em, ok := apiError(err); ok {
 		if em.ResponseCode == http.StatusNotFound {
 			return fmt.Errorf("%w: %s", engine.ErrNotFound, em.Message)
 		}
@@ -120,11 +114,32 @@ func (r *Runtime) check(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	// A transport error: dial again next time.
+	// A transport error: dial again next time. The old client's idle
+	// connections would otherwise stay open, each with its goroutines.
 	r.mu.Lock()
+	conn := r.conn
 	r.conn = nil
 	r.mu.Unlock()
+	if conn != nil {
+		if c, err := bindings.GetClient(conn); err == nil && c.Client != nil {
+			c.Client.CloseIdleConnections()
+		}
+	}
 	return fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, Redact(r.uri), err)
+}
+
+// apiError returns the service's answer that err carries, if it carries
+// one. The bindings return it by value or by pointer.
+func apiError(err error) (errorhandling.ErrorModel, bool) {
+	var p *errorhandling.ErrorModel
+	if errors.As(err, &p) && p != nil {
+		return *p, p.ResponseCode != 0
+	}
+	var em errorhandling.ErrorModel
+	if errors.As(err, &em) {
+		return em, em.ResponseCode != 0
+	}
+	return errorhandling.ErrorModel{}, false
 }
 
 // Ping checks that the service answers.
@@ -132,6 +147,10 @@ func (r *Runtime) Ping(ctx context.Context) error {
 	_, err := r.List(ctx, "\x00none")
 	return err
 }
+
+// removeAfterFailedCreate bounds the removal of a container whose create
+// call failed without a clear answer.
+const removeAfterFailedCreate = 5 * time.Second
 
 // Run implements engine.Runtime.
 func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.ContainerInfo, error) {
@@ -155,14 +174,19 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 	s.NoNewPrivileges = &noNew
 	resp, err := containers.CreateWithSpec(cctx, s, nil)
 	if err != nil {
-		if ctx.Err() != nil {
-			// The service may have created it after we stopped waiting:
-			// remove it by name so that it is not left behind.
-			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+		// Unless the service refused the create, it may have created the
+		// container (the transport broke or ctx ended before the answer,
+		// or it failed half way), or may still: remove it by name so that
+		// a lost answer does not leave behind a container that nobody
+		// tracks. check runs first, so that a broken connection is dialed
+		// again for the removal.
+		mapped := r.check(err)
+		if em, ok := apiError(err); !ok || !createRefused(em) {
+			rctx, rcancel := context.WithTimeout(context.Background(), removeAfterFailedCreate)
 			_ = r.Remove(rctx, spec.Name)
+			rcancel()
 		}
-		return engine.ContainerInfo{}, r.check(err)
+		return engine.ContainerInfo{}, mapped
 	}
 	info := engine.ContainerInfo{ID: resp.ID, Name: spec.Name, Image: spec.Image, Labels: spec.Labels}
 	if err := containers.Start(cctx, resp.ID, nil); err != nil {
@@ -173,6 +197,22 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 		return info, err
 	}
 	return got, nil
+}
+
+// createRefused tells whether the service's answer to a create says that it
+// created nothing. A name in use must be told apart above all: the name
+// then belongs to another container, which must not be removed. Podman 4.3
+// and 5 answer 500 to it, and to a missing image, so the words are checked.
+func createRefused(em errorhandling.ErrorModel) bool {
+	if em.ResponseCode >= 400 && em.ResponseCode < 500 {
+		return true
+	}
+	for _, s := range []string{"already in use", "already exists", "image not known"} {
+		if strings.Contains(em.Because, s) || strings.Contains(em.Message, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // Inspect implements engine.Runtime.
@@ -243,8 +283,8 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	return r.check(err)
 }
 
-// List implements engine.Runtime. Running web containers are inspected for
-// their IP address.
+// List implements engine.Runtime with one call to the list endpoint; IP is
+// left empty.
 func (r *Runtime) List(ctx context.Context, app string) ([]engine.ContainerInfo, error) {
 	cctx, cancel, err := r.call(ctx)
 	if err != nil {
@@ -265,16 +305,6 @@ func (r *Runtime) List(ctx context.Context, app string) ([]engine.ContainerInfo,
 		info := engine.ContainerInfo{ID: c.ID, Image: c.Image, Labels: c.Labels, Running: c.State == "running", ExitCode: int(c.ExitCode)}
 		if len(c.Names) > 0 {
 			info.Name = c.Names[0]
-		}
-		if info.Running && c.Labels[engine.LabelProcess] == engine.WebProcess {
-			got, err := r.inspect(cctx, c.ID)
-			if errors.Is(err, engine.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			info.IP, info.Running = got.IP, got.Running
 		}
 		out = append(out, info)
 	}
@@ -297,6 +327,13 @@ func (r *Runtime) Wait(ctx context.Context, id string) (int, error) {
 
 // Events implements engine.Runtime: it follows the "died" events of the
 // containers that carry podswitch labels.
+//
+// system.Events does not block while the stream runs: it returns once the
+// service has answered with its headers (Podman 4.3 sends them at once) and
+// leaves a goroutine of the bindings that decodes the body into ch and
+// closes ch when the body ends. Whatever it returns, it may also have
+// started a goroutine that waits for stop to close the body: stop is
+// therefore closed on every return, the failed ones too.
 func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) error {
 	cctx, cancel, err := r.call(ctx)
 	if err != nil {
@@ -305,6 +342,7 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 	defer cancel()
 	ch := make(chan types.Event, 64)
 	stop := make(chan bool)
+	defer close(stop)
 	stream := true
 	err = system.Events(cctx, ch, stop, &system.EventsOptions{
 		Stream: &stream,
@@ -314,12 +352,12 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 		Filters: map[string][]string{"type": {"container"}, "event": {"died"}},
 	})
 	if err != nil {
+		// ch is not used, and never closed, when the call fails.
 		return r.check(err)
 	}
+	// Closing stop (and cancel) ends the body, then the decoder closes ch;
+	// until then it may be blocked sending to ch: drain it.
 	defer func() {
-		close(stop)
-		// Let the bindings' reader goroutine finish: it may be blocked
-		// sending to ch.
 		go func() {
 			for range ch {
 			}
@@ -331,6 +369,9 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 			return ctx.Err()
 		case ev, ok := <-ch:
 			if !ok {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 				return r.check(fmt.Errorf("podman event stream closed"))
 			}
 			attrs := ev.Actor.Attributes
@@ -344,6 +385,161 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 			fn(engine.ContainerEvent{ID: ev.Actor.ID, App: attrs[engine.LabelApp], ExitCode: code})
 		}
 	}
+}
+
+// Kill implements engine.Runtime. A container that does not run is not an
+// error: Podman 5 answers 409 for it, Podman 4.3 answers 500 with the cause
+// "container state improper".
+func (r *Runtime) Kill(ctx context.Context, id, signal string) error {
+	cctx, cancel, err := r.call(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	opts := &containers.KillOptions{}
+	if signal != "" {
+		opts.Signal = &signal
+	}
+	err = containers.Kill(cctx, id, opts)
+	if em, ok := apiError(err); ok && (em.ResponseCode == http.StatusConflict ||
+		em.Because == "container state improper" || em.Because == "container is stopped") {
+		return nil
+	}
+	return r.check(err)
+}
+
+// Logs implements engine.Runtime. The bindings call blocks and sends each
+// frame to an unbuffered channel, so it runs in a goroutine and this call
+// receives until that goroutine has returned: cancelling ctx ends the
+// request, and with it the goroutine. Receiving from unbuffered channels
+// keeps the order of stdout and stderr lines as the service sent them.
+func (r *Runtime) Logs(ctx context.Context, id string, opts engine.LogOptions, fn func(engine.LogLine)) error {
+	cctx, cancel, err := r.call(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	yes, follow := true, opts.Follow
+	o := &containers.LogOptions{Stdout: &yes, Stderr: &yes, Follow: &follow}
+	if opts.Tail >= 0 {
+		tail := strconv.Itoa(opts.Tail)
+		o.Tail = &tail
+	}
+	stdout, stderr := make(chan string), make(chan string)
+	done := make(chan error, 1)
+	go func() { done <- containers.Logs(cctx, id, o, stdout, stderr) }()
+	finished := false
+	defer func() {
+		if !finished {
+			// fn panicked: end the request and let the goroutine finish.
+			cancel()
+			go func() {
+				for {
+					select {
+					case <-stdout:
+					case <-stderr:
+					case <-done:
+						return
+					}
+				}
+			}()
+		}
+	}()
+	out := lineSplitter{stream: "stdout", ctx: ctx, fn: fn}
+	errs := lineSplitter{stream: "stderr", ctx: ctx, fn: fn}
+	for {
+		select {
+		case s := <-stdout:
+			out.write(s)
+		case s := <-stderr:
+			errs.write(s)
+		case err := <-done:
+			finished = true
+			out.flush()
+			errs.flush()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return r.check(err)
+		}
+	}
+}
+
+// lineSplitter turns the frames of one stream into lines. Podman sends a
+// frame per line, with its newline, but a long line can come in parts.
+type lineSplitter struct {
+	stream  string
+	ctx     context.Context
+	fn      func(engine.LogLine)
+	partial strings.Builder
+}
+
+func (l *lineSplitter) write(s string) {
+	for {
+		i := strings.IndexByte(s, '\n')
+		if i < 0 {
+			l.partial.WriteString(s)
+			return
+		}
+		text := s[:i]
+		if l.partial.Len() > 0 {
+			l.partial.WriteString(text)
+			text = l.partial.String()
+			l.partial.Reset()
+		}
+		l.emit(text)
+		s = s[i+1:]
+	}
+}
+
+// flush emits a last line that had no newline.
+func (l *lineSplitter) flush() {
+	if l.partial.Len() > 0 {
+		l.emit(l.partial.String())
+		l.partial.Reset()
+	}
+}
+
+func (l *lineSplitter) emit(text string) {
+	if l.ctx.Err() != nil {
+		return
+	}
+	l.fn(engine.LogLine{Stream: l.stream, Text: text})
+}
+
+// ImageExists implements engine.Runtime. It asks the exists endpoint
+// itself: images.Exists of the bindings reports any answer but 2xx, a
+// failing service too, as a missing image.
+func (r *Runtime) ImageExists(ctx context.Context, image string) error {
+	cctx, cancel, err := r.call(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	if image == "" {
+		return fmt.Errorf("%w: no image named", engine.ErrImageNotFound)
+	}
+	conn, err := bindings.GetClient(cctx)
+	if err != nil {
+		return err
+	}
+	resp, err := conn.DoRequest(cctx, nil, http.MethodGet, "/images/%s/exists", nil, nil, image)
+	if err != nil {
+		return r.check(err)
+	}
+	defer resp.Body.Close()
+	if resp.IsSuccess() {
+		return nil
+	}
+	err = resp.Process(nil)
+	if em, ok := apiError(err); ok && em.ResponseCode == http.StatusNotFound {
+		return fmt.Errorf("%w: %s is not in the storage of the Podman service at %s, and podswitch does not pull images: build or pull it there (the service says: %s)",
+			engine.ErrImageNotFound, image, Redact(r.uri), em.Message)
+	}
+	if err == nil {
+		err = fmt.Errorf("unexpected answer %d", resp.StatusCode)
+	}
+	return r.check(err)
 }
 
 // Interface guards

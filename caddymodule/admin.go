@@ -1,16 +1,13 @@
 package caddymodule
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,25 +23,31 @@ func init() {
 }
 
 // Admin serves the podswitch API under /podswitch/ on Caddy's admin
-// endpoint, with whatever origin and access rules that endpoint has:
+// endpoint, with whatever origin and access rules that endpoint has (the
+// remote, TLS one included):
 //
 //	GET  /podswitch/apps                          every app's status
 //	GET  /podswitch/apps/{app}                    one app's status
 //	GET  /podswitch/apps/{app}/deployments        its deployments, newest first
-//	GET  /podswitch/apps/{app}/deployments/{id}   one deployment
+//	GET  /podswitch/apps/{app}/deployments/{id}   one deployment, with its timeline
+//	GET  /podswitch/apps/{app}/logs               containers' output (?process, ?container, ?tail, ?follow)
 //	POST /podswitch/apps/{app}/deploy             {"image": "..."}
 //	POST /podswitch/apps/{app}/restart            optional {"process": "web"} or {"container": "id"}
 //	POST /podswitch/apps/{app}/scale              {"web": 3, "worker": 1}
+//	POST /podswitch/apps/{app}/rollback
+//	POST /podswitch/apps/{app}/pause              optional {"timeout": "30s"}
+//	POST /podswitch/apps/{app}/maintenance        optional {"message": "..."}
+//	POST /podswitch/apps/{app}/resume
 //
-// Deploy and scale change the running Caddy config (the desired state),
-// through Caddy's own config API on the admin endpoint the request came in
-// on, so that autosave keeps the change and a later reload of the same
-// config changes nothing. Deploy and restart answer 202 with the
-// deployment they started; with ?wait=1 they answer 200 once it has ended,
-// with its final status in the body, whatever that status is: a client
-// (like `caddy podswitch deploy --wait`) tells success from failure by the
-// deployment's status, not by the HTTP status. Errors answer
-// {"error": "..."} with a 4xx (bad input; nothing is changed) or a 5xx.
+// Operations act on the engine directly, never through Caddy's config:
+// nothing reloads, so no other app or site sees anything. They are kept in
+// podswitch's state in Caddy's data directory. Deploy, restart and
+// rollback answer 202 with the deployment they started; with ?wait=1
+// they answer 200 once it has ended, with its final status in the body,
+// whatever that status is: a client (like `caddy podswitch deploy --wait`)
+// tells success from failure by the deployment's status, not by the HTTP
+// status. Errors answer {"error": "..."} with a 4xx (bad input or a
+// conflict; nothing is changed) or a 5xx.
 type Admin struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -64,22 +67,34 @@ func (Admin) Routes() []caddy.AdminRoute {
 // maxBodySize bounds the body of a POST to the podswitch API.
 const maxBodySize = 64 << 10
 
-// configTimeout bounds one round trip through Caddy's config API (it
-// includes a config load).
-const configTimeout = 2 * time.Minute
+// imageCheckTimeout bounds the check that Podman has an image.
+const imageCheckTimeout = 30 * time.Second
 
 // adminAPI serves the podswitch routes for the engine manager returns.
 type adminAPI struct {
 	manager func() *engine.Manager
 }
 
-// deploymentAnswer is the body of a deploy or restart answer.
+// deploymentAnswer is the body of a deploy, restart or rollback answer.
 type deploymentAnswer struct {
-	// Deployment is the deployment the request started, or the latest one
-	// of the image when nothing was started; nil when there is none.
+	// Deployment is the deployment the request started, or the one on
+	// its way; nil when there is none.
 	Deployment *engine.Deployment `json:"deployment"`
 	// Message says why nothing was started, when that is the case.
 	Message string `json:"message,omitempty"`
+}
+
+// routes maps the last part of /podswitch/apps/{app}/{op} to its method.
+var routes = map[string]string{
+	"deployments": http.MethodGet,
+	"logs":        http.MethodGet,
+	"deploy":      http.MethodPost,
+	"restart":     http.MethodPost,
+	"scale":       http.MethodPost,
+	"rollback":    http.MethodPost,
+	"pause":       http.MethodPost,
+	"maintenance": http.MethodPost,
+	"resume":      http.MethodPost,
 }
 
 func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
@@ -93,10 +108,9 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	method := http.MethodGet
 	switch {
 	case len(parts) <= 2:
-	case len(parts) == 3 && parts[2] == "deployments":
 	case len(parts) == 4 && parts[2] == "deployments":
-	case len(parts) == 3 && (parts[2] == "deploy" || parts[2] == "restart" || parts[2] == "scale"):
-		method = http.MethodPost
+	case len(parts) == 3 && routes[parts[2]] != "":
+		method = routes[parts[2]]
 	default:
 		return apiErr(http.StatusNotFound, "no such podswitch endpoint: %s", r.URL.Path)
 	}
@@ -140,14 +154,45 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return apiErr(http.StatusNotFound, "app %s has no deployment %d", app, id)
 		}
 		return writeJSON(w, http.StatusOK, d)
+	case "logs":
+		return serveLogs(w, r, m.Runtime(), s)
 	case "deploy":
-		return a.deploy(w, r, m, app)
+		return a.deploy(w, r, m, s)
 	case "restart":
-		return a.restart(w, r, s, app)
+		return a.restart(w, r, s)
 	case "scale":
-		return a.scale(w, r, m, app)
+		return a.scale(w, r, s)
+	case "rollback":
+		return a.rollback(w, r, s)
+	case "pause":
+		return a.pause(w, r, s)
+	case "maintenance":
+		return a.maintenance(w, r, s)
+	case "resume":
+		if err := readBody(w, r, &struct{}{}, true); err != nil {
+			return err
+		}
+		if err := s.Resume(); err != nil {
+			return opErr(s.Name(), err)
+		}
+		return writeJSON(w, http.StatusOK, s.Status())
 	}
 	return apiErr(http.StatusNotFound, "no such podswitch endpoint: %s", r.URL.Path)
+}
+
+// opErr maps an error of an engine operation to an answer.
+func opErr(app string, err error) error {
+	var in *engine.InputError
+	switch {
+	case errors.As(err, &in):
+		return apiErr(http.StatusBadRequest, "%v", err)
+	case errors.Is(err, engine.ErrStarting):
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err, Message: fmt.Sprintf("app %s: %v", app, err)}
+	case errors.Is(err, engine.ErrNoRelease), errors.Is(err, engine.ErrBusy), errors.Is(err, engine.ErrNoRollback),
+		errors.Is(err, engine.ErrNotPaused), errors.Is(err, engine.ErrRemoved):
+		return apiErr(http.StatusConflict, "app %s: %v", app, err)
+	}
+	return apiErr(http.StatusBadRequest, "%v", err)
 }
 
 // wantWait reports whether the request asks to wait for the end of the
@@ -168,7 +213,7 @@ func wantWait(r *http.Request) (bool, error) {
 	return b, nil
 }
 
-func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Manager, app string) error {
+func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Manager, s *engine.Supervisor) error {
 	wait, err := wantWait(r)
 	if err != nil {
 		return err
@@ -182,71 +227,45 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 	if err := checkImage(body.Image); err != nil {
 		return err
 	}
-	image := body.Image
-	s := m.App(app)
-	if s == nil {
-		return apiErr(http.StatusNotFound, "unknown app %q", app)
+	// An image Podman does not have is refused before anything changes.
+	ctx, cancel := context.WithTimeout(r.Context(), imageCheckTimeout)
+	defer cancel()
+	if err := m.Runtime().ImageExists(ctx, body.Image); err != nil {
+		switch {
+		case errors.Is(err, engine.ErrImageNotFound):
+			return apiErr(http.StatusBadRequest, "%v; nothing was changed", err)
+		case errors.Is(err, engine.ErrUnavailable):
+			return apiErr(http.StatusServiceUnavailable, "cannot check the image: %v; nothing was changed", err)
+		}
+		return apiErr(http.StatusBadGateway, "checking image %s: %v; nothing was changed", body.Image, err)
 	}
-	before := newestID(s.Status().Deployments)
-
-	changed, err := updateAppConfig(r, app, func(cfg map[string]json.RawMessage) (bool, error) {
-		var cur string
-		if raw, ok := cfg["image"]; ok {
-			_ = json.Unmarshal(raw, &cur)
-		}
-		if cur == image {
-			return false, nil
-		}
-		cfg["image"] = jsonValue(image)
-		return true, nil
-	})
+	res, err := s.Deploy(body.Image)
 	if err != nil {
-		return err
+		return opErr(s.Name(), err)
 	}
+	return answerDeployment(w, r, s, res, wait)
+}
 
-	// The config load ran Supervisor.Update synchronously: the deployment,
-	// if the change started one, is there now.
-	if s = m.App(app); s == nil {
-		return apiErr(http.StatusConflict, "app %q left the config while it was being deployed", app)
-	}
-	deps := s.Status().Deployments
-	var ans deploymentAnswer
-	code := http.StatusAccepted
-	if changed {
-		for i := range deps {
-			if d := deps[i]; d.ID > before && d.Kind == engine.KindDeploy && d.Image == image {
-				ans.Deployment = &d
-				break
-			}
-		}
-	}
+// answerDeployment answers what an operation started: 202 and the
+// deployment, 200 and its final state with wait, 200 and a message when
+// nothing was started.
+func answerDeployment(w http.ResponseWriter, r *http.Request, s *engine.Supervisor, res engine.DeployResult, wait bool) error {
+	ans := deploymentAnswer{Deployment: res.Deployment, Message: res.Message}
 	if ans.Deployment == nil {
-		code = http.StatusOK
-		for i := range deps {
-			if deps[i].Image == image {
-				d := deps[i]
-				ans.Deployment = &d
-				break
-			}
-		}
-		if changed {
-			ans.Message = fmt.Sprintf("the config of app %s now names image %s, whose release already serves or was the last one tried: no deployment started", app, image)
-		} else {
-			ans.Message = fmt.Sprintf("image %s is already the desired image of app %s: no deployment started", image, app)
-		}
-		if d := ans.Deployment; d != nil && d.Status.Ended() && d.Status != engine.StatusSuccess {
-			ans.Message += fmt.Sprintf(" (its last deployment ended %s; deploying the same image again does not retry it)", d.Status)
-		}
+		return writeJSON(w, http.StatusOK, ans)
 	}
-	if wait && ans.Deployment != nil && !ans.Deployment.Status.Ended() {
-		if d, ok := waitDeployment(w, r, s, ans.Deployment.ID); ok {
+	code := http.StatusAccepted
+	if wait && !ans.Deployment.Status.Ended() {
+		if d, ok := waitDeployment(r, s, ans.Deployment.ID); ok {
 			ans.Deployment, code = &d, http.StatusOK
 		}
+	} else if ans.Deployment.Status.Ended() {
+		code = http.StatusOK
 	}
 	return writeJSON(w, code, ans)
 }
 
-func (a *adminAPI) restart(w http.ResponseWriter, r *http.Request, s *engine.Supervisor, app string) error {
+func (a *adminAPI) restart(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
 	wait, err := wantWait(r)
 	if err != nil {
 		return err
@@ -267,32 +286,36 @@ func (a *adminAPI) restart(w http.ResponseWriter, r *http.Request, s *engine.Sup
 	if strings.TrimSpace(body.Container) != body.Container || (body.Container != "" && strings.ContainsFunc(body.Container, unicode.IsControl)) {
 		return apiErr(http.StatusBadRequest, "container %q is not a container id or name", body.Container)
 	}
-	d, err := s.Restart(body.Process, body.Container)
-	switch {
-	case errors.Is(err, engine.ErrNoRelease), errors.Is(err, engine.ErrBusy):
-		return apiErr(http.StatusConflict, "app %s: %v", app, err)
-	case err != nil && body.Container != "":
-		return apiErr(http.StatusNotFound, "%v", err)
-	case err != nil:
-		return apiErr(http.StatusBadRequest, "%v", err)
-	}
-	id := d.ID // set once when d was made; the rest of d is the engine's
-	cp, _, ok := s.Deployment(id)
-	if !ok {
-		return apiErr(http.StatusInternalServerError, "restart %d of app %s vanished from its history", id, app)
-	}
-	code := http.StatusAccepted
-	if wait && !cp.Status.Ended() {
-		if fin, ok := waitDeployment(w, r, s, id); ok {
-			cp, code = fin, http.StatusOK
+	res, err := s.Restart(body.Process, body.Container)
+	if err != nil {
+		if body.Container != "" && !errors.Is(err, engine.ErrBusy) && !errors.Is(err, engine.ErrNoRelease) && !errors.Is(err, engine.ErrStarting) {
+			return apiErr(http.StatusNotFound, "%v", err)
 		}
-	} else if cp.Status.Ended() {
-		code = http.StatusOK
+		return opErr(s.Name(), err)
 	}
-	return writeJSON(w, code, deploymentAnswer{Deployment: &cp})
+	return answerDeployment(w, r, s, res, wait)
 }
 
-func (a *adminAPI) scale(w http.ResponseWriter, r *http.Request, m *engine.Manager, app string) error {
+func (a *adminAPI) rollback(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+	wait, err := wantWait(r)
+	if err != nil {
+		return err
+	}
+	if err := readBody(w, r, &struct{}{}, true); err != nil {
+		return err
+	}
+	res, err := s.Rollback()
+	if err != nil {
+		return opErr(s.Name(), err)
+	}
+	return answerDeployment(w, r, s, res, wait)
+}
+
+func (a *adminAPI) scale(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+	wait, err := wantWait(r)
+	if err != nil {
+		return err
+	}
 	var body map[string]*int
 	if err := readBody(w, r, &body, false); err != nil {
 		return err
@@ -300,85 +323,103 @@ func (a *adminAPI) scale(w http.ResponseWriter, r *http.Request, m *engine.Manag
 	if len(body) == 0 {
 		return apiErr(http.StatusBadRequest, `give at least one process type and its count, e.g. {"web": 2}`)
 	}
-	names := make([]string, 0, len(body))
+	counts := make(map[string]int, len(body))
 	for name, n := range body {
 		if n == nil {
-			return apiErr(http.StatusBadRequest, "count of %q: want a whole number, 0 or more", name)
+			return apiErr(http.StatusBadRequest, "count of %q: want a whole number from 0 to %d", name, engine.MaxCount)
 		}
-		if *n < 0 {
-			return apiErr(http.StatusBadRequest, "count of %q is %d: want a whole number, 0 or more", name, *n)
-		}
-		names = append(names, name)
+		counts[name] = *n
 	}
-	slices.Sort(names)
-
-	changed, err := updateAppConfig(r, app, func(cfg map[string]json.RawMessage) (bool, error) {
-		procs := map[string]map[string]json.RawMessage{}
-		if raw, ok := cfg["processes"]; ok && !isNull(raw) {
-			if err := json.Unmarshal(raw, &procs); err != nil {
-				return false, apiErr(http.StatusInternalServerError, "reading the processes of app %s from the config: %v", app, err)
-			}
-		}
-		changed := false
-		for _, name := range names {
-			n := *body[name]
-			if name == engine.WebProcess {
-				cur := 1
-				if raw, ok := cfg["web"]; ok && !isNull(raw) {
-					_ = json.Unmarshal(raw, &cur)
-				}
-				if cur != n {
-					cfg["web"] = jsonValue(n)
-					changed = true
-				}
-				continue
-			}
-			p, ok := procs[name]
-			if !ok {
-				known := []string{engine.WebProcess}
-				for k := range procs {
-					known = append(known, k)
-				}
-				slices.Sort(known[1:])
-				return false, apiErr(http.StatusBadRequest, "app %s has no process type %q (it has: %s)", app, name, strings.Join(known, ", "))
-			}
-			if p == nil {
-				p = map[string]json.RawMessage{}
-				procs[name] = p
-			}
-			cur := 0
-			if raw, ok := p["count"]; ok && !isNull(raw) {
-				_ = json.Unmarshal(raw, &cur)
-			}
-			if cur != n {
-				p["count"] = jsonValue(n)
-				changed = true
-			}
-		}
-		if changed && len(procs) > 0 {
-			cfg["processes"] = jsonValue(procs)
-		}
-		return changed, nil
-	})
-	if err != nil {
-		return err
+	if err := s.Scale(counts); err != nil {
+		return opErr(s.Name(), err)
 	}
-	s := m.App(app)
-	if s == nil {
-		return apiErr(http.StatusConflict, "app %q left the config while it was being scaled", app)
-	}
-	if !changed {
+	if wait {
+		waitScaled(r.Context(), s)
 		return writeJSON(w, http.StatusOK, s.Status())
 	}
 	return writeJSON(w, http.StatusAccepted, s.Status())
 }
 
+// waitScaled waits until the app runs its desired counts (every container
+// ready, nothing booting or leaving) or a process type gave up, or ctx
+// ends.
+func waitScaled(ctx context.Context, s *engine.Supervisor) {
+	for {
+		if scaled(s.Status()) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func scaled(st engine.AppStatus) bool {
+	ready := map[string]int{}
+	for _, c := range st.Containers {
+		if c.State != engine.StateReady {
+			return false
+		}
+		ready[c.Process]++
+	}
+	for p, n := range st.Processes {
+		if ready[p] != n && !containsString(st.GaveUp, p) {
+			return false
+		}
+	}
+	return true
+}
+
+func containsString(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+	var body struct {
+		Timeout string `json:"timeout"`
+	}
+	if err := readBody(w, r, &body, true); err != nil {
+		return err
+	}
+	var timeout time.Duration
+	if body.Timeout != "" {
+		d, err := caddy.ParseDuration(body.Timeout)
+		if err != nil || d <= 0 {
+			return apiErr(http.StatusBadRequest, "timeout %q: want a duration from 1s to 1h, e.g. \"30s\"", body.Timeout)
+		}
+		timeout = d
+	}
+	if err := s.Pause(timeout); err != nil {
+		return opErr(s.Name(), err)
+	}
+	return writeJSON(w, http.StatusOK, s.Status())
+}
+
+func (a *adminAPI) maintenance(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+	var body struct {
+		Message string `json:"message"`
+	}
+	if err := readBody(w, r, &body, true); err != nil {
+		return err
+	}
+	if err := s.Maintenance(body.Message); err != nil {
+		return opErr(s.Name(), err)
+	}
+	return writeJSON(w, http.StatusOK, s.Status())
+}
+
 // waitDeployment waits until deployment id of s has ended, or the request
 // is gone, and returns its final copy. The admin server's ReadTimeout (10s)
 // does not cut the wait: net/http clears the read deadline once the body
-// has been read (TestAdminWaitOutlivesReadTimeout), and the replacement of
-// the admin server by the config load lets requests in flight finish.
-func waitDeployment(w http.ResponseWriter, r *http.Request, s *engine.Supervisor, id int64) (engine.Deployment, bool) {
+// has been read (TestAdminWaitOutlivesReadTimeout).
+func waitDeployment(r *http.Request, s *engine.Supervisor, id int64) (engine.Deployment, bool) {
 	d, done, ok := s.Deployment(id)
 	if !ok {
 		return d, false
@@ -392,14 +433,6 @@ func waitDeployment(w http.ResponseWriter, r *http.Request, s *engine.Supervisor
 	return d, ok
 }
 
-func newestID(deps []engine.Deployment) int64 {
-	var id int64
-	for _, d := range deps {
-		id = max(id, d.ID)
-	}
-	return id
-}
-
 // checkImage refuses what cannot be an image reference.
 func checkImage(image string) error {
 	switch {
@@ -409,6 +442,9 @@ func checkImage(image string) error {
 		return apiErr(http.StatusBadRequest, "image is %d bytes long: at most 1024", len(image))
 	case strings.ContainsFunc(image, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
 		return apiErr(http.StatusBadRequest, "image %q: an image reference has no spaces nor control characters", image)
+	}
+	if err := checkImageRef(image); err != nil {
+		return apiErr(http.StatusBadRequest, "%v", err)
 	}
 	return nil
 }
@@ -471,158 +507,6 @@ func typeWord(goType string) string {
 		return "a whole number"
 	}
 	return goType
-}
-
-func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
-
-func jsonValue(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// updateAppConfig changes the config of app in the running Caddy config
-// through Caddy's config API, on the admin endpoint r came in on: it reads
-// /config/apps/podswitch/apps/{app} with its Etag, lets modify change it
-// and, if modify reports a change, writes it back with If-Match, so that a
-// concurrent change is never lost. When the config changed in between, it
-// starts over once. Writing it back loads the new config: Caddy provisions
-// and starts it, and autosaves it.
-func updateAppConfig(r *http.Request, app string, modify func(cfg map[string]json.RawMessage) (bool, error)) (bool, error) {
-	cc, err := newConfigClient(r)
-	if err != nil {
-		return false, err
-	}
-	// Once the change is sent, see it through even if the client leaves.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), configTimeout)
-	defer cancel()
-	path := "/config/apps/podswitch/apps/" + app
-	for attempt := 0; ; attempt++ {
-		raw, etag, err := cc.get(ctx, path)
-		if err != nil {
-			return false, err
-		}
-		var cfg map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &cfg); err != nil {
-			return false, apiErr(http.StatusInternalServerError, "reading the config of app %s: %v", app, err)
-		}
-		if cfg == nil {
-			return false, apiErr(http.StatusNotFound, "app %q is not in the running config", app)
-		}
-		changed, err := modify(cfg)
-		if err != nil || !changed {
-			return false, err
-		}
-		code, msg, err := cc.patch(ctx, path, jsonValue(cfg), etag)
-		switch {
-		case err != nil:
-			return false, err
-		case code == http.StatusPreconditionFailed && attempt == 0:
-			continue
-		case code == http.StatusPreconditionFailed:
-			return false, apiErr(http.StatusConflict, "the config of app %s keeps changing; try again", app)
-		case code >= 300:
-			return false, apiErr(code, "the config change was refused: %s", msg)
-		}
-		return true, nil
-	}
-}
-
-// configClient talks to Caddy's config API on the admin endpoint a request
-// came in on, with that request's Host and Origin, so that the endpoint's
-// origin checks pass as they did for the request.
-type configClient struct {
-	client *http.Client
-	host   string
-	origin string
-}
-
-func newConfigClient(r *http.Request) (*configClient, error) {
-	if r.TLS != nil {
-		return nil, apiErr(http.StatusNotImplemented, "deploy and scale change the running config: use the local admin endpoint, not the remote one")
-	}
-	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if la == nil {
-		return nil, apiErr(http.StatusInternalServerError, "cannot tell which admin endpoint the request came in on")
-	}
-	network, addr := la.Network(), la.String()
-	switch network {
-	case "tcp", "tcp4", "tcp6", "unix":
-	default:
-		return nil, apiErr(http.StatusNotImplemented, "admin endpoint on network %q: deploy and scale need a TCP or unix socket admin endpoint", network)
-	}
-	host := r.Host
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	return &configClient{
-		client: &http.Client{Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, addr)
-			},
-		}},
-		host:   host,
-		origin: r.Header.Get("Origin"),
-	}, nil
-}
-
-func (c *configClient) do(ctx context.Context, method, path string, body []byte, etag string) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.host+path, rd)
-	if err != nil {
-		return nil, apiErr(http.StatusInternalServerError, "making the config request: %v", err)
-	}
-	req.Host = c.host
-	if c.origin != "" {
-		req.Header.Set("Origin", c.origin)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if etag != "" {
-		req.Header.Set("If-Match", etag)
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return nil, apiErr(http.StatusBadGateway, "reaching Caddy's config API: %v", err)
-	}
-	return resp, nil
-}
-
-// get returns the config at path and its Etag.
-func (c *configClient) get(ctx context.Context, path string) ([]byte, string, error) {
-	resp, err := c.do(ctx, http.MethodGet, path, nil, "")
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, "", apiErr(http.StatusBadGateway, "reading the config: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, "", apiErr(http.StatusBadGateway, "reading the config: HTTP %d: %s", resp.StatusCode, errorMessage(b))
-	}
-	return b, resp.Header.Get("Etag"), nil
-}
-
-// patch replaces the config at path if it still has etag, and returns the
-// status and error message of Caddy's answer.
-func (c *configClient) patch(ctx context.Context, path string, body []byte, etag string) (int, string, error) {
-	resp, err := c.do(ctx, http.MethodPatch, path, body, etag)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, errorMessage(b), nil
 }
 
 // errorMessage returns the message of an {"error": "..."} body, or the body.

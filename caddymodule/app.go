@@ -5,11 +5,14 @@ package caddymodule
 
 import (
 	"fmt"
+	"maps"
+	"net/url"
 	"slices"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.podman.io/image/v5/docker/reference"
 	"go.uber.org/zap"
 
 	"github.com/podswitch/podswitch/internal/engine"
@@ -21,14 +24,19 @@ func init() {
 }
 
 // App runs the containers of web apps with Podman and keeps their traffic
-// pools for reverse_proxy's `dynamic podswitch <app>` upstream source.
+// pools for the `podswitch` site directive (and reverse_proxy's
+// `dynamic podswitch <app>` upstream source).
 //
-// The running config is the desired state: a reload that changes an app's
-// image, env, port or commands deploys a new release with zero downtime; one
-// that changes only counts scales; one that leaves an app unchanged touches
-// none of its containers. An app removed from the config is drained and
-// stopped. Stopping Caddy leaves the containers running; the next start
-// adopts them.
+// The running config holds each app's settings: a reload that changes an
+// app's image, env, port or commands deploys a new release with zero
+// downtime; one that changes only counts scales; one that leaves an app
+// unchanged touches none of its containers. An app removed from the config
+// is drained and stopped. Operations (deploy, scale, restart, rollback,
+// pause, maintenance) act on the engine directly, without a reload, and
+// override the config's value of the settings they name for as long as the
+// config keeps the value it had (see the README). A config that Caddy
+// refuses changes nothing: the engine follows a config only once it runs.
+// Stopping Caddy leaves the containers running; the next start adopts them.
 type App struct {
 	// Podman is the address of the Podman API service, for example
 	// `unix:///run/podman/podman.sock`. Default: $CONTAINER_HOST, then
@@ -40,8 +48,13 @@ type App struct {
 	Apps map[string]*AppConfig `json:"apps,omitempty"`
 
 	specs  []engine.AppSpec
-	shared *shared
+	host   *host
+	notify *notifyTarget
 	logger *zap.Logger
+	// done is closed by Cleanup; committed is set once the config this
+	// app belongs to runs and the engine follows it.
+	done      chan struct{}
+	committed atomic.Bool
 }
 
 // AppConfig is the desired state of one app.
@@ -51,8 +64,8 @@ type AppConfig struct {
 	// storage: podswitch does not pull.
 	Image string `json:"image,omitempty"`
 
-	// Web is the number of web containers. Web containers get the PORT
-	// environment variable and the traffic. Default: 1.
+	// Web is the number of web containers, 0 to 1000. Web containers get
+	// the PORT environment variable and the traffic. Default: 1.
 	Web *int `json:"web,omitempty"`
 
 	// WebCommand overrides the image's command for web containers.
@@ -83,17 +96,18 @@ type AppConfig struct {
 	// Default: 30s.
 	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
 
-	// DrainTimeout bounds how long requests in flight to a container that
-	// left the pool may take before the container gets SIGTERM.
+	// DrainTimeout bounds how long the requests in flight to a container
+	// that left the pool may take before the container gets SIGTERM; 0
+	// does not wait. Each container waits for its own requests only.
 	// Default: 30s.
-	DrainTimeout caddy.Duration `json:"drain_timeout,omitempty"`
+	DrainTimeout *caddy.Duration `json:"drain_timeout,omitempty"`
 
 	// RestartAttempts is how many times a restart, a scale-up or the
 	// replacement of a crashed container retries a container that fails
-	// to boot, with exponential backoff (from 1s, doubling, at most 1m,
-	// ±50% jitter), before it gives up and notifies. 0 means the default.
-	// Default: 20.
-	RestartAttempts int `json:"restart_attempts,omitempty"`
+	// to boot (or crashes again soon after), with exponential backoff
+	// (from 1s, doubling, at most 1m, ±50% jitter), before it gives up and
+	// notifies; 0 does not retry. Default: 20.
+	RestartAttempts *int `json:"restart_attempts,omitempty"`
 
 	// WorkerReadyTime is how long a non-web container must keep running to
 	// count as booted. Default: 2s.
@@ -116,7 +130,8 @@ type AppConfig struct {
 
 // ProcessConfig is one non-web process type.
 type ProcessConfig struct {
-	// Count is the number of containers of this type. Default: 0.
+	// Count is the number of containers of this type, 0 to 1000.
+	// Default: 0.
 	Count int `json:"count,omitempty"`
 	// Command overrides the image's command. Default: the image's command.
 	Command []string `json:"command,omitempty"`
@@ -140,26 +155,32 @@ func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
 	if c.Web != nil {
 		web = *c.Web
 	}
+	env, err := resolveEnv(c.Env, nil)
+	if err != nil {
+		return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)
+	}
 	spec := engine.AppSpec{
 		Name:            name,
 		Image:           c.Image,
-		Env:             expandEnv(c.Env),
+		Env:             env,
+		EnvSource:       maps.Clone(c.Env),
 		Port:            c.Port,
 		BootTimeout:     time.Duration(c.BootTimeout),
 		StopTimeout:     time.Duration(c.StopTimeout),
-		DrainTimeout:    time.Duration(c.DrainTimeout),
-		RestartAttempts: c.RestartAttempts,
+		DrainTimeout:    engine.DefaultDrainTimeout,
+		RestartAttempts: engine.DefaultRestartAttempts,
 		WorkerReadyTime: time.Duration(c.WorkerReadyTime),
 		Postdeploy:      c.Postdeploy,
 		HookTimeout:     time.Duration(c.PostdeployTimeout),
 		Processes:       []engine.ProcessSpec{{Name: engine.WebProcess, Count: web, Command: c.WebCommand}},
 	}
-	names := make([]string, 0, len(c.Processes))
-	for n := range c.Processes {
-		names = append(names, n)
+	if c.DrainTimeout != nil {
+		spec.DrainTimeout = time.Duration(*c.DrainTimeout)
 	}
-	slices.Sort(names)
-	for _, n := range names {
+	if c.RestartAttempts != nil {
+		spec.RestartAttempts = *c.RestartAttempts
+	}
+	for _, n := range slices.Sorted(maps.Keys(c.Processes)) {
 		if n == engine.WebProcess {
 			return engine.AppSpec{}, fmt.Errorf("app %q: process type web is set with web, not processes", name)
 		}
@@ -172,44 +193,79 @@ func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
 	if err := spec.Validate(); err != nil {
 		return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)
 	}
+	if err := checkImageRef(spec.Image); err != nil {
+		return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)
+	}
 	return spec.WithDefaults(), nil
 }
 
-// expandEnv replaces Caddy's global placeholders ({env.*}, {system.*}) in
-// env values; other braces are left as they are.
-func expandEnv(env map[string]string) map[string]string {
-	if len(env) == 0 {
-		return env
+// checkPodmanURI refuses a Podman service address without a scheme the
+// bindings know.
+func checkPodmanURI(uri string) error {
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme == "" {
+		return fmt.Errorf("podman %q: want an address with a scheme: unix:///run/podman/podman.sock, tcp://host:port or ssh://user@host/run/podman/podman.sock", uri)
 	}
-	repl := caddy.NewReplacer()
-	out := make(map[string]string, len(env))
-	for k, v := range env {
-		out[k] = repl.ReplaceKnown(v, "")
+	switch u.Scheme {
+	case "unix", "tcp", "ssh":
+		return nil
 	}
-	return out
+	return fmt.Errorf("podman %q: scheme %q is not one of unix, tcp, ssh", uri, u.Scheme)
 }
 
-// Provision turns the config into specs and takes a reference on the
-// engine, which outlives config reloads.
+// checkImageRef refuses an image reference that does not parse, with the
+// words of the containers image reference parser.
+func checkImageRef(image string) error {
+	if _, err := reference.ParseNormalizedNamed(image); err != nil {
+		return fmt.Errorf("image %q is not a valid image reference: %v", image, err)
+	}
+	return nil
+}
+
+// resolveEnv replaces Caddy's global placeholders ({env.*}, {system.*})
+// in env values; other braces are left as they are. The engine calls it
+// again when it runs a kept release.
+func resolveEnv(source map[string]string, _ []string) (map[string]string, error) {
+	if len(source) == 0 {
+		return map[string]string{}, nil
+	}
+	repl := caddy.NewReplacer()
+	out := make(map[string]string, len(source))
+	for k, v := range source {
+		out[k] = repl.ReplaceKnown(v, "")
+	}
+	return out, nil
+}
+
+// Provision turns the config into specs, builds the apps' notifiers and
+// takes a reference on the process-wide host, which outlives config
+// reloads.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	names := make([]string, 0, len(a.Apps))
-	for n := range a.Apps {
-		names = append(names, n)
+	a.done = make(chan struct{})
+	if a.Podman != "" {
+		if err := checkPodmanURI(a.Podman); err != nil {
+			return err
+		}
 	}
-	slices.Sort(names)
 	a.specs = a.specs[:0]
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(a.Apps)) {
 		spec, err := a.Apps[n].Spec(n)
 		if err != nil {
 			return err
 		}
 		a.specs = append(a.specs, spec)
 	}
-	if err := setNotifyTargets(ctx, a.Apps); err != nil {
+	t, err := newNotifyTarget(ctx, a.Apps)
+	if err != nil {
 		return err
 	}
-	a.shared = acquireShared(a)
+	a.notify = t
+	h, err := acquireHost(a.logger)
+	if err != nil {
+		return err
+	}
+	a.host = h
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
 		if err := promMetrics.register(reg); err != nil {
 			return fmt.Errorf("podswitch metrics: %w", err)
@@ -218,123 +274,36 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start hands the desired state to the engine. It returns at once: the
-// rollouts go on in the background.
+// Start returns at once: the engine follows this config only once Caddy
+// runs it (caddy.ActiveContext), so that a config Caddy refuses after its
+// apps started (another app failed to start) changes no container.
 func (a *App) Start() error {
-	a.shared.apply(a)
+	go a.host.commitWhenActive(a)
 	a.logger.Info("podswitch started", zap.Int("apps", len(a.specs)), zap.String("podman", podman.Redact(podman.ResolveURI(a.Podman))))
 	return nil
 }
 
-// Stop does nothing: what happens to the apps is decided in Cleanup, once
-// Caddy has said whether this config was replaced, refused or the process
-// is exiting.
-func (a *App) Stop() error { return nil }
-
-// Cleanup drops this config's reference on the engine. If this config's
-// state was applied but another config stays (a reload that Caddy refused
-// after this app started), the engine goes back to that config. When the
-// last reference goes, a running config without podswitch stops every app;
-// an exit, or a first start that failed, leaves them running for the next
-// start to adopt.
-func (a *App) Cleanup() error {
-	if a.shared != nil {
-		a.shared.release(a)
-		a.shared = nil
-	}
+// Stop hands the engine to the config that replaced this one, if it runs:
+// Caddy stops the old config after it switched to the new one, and before
+// it closes the old config's logs.
+func (a *App) Stop() error {
+	a.host.commitActive()
 	return nil
 }
 
-// shared is the state that outlives config reloads. It must not be copied.
-type shared struct {
-	runtime *switchRuntime
-	manager *engine.Manager
-
-	// guarded by sharedMu
-	live    []*App // provisioned and not cleaned up, oldest first
-	applied *App   // whose specs the engine runs
-}
-
-var (
-	sharedMu  sync.Mutex
-	sharedCur *shared
-)
-
-func acquireShared(a *App) *shared {
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if sharedCur == nil {
-		setReleaseKey(a.logger)
-		rt := new(switchRuntime)
-		sharedCur = &shared{
-			runtime: rt,
-			manager: engine.NewManager(engine.Deps{
-				Runtime: rt,
-				Prober:  engine.TCPProber{},
-				Logger:  a.logger,
-				Notify: func(ev engine.Event) {
-					promMetrics.observe(ev)
-					notify(ev)
-				},
-				ObserveBoot: promMetrics.observeBoot,
-				History:     defaultHistory(),
-			}),
-		}
+// Cleanup drops this config's reference on the host. When the last one
+// goes, a running config without podswitch stops every app; an exit, or a
+// first start that failed, leaves them running for the next start to
+// adopt.
+func (a *App) Cleanup() error {
+	if a.done != nil {
+		close(a.done)
 	}
-	sharedCur.live = append(sharedCur.live, a)
-	return sharedCur
-}
-
-// apply makes a's specs the desired state.
-func (s *shared) apply(a *App) {
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	s.applied = a
-	s.runtime.set(podman.New(a.Podman))
-	s.manager.Apply(a.specs)
-}
-
-func (s *shared) release(a *App) {
-	sharedMu.Lock()
-	s.live = slices.DeleteFunc(s.live, func(x *App) bool { return x == a })
-	if len(s.live) > 0 {
-		if s.applied == a {
-			// Caddy refused the config this app belonged to and keeps the
-			// one before it: so does the engine.
-			prev := s.live[len(s.live)-1]
-			s.applied = prev
-			s.runtime.set(podman.New(prev.Podman))
-			s.manager.Apply(prev.specs)
-			prev.logger.Warn("config refused after podswitch applied it; back to the running config")
-		}
-		sharedMu.Unlock()
-		return
+	if a.host != nil {
+		releaseHost()
+		a.host = nil
 	}
-	sharedCur = nil
-	sharedMu.Unlock()
-	if caddy.Exiting() || caddy.ActiveContext().Context == nil || s.applied == nil {
-		// Caddy is exiting, or no config runs (its first start failed), or
-		// this config never started: leave the apps to the next start.
-		s.manager.Close()
-		return
-	}
-	// podswitch left the running config: drain and stop every app, in the
-	// background so that the reload returns promptly.
-	s.manager.Apply(nil)
-	go func() {
-		s.manager.Wait()
-		s.manager.Close()
-	}()
-}
-
-// currentManager returns the engine of the running config, or nil.
-func currentManager() *engine.Manager {
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if sharedCur == nil {
-		return nil
-	}
-	return sharedCur.manager
+	return nil
 }
 
 // Interface guards

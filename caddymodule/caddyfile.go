@@ -65,12 +65,18 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "podman":
+			if a.Podman != "" {
+				return d.Errf("podswitch: podman is given twice")
+			}
 			if !d.NextArg() {
-				return d.ArgErr()
+				return d.Errf("podman: want the address of the Podman service, e.g. podman unix:///run/podman/podman.sock")
 			}
 			a.Podman = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+			if err := checkPodmanURI(a.Podman); err != nil {
+				return d.Errf("%v", err)
 			}
 		case "app":
 			if !d.NextArg() {
@@ -105,8 +111,17 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 	cfg := new(AppConfig)
 	// at points at the app's name, where a missing image is reported.
 	at := caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
+	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		dir := d.Val()
+		switch dir {
+		case "env", "process":
+		default:
+			if seen[dir] {
+				return nil, d.Errf("app %q: %s is given twice", name, dir)
+			}
+			seen[dir] = true
+		}
 		switch dir {
 		case "image":
 			v, err := oneArg(d)
@@ -154,6 +169,9 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			if args[0] == "" || strings.ContainsAny(args[0], "= \t") {
 				return nil, d.Errf("env: %q is not a variable name", args[0])
 			}
+			if _, dup := cfg.Env[args[0]]; dup {
+				return nil, d.Errf("env %s is given twice", args[0])
+			}
 			if cfg.Env == nil {
 				cfg.Env = map[string]string{}
 			}
@@ -182,7 +200,8 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			case "stop_timeout":
 				cfg.StopTimeout = caddy.Duration(dur)
 			case "drain_timeout":
-				cfg.DrainTimeout = caddy.Duration(dur)
+				dt := caddy.Duration(dur)
+				cfg.DrainTimeout = &dt
 			case "worker_ready_time":
 				cfg.WorkerReadyTime = caddy.Duration(dur)
 			case "postdeploy_timeout":
@@ -204,14 +223,20 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			if err != nil {
 				return nil, err
 			}
-			cfg.RestartAttempts = n
+			cfg.RestartAttempts = &n
 		default:
 			return nil, d.Errf("app %q: unknown subdirective %q", name, dir)
 		}
 	}
+	at.Next()
 	if cfg.Image == "" {
-		at.Next()
 		return nil, at.Errf("app %q: image is required", name)
+	}
+	// The meaning of the settings is checked where JSON configs are
+	// checked too (Provision), with the same words; here the error gets
+	// the app's file and line.
+	if _, err := cfg.Spec(name); err != nil {
+		return nil, at.Errf("%v", err)
 	}
 	return cfg, nil
 }

@@ -41,7 +41,7 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "podswitch",
-		Usage: "status|deploy|restart|scale|history [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
+		Usage: "status|deploy|restart|scale|rollback|pause|resume|maintenance|history|logs [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
 		Short: "Shows and changes the apps that podswitch runs",
 		Long: `
 Talks to the podswitch API on the admin endpoint of a running Caddy:
@@ -49,12 +49,19 @@ Talks to the podswitch API on the admin endpoint of a running Caddy:
   caddy podswitch status [<app>]
   caddy podswitch deploy <app> <image> [--wait [--timeout <duration>]]
   caddy podswitch restart <app> [--process <type> | --container <id>] [--wait [--timeout <duration>]]
-  caddy podswitch scale <app> <type>=<count>...
+  caddy podswitch scale <app> <type>=<count>... [--wait [--timeout <duration>]]
+  caddy podswitch rollback <app> [--wait [--timeout <duration>]]
+  caddy podswitch pause <app> [--timeout <duration>]
+  caddy podswitch maintenance <app> [--message <text>]
+  caddy podswitch resume <app>
   caddy podswitch history <app>
+  caddy podswitch logs <app> [--process <type> | --container <id>] [--tail <n>] [--follow]
 
-deploy and scale change the running config, which Caddy autosaves: a later
-"caddy reload" of your own config file replaces them with what that file
-says.
+Operations act on podswitch directly: Caddy's config is not reloaded, so no
+other app or site sees anything. deploy, rollback and scale override the
+config's image and counts for as long as the config keeps the value it had
+(a "caddy reload" of an unchanged Caddyfile keeps them; one that changes
+the image or a count wins). They survive restarts of Caddy.
 
 The admin endpoint is the one given with --address, else the one in the
 config given with --config (and --adapter), else localhost:2019. --json prints
@@ -72,7 +79,8 @@ when --timeout passed first (the deployment goes on).
 			pf.StringP("config", "c", "", "Configuration file, to find the administration endpoint")
 			pf.StringP("adapter", "a", "", "Name of the adapter of the configuration file")
 			pf.Bool("json", false, "Print the API's JSON answer")
-			cmd.AddCommand(statusCommand(), deployCommand(), restartCommand(), scaleCommand(), historyCommand())
+			cmd.AddCommand(statusCommand(), deployCommand(), restartCommand(), scaleCommand(), rollbackCommand(),
+				pauseCommand(), maintenanceCommand(), resumeCommand(), historyCommand(), logsCommand())
 			// Without this, cobra shows the help and exits 0 for a
 			// mistyped subcommand.
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -80,7 +88,7 @@ when --timeout passed first (the deployment goes on).
 					return cmd.Help()
 				}
 				cmd.SilenceErrors, cmd.SilenceUsage = true, true
-				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, deploy, restart, scale or history\n", args[0])
+				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, deploy, restart, scale, rollback, pause, resume, maintenance, history or logs\n", args[0])
 				return errExit
 			}
 		},
@@ -91,6 +99,8 @@ func statusCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status [<app>]",
 		Short: "Shows every app, or one app with its containers",
+		Example: `  caddy podswitch status
+  caddy podswitch status blog --json`,
 		RunE: runCLI(func(c *cliClient, args []string) int {
 			if len(args) > 1 {
 				return c.usage("status [<app>]")
@@ -123,7 +133,9 @@ func show[T any](c *cliClient, path string, print func(io.Writer, T)) int {
 func deployCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "deploy <app> <image>",
-		Short: "Deploys an image: sets it in the running config and starts the rollout",
+		Short: "Deploys an image, new containers first; the old ones serve until all new ones are ready",
+		Example: `  caddy podswitch deploy blog localhost/blog:v2 --wait
+  caddy podswitch deploy blog registry.example.com/blog@sha256:... --wait --timeout 5m`,
 		RunE: runCLI(func(c *cliClient, args []string) int {
 			if len(args) != 2 {
 				return c.usage("deploy <app> <image> [--wait [--timeout <duration>]]")
@@ -139,6 +151,9 @@ func restartCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "restart <app>",
 		Short: "Restarts an app, one process type or one container, new containers first",
+		Example: `  caddy podswitch restart blog --wait
+  caddy podswitch restart blog --process worker
+  caddy podswitch restart blog --container 1a2b3c4d5e6f`,
 		RunE: runCLI(func(c *cliClient, args []string) int {
 			if len(args) != 1 {
 				return c.usage("restart <app> [--process <type> | --container <id>] [--wait [--timeout <duration>]]")
@@ -165,9 +180,11 @@ func waitFlags(cmd *cobra.Command) {
 }
 
 func scaleCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "scale <app> <type>=<count>...",
 		Short: "Sets how many containers of each process type run",
+		Example: `  caddy podswitch scale blog web=3 worker=1 --wait
+  caddy podswitch scale blog worker=0`,
 		RunE: runCLI(func(c *cliClient, args []string) int {
 			const use = "scale <app> <type>=<count>... (for example: scale blog web=3 worker=1)"
 			if len(args) < 2 {
@@ -182,9 +199,20 @@ func scaleCommand() *cobra.Command {
 				}
 				counts[name] = n
 			}
-			body, ok := c.call(http.MethodPost, "/podswitch/apps/"+url.PathEscape(args[0])+"/scale", counts)
-			if !ok {
-				return exitError
+			uri := "/podswitch/apps/" + url.PathEscape(args[0]) + "/scale"
+			wait, _ := c.cmd.Flags().GetBool("wait")
+			if wait {
+				uri += "?wait=1"
+			} else {
+				c.timeout = 0
+			}
+			body, err := c.request(http.MethodPost, uri, counts)
+			if errors.Is(err, errWaitTimeout) {
+				fmt.Fprintf(c.errOut, "Error: gave up waiting after %s; the scale goes on (see: caddy podswitch status %s)\n", c.timeout, args[0])
+				return exitTimeout
+			}
+			if err != nil {
+				return c.reportErr(err)
 			}
 			if c.json {
 				return c.raw(body)
@@ -194,15 +222,158 @@ func scaleCommand() *cobra.Command {
 				return c.fail("reading the answer: %v", err)
 			}
 			fmt.Fprintf(c.out, "app %s: %s\n", st.Name, formatCounts(st.Processes))
+			if wait && len(st.GaveUp) > 0 {
+				fmt.Fprintf(c.errOut, "Error: app %s gave up starting %s containers (see: caddy podswitch history %s)\n", st.Name, strings.Join(st.GaveUp, ", "), st.Name)
+				return exitFailed
+			}
 			return exitOK
+		}),
+	}
+	waitFlags(cmd)
+	return cmd
+}
+
+func rollbackCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "rollback <app>",
+		Short:   "Deploys again the release that served before the serving one (image, env and commands), new containers first",
+		Example: `  caddy podswitch rollback blog --wait`,
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("rollback <app> [--wait [--timeout <duration>]]")
+			}
+			return c.deployment("/podswitch/apps/"+url.PathEscape(args[0])+"/rollback", nil, args[0])
+		}),
+	}
+	waitFlags(cmd)
+	return cmd
+}
+
+func pauseCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pause <app>",
+		Short: "Holds new requests to the app until resume (each at most --timeout, then 503); requests in flight finish",
+		Example: `  caddy podswitch pause blog --timeout 1m
+  caddy podswitch resume blog`,
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("pause <app> [--timeout <duration>]")
+			}
+			body := map[string]string{}
+			if d, _ := c.cmd.Flags().GetDuration("timeout"); d > 0 {
+				body["timeout"] = d.String()
+			}
+			c.timeout = 0
+			return c.simple("/podswitch/apps/"+url.PathEscape(args[0])+"/pause", body, "paused")
+		}),
+	}
+	cmd.Flags().Duration("timeout", 0, "How long a request waits before it gets 503 (default 30s)")
+	return cmd
+}
+
+func maintenanceCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "maintenance <app>",
+		Short:   "Answers every request to the app with 503 and a message, until resume; the containers keep running",
+		Example: `  caddy podswitch maintenance blog --message "Back at 14:00 UTC."`,
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("maintenance <app> [--message <text>]")
+			}
+			body := map[string]string{}
+			if m := c.flag("message"); m != "" {
+				body["message"] = m
+			}
+			return c.simple("/podswitch/apps/"+url.PathEscape(args[0])+"/maintenance", body, "in maintenance")
+		}),
+	}
+	cmd.Flags().String("message", "", "What requests get (default: a short notice)")
+	return cmd
+}
+
+func resumeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "resume <app>",
+		Short:   "Ends a pause (held requests go on) or maintenance",
+		Example: `  caddy podswitch resume blog`,
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("resume <app>")
+			}
+			return c.simple("/podswitch/apps/"+url.PathEscape(args[0])+"/resume", nil, "resumed")
 		}),
 	}
 }
 
+// simple posts an operation that answers the app's status, and says what
+// it did.
+func (c *cliClient) simple(uri string, body any, did string) int {
+	b, ok := c.call(http.MethodPost, uri, body)
+	if !ok {
+		return exitError
+	}
+	if c.json {
+		return c.raw(b)
+	}
+	var st engine.AppStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return c.fail("reading the answer: %v", err)
+	}
+	fmt.Fprintf(c.out, "app %s: %s\n", st.Name, did)
+	return exitOK
+}
+
+func logsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "logs <app>",
+		Short: "Shows the output of the app's containers (through Podman), each line prefixed with its container",
+		Example: `  caddy podswitch logs blog --tail 50
+  caddy podswitch logs blog --process worker --follow
+  caddy podswitch logs blog --container 1a2b3c4d5e6f`,
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("logs <app> [--process <type> | --container <id>] [--tail <n>] [--follow]")
+			}
+			q := url.Values{}
+			if p := c.flag("process"); p != "" {
+				q.Set("process", p)
+			}
+			if id := c.flag("container"); id != "" {
+				q.Set("container", id)
+			}
+			n, _ := c.cmd.Flags().GetInt("tail")
+			q.Set("tail", strconv.Itoa(n))
+			if f, _ := c.cmd.Flags().GetBool("follow"); f {
+				q.Set("follow", "1")
+			}
+			return c.stream("/podswitch/apps/" + url.PathEscape(args[0]) + "/logs?" + q.Encode())
+		}),
+	}
+	cmd.Flags().String("process", "", "Only the containers of this process type")
+	cmd.Flags().String("container", "", "Only this container (id or name)")
+	cmd.Flags().Int("tail", 100, "How many of each container's last lines to show first (-1: all)")
+	cmd.Flags().BoolP("follow", "f", false, "Keep showing new lines until interrupted")
+	return cmd
+}
+
+// stream copies the answer of a GET to the output as it comes.
+func (c *cliClient) stream(uri string) int {
+	resp, err := caddycmd.AdminAPIRequest(c.addr, http.MethodGet, uri, nil, nil)
+	if err != nil {
+		return c.reportErr(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(c.out, resp.Body); err != nil {
+		return c.fail("reading the output: %v", err)
+	}
+	return exitOK
+}
+
 func historyCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "history <app>",
-		Short: "Shows the deployments of an app, newest first",
+		Use:     "history <app>",
+		Short:   "Shows the deployments of an app, newest first",
+		Example: `  caddy podswitch history blog`,
 		RunE: runCLI(func(c *cliClient, args []string) int {
 			if len(args) != 1 {
 				return c.usage("history <app>")
@@ -493,6 +664,15 @@ func printApp(w io.Writer, st engine.AppStatus) {
 	if len(st.GaveUp) > 0 {
 		fmt.Fprintf(w, "gave up:    %s (retried on the next deploy, restart or scale)\n", strings.Join(st.GaveUp, ", "))
 	}
+	if p := st.Paused; p != nil {
+		fmt.Fprintf(w, "paused:     since %s; requests wait up to %s\n", formatTime(p.Since), p.Timeout)
+	}
+	if m := st.Maintenance; m != nil {
+		fmt.Fprintf(w, "maintenance: since %s: %q\n", formatTime(m.Since), m.Message)
+	}
+	for _, o := range st.Overrides {
+		fmt.Fprintf(w, "override:   %s = %s by %s at %s (the config says %s)\n", o.Setting, o.Value, o.Operation, formatTime(o.At), o.ConfigValue)
+	}
 	if st.RuntimeError != "" {
 		fmt.Fprintf(w, "runtime:    %s\n", st.RuntimeError)
 	}
@@ -508,7 +688,11 @@ func printApp(w io.Writer, st engine.AppStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CONTAINER\tNAME\tPROCESS\tRELEASE\tSTATE\tDIAL\tSTARTED")
 	for _, c := range st.Containers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(c.ID), c.Name, c.Process, c.Release, c.State, orDash(c.Addr), formatTime(c.StartedAt))
+		state := string(c.State)
+		if c.Unreachable {
+			state += " (unreachable)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(c.ID), c.Name, c.Process, c.Release, state, orDash(c.Addr), formatTime(c.StartedAt))
 	}
 	tw.Flush()
 }

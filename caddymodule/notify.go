@@ -4,12 +4,12 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -468,8 +468,9 @@ func (c *NotifyConfig) notifiers(repl *caddy.Replacer) ([]psnotify.Notifier, err
 // included.
 var notifyTimeout = 3 * time.Minute
 
-// notifyTarget is what notify sends events to for one loaded config: its
-// events app and its apps' notifiers.
+// notifyTarget is what the events of one config go to: its events app
+// and its apps' notifiers. The host sends events to the target of the
+// config the engine follows.
 type notifyTarget struct {
 	ctx    caddy.Context
 	events *caddyevents.App
@@ -477,112 +478,37 @@ type notifyTarget struct {
 	apps   map[string][]psnotify.Notifier
 }
 
-var (
-	notifyMu sync.Mutex
-	// notifyLive are the targets of the configs loaded and not yet
-	// unloaded, oldest first: during a reload, the running config's and
-	// the new one's; after a failed reload, the running one's.
-	notifyLive []*notifyTarget
-)
-
-// setNotifyTargets is called by App.Provision: it builds the notifiers of
-// apps (replacing placeholders and validating them: a bad notify config
-// fails the provisioning) and registers them, with ctx and the events app,
-// as the targets of notify for as long as ctx lives. notify uses the
-// targets of the config that is running (caddy.ActiveContext); during the
-// first load, before any config runs, it uses the newest one's notifiers.
-func setNotifyTargets(ctx caddy.Context, apps map[string]*AppConfig) error {
+// newNotifyTarget builds the notifiers of apps (replacing placeholders and
+// validating them: a bad notify config fails the provisioning).
+func newNotifyTarget(ctx caddy.Context, apps map[string]*AppConfig) (*notifyTarget, error) {
 	t := &notifyTarget{ctx: ctx, logger: ctx.Logger().Named("notify"), apps: map[string][]psnotify.Notifier{}}
 	repl := caddy.NewReplacer()
-	names := make([]string, 0, len(apps))
-	for name := range apps {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(apps)) {
 		cfg := apps[name]
 		if cfg == nil || cfg.Notify == nil {
 			continue
 		}
 		ns, err := cfg.Notify.notifiers(repl)
 		if err != nil {
-			return fmt.Errorf("app %q: notify: %w", name, err)
+			return nil, fmt.Errorf("app %q: notify: %w", name, err)
 		}
 		t.apps[name] = ns
 	}
 	ev, err := ctx.App("events")
 	if err != nil {
-		return fmt.Errorf("podswitch: loading the events app: %v", err)
+		return nil, fmt.Errorf("podswitch: loading the events app: %v", err)
 	}
 	t.events, _ = ev.(*caddyevents.App)
-	registerNotifyTarget(t)
-	return nil
+	return t, nil
 }
-
-// registerNotifyTarget makes t a target until its context is done.
-func registerNotifyTarget(t *notifyTarget) {
-	notifyMu.Lock()
-	notifyLive = append(notifyLive, t)
-	notifyMu.Unlock()
-	context.AfterFunc(t.ctx, func() {
-		notifyMu.Lock()
-		defer notifyMu.Unlock()
-		notifyLive = slices.DeleteFunc(notifyLive, func(x *notifyTarget) bool { return x == t })
-	})
-}
-
-// currentNotifyTarget returns the target of the running config, if it has
-// one, and whether it is running; without one, the newest target, if any.
-// Only a running config's events app has started (subscribing is done in
-// its Start, and must not race with Emit).
-func currentNotifyTarget() (*notifyTarget, bool) {
-	active := caddy.ActiveContext().Context
-	notifyMu.Lock()
-	defer notifyMu.Unlock()
-	if active != nil {
-		for _, t := range notifyLive {
-			if t.ctx.Context == active {
-				return t, true
-			}
-		}
-	}
-	if len(notifyLive) > 0 {
-		return notifyLive[len(notifyLive)-1], false
-	}
-	return nil, false
-}
-
-// awaitRunningTarget waits, a little, for a config to run: on Caddy's
-// first start the engine starts (and may end a deployment) before the
-// config is switched in and the events app can take events.
-func awaitRunningTarget() (*notifyTarget, bool) {
-	deadline := time.Now().Add(awaitRunningTimeout)
-	for {
-		t, running := currentNotifyTarget()
-		if running || t == nil || time.Now().After(deadline) {
-			return t, running
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// awaitRunningTimeout bounds awaitRunningTarget.
-var awaitRunningTimeout = 10 * time.Second
 
 // notify receives the engine's events, in a goroutine of the engine's: it
 // emits the Caddy event and hands the message to the app's notifiers,
 // each in a goroutine of its own, so that a slow receiver delays nothing.
 // Deployment ends, give-ups and crashes are logged by the engine itself;
 // notify logs deliveries that fail.
-func notify(ev engine.Event) {
-	t, running := currentNotifyTarget()
-	if t != nil && !running {
-		t, running = awaitRunningTarget()
-	}
-	log := caddy.Log().Named("podswitch.notify")
-	if t != nil {
-		log = t.logger
-	}
+func (t *notifyTarget) notify(ev engine.Event) {
+	log := t.logger
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("event handling panicked", zap.String("app", ev.App), zap.String("event", ev.Name),
@@ -590,16 +516,13 @@ func notify(ev engine.Event) {
 		}
 	}()
 	m := messageOf(ev)
-	if t == nil {
-		return
-	}
 	for _, n := range t.apps[m.App] {
 		if s, ok := n.(psnotify.Selective); ok && !s.Wants(m) {
 			continue
 		}
 		go deliver(log, n, m)
 	}
-	if running && t.events != nil {
+	if t.events != nil {
 		t.events.Emit(t.ctx, "podswitch."+m.Event, eventData(m))
 	}
 }
@@ -644,6 +567,7 @@ func messageOf(ev engine.Event) psnotify.Message {
 		Process:   ev.Process,
 		Container: ev.Container,
 		Text:      ev.Message,
+		Output:    ev.Output,
 		Time:      ev.Time,
 	}
 	if d := ev.Deployment; d != nil {
@@ -655,6 +579,16 @@ func messageOf(ev engine.Event) psnotify.Message {
 		m.Process = cmp.Or(m.Process, d.Process)
 		m.Container = cmp.Or(m.Container, d.Container)
 		m.Text = cmp.Or(m.Text, d.Error)
+		if len(m.Output) == 0 {
+			for _, c := range d.Containers {
+				if c.Role == "new" && len(c.Output) > 0 {
+					m.Output = c.Output
+				}
+			}
+			if h := d.Hook; h != nil && len(m.Output) == 0 && d.Status == engine.StatusHookError {
+				m.Output = h.Output
+			}
+		}
 		if m.Time.IsZero() {
 			m.Time = d.EndedAt
 		}

@@ -64,5 +64,17 @@ func (s *switchRuntime) Events(ctx context.Context, fn func(engine.ContainerEven
 	return s.rt().Events(ctx, fn)
 }
 
+func (s *switchRuntime) Kill(ctx context.Context, id, signal string) error {
+	return s.rt().Kill(ctx, id, signal)
+}
+
+func (s *switchRuntime) Logs(ctx context.Context, id string, opts engine.LogOptions, fn func(engine.LogLine)) error {
+	return s.rt().Logs(ctx, id, opts, fn)
+}
+
+func (s *switchRuntime) ImageExists(ctx context.Context, image string) error {
+	return s.rt().ImageExists(ctx, image)
+}
+
 // Interface guards
 var _ engine.Runtime = (*switchRuntime)(nil)

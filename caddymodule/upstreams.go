@@ -1,13 +1,16 @@
 package caddymodule
 
 import (
-	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 
 	"github.com/podswitch/podswitch/internal/engine"
 )
@@ -17,8 +20,12 @@ func init() {
 }
 
 // Upstreams is a reverse_proxy dynamic upstream source that gives the ready
-// web containers of a podswitch app. Each request costs one atomic load; no
-// lock and no Podman call.
+// web containers of a podswitch app. Each request costs two atomic loads
+// (the pool and the gate); no lock and no Podman call. While the app is
+// paused, a request waits here until resume (at most the pause's timeout,
+// then it gets no upstream); in maintenance it gets no upstream. The
+// `podswitch` site directive answers both with a proper 503 before the
+// proxy; this is for users who write reverse_proxy themselves.
 type Upstreams struct {
 	// App is the name of the podswitch app whose containers get the
 	// traffic. Required.
@@ -45,35 +52,65 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("podswitch upstreams: app %q: the podswitch global option (apps.podswitch) is not configured: %w", u.App, err)
 	}
-	app := v.(*App)
-	if _, ok := app.Apps[u.App]; !ok {
-		return fmt.Errorf("podswitch upstreams: app %q is not configured in podswitch", u.App)
+	pool, err := appPool(v.(*App), u.App)
+	if err != nil {
+		return fmt.Errorf("podswitch upstreams: %w", err)
 	}
-	u.pool = app.shared.manager.Pool(u.App)
+	u.pool = pool
+	warnActiveHealthChecks(ctx, u.App)
 	return nil
 }
 
+// warnActiveHealthChecks warns when the reverse_proxy this source belongs
+// to sets active health checks: Caddy runs them for static upstreams only,
+// so they would silently never run.
+func warnActiveHealthChecks(ctx caddy.Context, app string) {
+	mods := ctx.Modules()
+	for i := len(mods) - 1; i >= 0; i-- {
+		h, ok := mods[i].(*reverseproxy.Handler)
+		if !ok {
+			continue
+		}
+		if hc := h.HealthChecks; hc != nil && hc.Active != nil && (hc.Active.URI != "" || hc.Active.Path != "" || hc.Active.Port != 0 || hc.Active.Upstream != "") {
+			ctx.Logger().Warn("active health checks (health_uri, health_port...) never run for podswitch upstreams: Caddy runs them for static upstreams only. "+
+				"podswitch checks every ready container itself (a TCP connect every 0.5s) and takes one that stops answering out of the pool; "+
+				"to make a container ready only once an HTTP path answers, set ready_path in the app",
+				zap.String("app", app))
+		}
+		return
+	}
+}
+
+// appNames returns the names of apps, sorted and joined, for messages.
+func appNames(apps map[string]*AppConfig) string {
+	if len(apps) == 0 {
+		return "none"
+	}
+	return strings.Join(slices.Sorted(maps.Keys(apps)), ", ")
+}
+
+// appPool returns the pool of app name, which the podswitch app must have.
+func appPool(a *App, name string) (*engine.PoolRef, error) {
+	if _, ok := a.Apps[name]; !ok {
+		return nil, fmt.Errorf("app %q is not configured in the podswitch global option (it has: %s)", name, appNames(a.Apps))
+	}
+	return a.host.manager.Pool(name), nil
+}
+
 // GetUpstreams returns the app's ready web containers. Caddy writes to the
-// upstreams it is given, so they are fresh for every call. The request is
-// counted on the pool it was routed with until it ends, so that draining
-// waits for it.
+// upstreams it is given, so they are fresh for every call. Draining needs
+// nothing from here: reverse_proxy counts the requests in flight to each
+// address itself.
 func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
-	p := u.pool.Load()
-	for {
-		if p == nil || len(p.Addrs) == 0 {
+	if g := u.pool.Gate(); g != nil {
+		if g.Maintenance || !g.Wait(r.Context()) {
 			return nil, nil
 		}
-		p.Acquire()
-		// Counted on p only if p is still current: a swap in between means
-		// a drain may already have looked at p's count.
-		cur := u.pool.Load()
-		if cur == p {
-			break
-		}
-		p.Leave()
-		p = cur
 	}
-	context.AfterFunc(r.Context(), p.Done)
+	p := u.pool.Load()
+	if p == nil || len(p.Addrs) == 0 {
+		return nil, nil
+	}
 	ups := make([]reverseproxy.Upstream, len(p.Addrs))
 	out := make([]*reverseproxy.Upstream, len(p.Addrs))
 	for i, a := range p.Addrs {

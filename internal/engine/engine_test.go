@@ -76,8 +76,8 @@ func newHarness(t *testing.T, rt *fakeRuntime) *harness {
 func appSpec(t *testing.T, image string, web int, others ...ProcessSpec) AppSpec {
 	t.Helper()
 	s := AppSpec{
-		Name:        appName,
-		Image:       image,
+		Name:            appName,
+		Image:           image,
 		Env:             map[string]string{"RAILS_ENV": "production"},
 		Processes:       append([]ProcessSpec{{Name: WebProcess, Count: web}}, others...),
 		StopTimeout:     7 * time.Second,

@@ -28,8 +28,11 @@ type Manager struct {
 	bg        sync.WaitGroup
 	resyncNow chan struct{}
 
-	mu   sync.Mutex
-	sups map[string]*Supervisor
+	mu sync.Mutex
+	// after, when set, is closed once a previous owner of the apps is
+	// done with them: supervisors wait for it before they adopt.
+	after <-chan struct{}
+	sups  map[string]*Supervisor
 	// leaving are removed apps still stopping their containers; an app
 	// added back waits for its old owner to finish.
 	leaving map[string]*Supervisor
@@ -69,6 +72,14 @@ func (m *Manager) poolLocked(name string) *PoolRef {
 	return p
 }
 
+// After makes the apps wait, before they take over their containers, until
+// ch is closed: a previous manager (of the same process) is done with them.
+func (m *Manager) After(ch <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.after = ch
+}
+
 // Apply makes specs the config: apps it names are created or updated, apps
 // it does not name are drained, stopped and forgotten (their records too).
 // Specs must be valid and carry their defaults. It returns at once;
@@ -93,7 +104,7 @@ func (m *Manager) Apply(specs []AppSpec) {
 		if l := m.leaving[spec.Name]; l != nil {
 			prev = l.done
 		}
-		go s.run(prev)
+		go s.run(prev, m.after)
 	}
 	for name, s := range m.sups {
 		if keep[name] {

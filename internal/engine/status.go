@@ -151,13 +151,13 @@ type AppStatus struct {
 	Release *ReleaseInfo `json:"release"`
 	// Desired is the release the config and the operations ask for; it
 	// differs from Release while a deployment runs or after one failed.
-	Desired     string            `json:"desired_release"`
-	Image       string            `json:"desired_image"`
-	Processes   map[string]int    `json:"processes"`
-	Containers  []ContainerStatus `json:"containers"`
-	Deployments []Deployment      `json:"deployments"`
-	Overrides   []OverrideStatus  `json:"overrides,omitempty"`
-	Paused      *PauseStatus      `json:"paused,omitempty"`
+	Desired     string             `json:"desired_release"`
+	Image       string             `json:"desired_image"`
+	Processes   map[string]int     `json:"processes"`
+	Containers  []ContainerStatus  `json:"containers"`
+	Deployments []Deployment       `json:"deployments"`
+	Overrides   []OverrideStatus   `json:"overrides,omitempty"`
+	Paused      *PauseStatus       `json:"paused,omitempty"`
 	Maintenance *MaintenanceStatus `json:"maintenance,omitempty"`
 	// RuntimeError is set while the container runtime cannot be reached.
 	RuntimeError string `json:"runtime_error,omitempty"`

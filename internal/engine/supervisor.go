@@ -136,7 +136,7 @@ type Supervisor struct {
 	// their removal still shows.
 	gone    map[string]time.Time
 	rollout *rollout
-	log_     deployLog
+	log_    deployLog
 	// lastTried is the release of the newest deployment of a new release:
 	// a desired release that was tried and failed is not tried again
 	// until something changes.
@@ -284,14 +284,17 @@ func (s *Supervisor) spawn(fn func()) { s.tasks.Go(fn) }
 // run is the supervisor's loop: it adopts what a previous run left, then
 // reconciles on every wake until the supervisor is closed or the removed
 // app has stopped all its containers.
-func (s *Supervisor) run(prev <-chan struct{}) {
+func (s *Supervisor) run(prevs ...<-chan struct{}) {
 	defer func() {
 		s.tasks.Wait()
 		close(s.done)
 	}()
-	if prev != nil {
+	for _, prev := range prevs {
 		// The same app was removed a moment ago: its old owner finishes
 		// with its containers before this one looks at what runs.
+		if prev == nil {
+			continue
+		}
 		select {
 		case <-prev:
 		case <-s.ctx.Done():

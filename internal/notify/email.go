@@ -181,6 +181,14 @@ func Body(m Message) string {
 		b.WriteString(m.Text)
 		b.WriteString("\n")
 	}
+	if len(m.Output) > 0 {
+		b.WriteString("\nLast lines of the container's output:\n\n")
+		for _, l := range m.Output {
+			b.WriteString("    ")
+			b.WriteString(l)
+			b.WriteString("\n")
+		}
+	}
 	switch {
 	case m.Event == EventGaveUp:
 		b.WriteString("\nThe containers that were running keep running.\n")

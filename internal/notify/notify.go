@@ -67,6 +67,9 @@ type Message struct {
 	// Text says what happened, in words: a failed deployment's error, why
 	// a restart gave up, how a container exited.
 	Text string `json:"text,omitempty"`
+	// Output holds the last lines of output of the container concerned,
+	// when it failed or crashed.
+	Output []string `json:"output,omitempty"`
 	// Time is when it happened.
 	Time time.Time `json:"time"`
 }

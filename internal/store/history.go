@@ -1,7 +1,12 @@
-package caddymodule
+// Package store keeps what podswitch must remember across restarts of Caddy,
+// in files under Caddy's data directory: each app's deployment history and
+// each app's record (the serving release, a deployment in progress, the
+// overrides of operations, pause and maintenance). Files are replaced
+// atomically (a temporary file, fsync, rename, fsync of the folder), so that
+// a crash leaves the old content or the new, never a mix.
+package store
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,38 +16,21 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/podswitch/podswitch/internal/engine"
 )
 
-// historyLimit is how many deployments a history file keeps (the engine
+// HistoryLimit is how many deployments a history file keeps (the engine
 // remembers as many).
-const historyLimit = 50
+const HistoryLimit = 50
 
-var (
-	historyOnce sync.Once
-	historyMain *fileHistory
-)
-
-// defaultHistory returns the process's deployment history store, under
-// caddy.AppDataDir()/podswitch/history. It is made once per process and
-// flushed when Caddy exits.
-func defaultHistory() engine.History {
-	historyOnce.Do(func() {
-		historyMain = newFileHistory(filepath.Join(caddy.AppDataDir(), "podswitch", "history"), caddy.Log().Named("podswitch.history"))
-		caddy.OnExit(func(context.Context) { historyMain.Close() })
-	})
-	return historyMain
-}
-
-// fileHistory keeps each app's deployments in a JSON file of its own,
+// History keeps each app's deployments in a JSON file of its own,
 // <dir>/<app>.json, so that they survive a restart of Caddy. Save only
 // records the deployments and wakes a background writer, which writes the
 // newest state of every app that changed, atomically (temporary file, then
 // rename); saves that come faster than the disk coalesce.
-type fileHistory struct {
+type History struct {
 	dir string
 	log *zap.Logger
 
@@ -66,11 +54,13 @@ type historyFile struct {
 	Deployments []engine.Deployment `json:"deployments"`
 }
 
-func newFileHistory(dir string, log *zap.Logger) *fileHistory {
+// NewHistory returns a history kept in dir, one file per app. Close it
+// to write what is pending.
+func NewHistory(dir string, log *zap.Logger) *History {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	h := &fileHistory{
+	h := &History{
 		dir:     dir,
 		log:     log,
 		latest:  map[string][]engine.Deployment{},
@@ -83,11 +73,11 @@ func newFileHistory(dir string, log *zap.Logger) *fileHistory {
 	return h
 }
 
-func (h *fileHistory) path(app string) string { return filepath.Join(h.dir, app+".json") }
+func (h *History) path(app string) string { return filepath.Join(h.dir, app+".json") }
 
 // Load returns the deployments of app, oldest first: the newest state
 // saved in this process, or else what its file holds.
-func (h *fileHistory) Load(app string) []engine.Deployment {
+func (h *History) Load(app string) []engine.Deployment {
 	if !engine.ValidName(app) {
 		return nil
 	}
@@ -121,7 +111,7 @@ func (h *fileHistory) Load(app string) []engine.Deployment {
 // Save records the deployments of app (oldest first) and has them written
 // in the background. It is called with the app's lock held: it does not
 // touch the disk.
-func (h *fileHistory) Save(app string, deployments []engine.Deployment) {
+func (h *History) Save(app string, deployments []engine.Deployment) {
 	if !engine.ValidName(app) {
 		return
 	}
@@ -143,13 +133,13 @@ func (h *fileHistory) Save(app string, deployments []engine.Deployment) {
 }
 
 func trimHistory(ds []engine.Deployment) []engine.Deployment {
-	if n := len(ds); n > historyLimit {
-		ds = slices.Clone(ds[n-historyLimit:])
+	if n := len(ds); n > HistoryLimit {
+		ds = slices.Clone(ds[n-HistoryLimit:])
 	}
 	return ds
 }
 
-func (h *fileHistory) run() {
+func (h *History) run() {
 	defer close(h.stopped)
 	for {
 		select {
@@ -164,7 +154,7 @@ func (h *fileHistory) run() {
 
 // Flush writes every app whose newest state is not on disk yet, and
 // returns when it is written.
-func (h *fileHistory) Flush() {
+func (h *History) Flush() {
 	h.writing.Lock()
 	defer h.writing.Unlock()
 	h.mu.Lock()
@@ -187,7 +177,7 @@ func (h *fileHistory) Flush() {
 
 // Close writes what is pending and ends the background writer. Saves after
 // Close are written at once.
-func (h *fileHistory) Close() {
+func (h *History) Close() {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -200,7 +190,7 @@ func (h *fileHistory) Close() {
 }
 
 // write replaces the file of app atomically.
-func (h *fileHistory) write(app string, ds []engine.Deployment) error {
+func (h *History) write(app string, ds []engine.Deployment) error {
 	if ds == nil {
 		ds = []engine.Deployment{}
 	}
@@ -208,10 +198,17 @@ func (h *fileHistory) write(app string, ds []engine.Deployment) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(h.dir, 0o700); err != nil {
+	return writeFile(h.dir, app+".json", b)
+}
+
+// writeFile replaces dir/name with b atomically and durably: a temporary
+// file, fsync, rename, then fsync of the folder so that the rename itself
+// survives a crash.
+func writeFile(dir, name string, b []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(h.dir, "."+app+".json.tmp-*")
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -227,11 +224,17 @@ func (h *fileHistory) write(app string, ds []engine.Deployment) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), h.path(app)); err != nil {
-		return fmt.Errorf("replacing %s: %w", h.path(app), err)
+	path := filepath.Join(dir, name)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replacing %s: %w", path, err)
 	}
-	return nil
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Interface guard
-var _ engine.History = (*fileHistory)(nil)
+var _ engine.History = (*History)(nil)

@@ -1,0 +1,178 @@
+package caddymodule
+
+import (
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/podswitch/podswitch/internal/engine"
+	"github.com/podswitch/podswitch/internal/podman"
+	"github.com/podswitch/podswitch/internal/store"
+)
+
+// host is podswitch's process-wide state: the engine and what it shares
+// across config reloads (the Podman runtime, the deployment history, the
+// app records, the notify target and the logger of the config the engine
+// follows). There is one at a time, reference-counted by the podswitch
+// apps of the configs Caddy has loaded, in a caddy.UsagePool as reverse
+// proxy keeps its hosts. It must not be copied.
+type host struct {
+	manager *engine.Manager
+	runtime *switchRuntime
+	history *store.History
+	records *store.Records
+	logCore *swapCore
+	target  atomic.Pointer[notifyTarget]
+	// stopped is closed once the host is done with the apps' containers.
+	stopped chan struct{}
+
+	mu        sync.Mutex
+	committed *App
+}
+
+var (
+	hosts = caddy.NewUsagePool()
+	// lastStopped is closed when the previous host is done with the
+	// apps: a new host's apps wait for it, so that an app has one owner at
+	// a time even when podswitch leaves the config and comes back.
+	lastStopped atomic.Pointer[chan struct{}]
+)
+
+const hostKey = "podswitch"
+
+// acquireHost returns the host, making it if there is none, and takes a
+// reference on it.
+func acquireHost(log *zap.Logger) (*host, error) {
+	v, _, err := hosts.LoadOrNew(hostKey, func() (caddy.Destructor, error) { return newHost(log), nil })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*host), nil
+}
+
+// releaseHost drops a reference; the last one destructs the host.
+func releaseHost() { _, _ = hosts.Delete(hostKey) }
+
+func newHost(log *zap.Logger) *host {
+	setReleaseKey(log)
+	dir := filepath.Join(caddy.AppDataDir(), "podswitch")
+	h := &host{
+		runtime: new(switchRuntime),
+		history: store.NewHistory(filepath.Join(dir, "history"), log.Named("history")),
+		records: store.NewRecords(filepath.Join(dir, "state")),
+		logCore: newSwapCore(log.Core()),
+		stopped: make(chan struct{}),
+	}
+	h.manager = engine.NewManager(engine.Deps{
+		Runtime:     h.runtime,
+		Prober:      engine.TCPProber{},
+		Logger:      zap.New(h.logCore).Named("podswitch"),
+		Notify:      h.notify,
+		History:     h.history,
+		Store:       h.records,
+		ResolveEnv:  resolveEnv,
+		InFlight:    upstreamInFlight,
+		ObserveBoot: promMetrics.observeBoot,
+	})
+	if prev := lastStopped.Swap(&h.stopped); prev != nil {
+		h.manager.After(*prev)
+	}
+	return h
+}
+
+// notify hands an engine event to the metrics and to the notify target of
+// the config the engine follows.
+func (h *host) notify(ev engine.Event) {
+	promMetrics.observe(ev)
+	if t := h.target.Load(); t != nil {
+		t.notify(ev)
+	}
+}
+
+// commitWhenActive makes the engine follow a's config once Caddy runs it,
+// or gives up when a is cleaned up first (Caddy refused its config).
+func (h *host) commitWhenActive(a *App) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for h.commitActive() != a {
+		select {
+		case <-a.done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// commitActive makes the engine follow the running config, if it has a
+// podswitch app the engine does not follow yet, and returns the app it
+// follows.
+func (h *host) commitActive() *App {
+	v, err := caddy.ActiveContext().AppIfConfigured("podswitch")
+	a, _ := v.(*App)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil || a == nil || a.host != h || h.committed == a {
+		return h.committed
+	}
+	h.committed = a
+	a.committed.Store(true)
+	h.logCore.set(a.logger.Core())
+	h.target.Store(a.notify)
+	h.runtime.set(podman.New(a.Podman))
+	h.manager.Apply(a.specs)
+	return a
+}
+
+// Destruct is called when the last config with podswitch is unloaded. If
+// Caddy is exiting, or no config ever ran (a first start that failed, a
+// validation), the apps keep running for the next start to adopt;
+// otherwise podswitch left the running config and every app is drained
+// and stopped, in the background so that the reload returns promptly.
+func (h *host) Destruct() error {
+	h.mu.Lock()
+	committed := h.committed != nil
+	h.mu.Unlock()
+	if caddy.Exiting() || !committed || caddy.ActiveContext().Context == nil {
+		h.close()
+		return nil
+	}
+	h.logCore.set(caddy.Log().Core())
+	h.target.Store(nil)
+	h.manager.Apply(nil)
+	go func() {
+		h.manager.Wait()
+		h.close()
+	}()
+	return nil
+}
+
+func (h *host) close() {
+	h.manager.Close()
+	h.history.Close()
+	close(h.stopped)
+}
+
+// currentHost returns the host, or nil when no config has podswitch.
+func currentHost() *host {
+	var h *host
+	hosts.Range(func(_, v any) bool {
+		h, _ = v.(*host)
+		return false
+	})
+	return h
+}
+
+// currentManager returns the engine, or nil when no config has podswitch.
+func currentManager() *engine.Manager {
+	if h := currentHost(); h != nil {
+		return h.manager
+	}
+	return nil
+}
+
+// Interface guards
+var _ caddy.Destructor = (*host)(nil)

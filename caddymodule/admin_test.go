@@ -21,7 +21,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
@@ -35,10 +35,14 @@ type apiFakeRuntime struct {
 	n        int
 	cs       map[string]*engine.ContainerInfo
 	noListen map[string]bool
+	// missing are the images ImageExists says the service does not have.
+	missing map[string]bool
+	// logOpts are the options of the calls to Logs, in order.
+	logOpts []engine.LogOptions
 }
 
 func newAPIFakeRuntime() *apiFakeRuntime {
-	return &apiFakeRuntime{cs: map[string]*engine.ContainerInfo{}, noListen: map[string]bool{}}
+	return &apiFakeRuntime{cs: map[string]*engine.ContainerInfo{}, noListen: map[string]bool{}, missing: map[string]bool{}}
 }
 
 func (f *apiFakeRuntime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.ContainerInfo, error) {
@@ -69,6 +73,15 @@ func (f *apiFakeRuntime) Inspect(_ context.Context, id string) (engine.Container
 }
 
 func (f *apiFakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.cs[id]; c != nil {
+		c.Running = false
+	}
+	return nil
+}
+
+func (f *apiFakeRuntime) Kill(_ context.Context, id, _ string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c := f.cs[id]; c != nil {
@@ -120,6 +133,31 @@ func (f *apiFakeRuntime) Events(ctx context.Context, _ func(engine.ContainerEven
 	return ctx.Err()
 }
 
+// Logs gives two lines per container: "line 1 of <name>", "line 2 of
+// <name>".
+func (f *apiFakeRuntime) Logs(_ context.Context, id string, opts engine.LogOptions, fn func(engine.LogLine)) error {
+	f.mu.Lock()
+	c := f.cs[id]
+	f.logOpts = append(f.logOpts, opts)
+	f.mu.Unlock()
+	if c == nil {
+		return engine.ErrNotFound
+	}
+	for i := 1; i <= 2; i++ {
+		fn(engine.LogLine{Stream: "stdout", Text: fmt.Sprintf("line %d of %s", i, c.Name)})
+	}
+	return nil
+}
+
+func (f *apiFakeRuntime) ImageExists(_ context.Context, image string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.missing[image] {
+		return fmt.Errorf("%s: %w", image, engine.ErrImageNotFound)
+	}
+	return nil
+}
+
 func (f *apiFakeRuntime) Probe(_ context.Context, addr string) error {
 	host, _, _ := net.SplitHostPort(addr)
 	f.mu.Lock()
@@ -132,115 +170,18 @@ func (f *apiFakeRuntime) Probe(_ context.Context, addr string) error {
 	return errors.New("connection refused")
 }
 
-// apiFakeConfig stands in for Caddy's config API
-// (/config/apps/podswitch/apps/{app}): GET with an Etag, PATCH with
-// If-Match, and a "config load" that hands the specs to the manager.
-type apiFakeConfig struct {
-	mu      sync.Mutex
-	apps    map[string][]byte
-	m       *engine.Manager
-	patches int
-	// hosts and origins are the Host and Origin headers of the requests.
-	hosts, origins []string
-	// beforePatch, when set, runs (once per call, config lock held) before
-	// each PATCH is checked, to make a concurrent change.
-	beforePatch func(apps map[string][]byte)
-}
-
-func apiEtag(path string, raw []byte) string {
-	return fmt.Sprintf(`"%s %x"`, path, sha256.Sum256(raw))
-}
-
-func (f *apiFakeConfig) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	app := strings.TrimPrefix(r.URL.Path, "/config/apps/podswitch/apps/")
+// setNoListen makes containers of image never accept a connection.
+func (f *apiFakeRuntime) setNoListen(image string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.hosts = append(f.hosts, r.Host)
-	f.origins = append(f.origins, r.Header.Get("Origin"))
-	fail := func(code int, msg string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
-	}
-	switch r.Method {
-	case http.MethodGet:
-		raw, ok := f.apps[app]
-		if !ok {
-			raw = []byte("null")
-		}
-		w.Header().Set("Etag", apiEtag(r.URL.Path, raw))
-		w.Write(raw)
-	case http.MethodPatch:
-		if f.beforePatch != nil {
-			f.beforePatch(f.apps)
-		}
-		cur, ok := f.apps[app]
-		if !ok {
-			fail(http.StatusNotFound, "no app "+app)
-			return
-		}
-		if im := r.Header.Get("If-Match"); im != "" && im != apiEtag(r.URL.Path, cur) {
-			fail(http.StatusPreconditionFailed, "If-Match header did not match current config hash")
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		var cfg AppConfig
-		if err := dec.Decode(&cfg); err != nil {
-			fail(http.StatusBadRequest, "loading new config: "+err.Error())
-			return
-		}
-		next := maps.Clone(f.apps)
-		var compact bytes.Buffer
-		_ = json.Compact(&compact, body)
-		next[app] = compact.Bytes()
-		specs, err := apiSpecs(next)
-		if err != nil {
-			fail(http.StatusBadRequest, "loading new config: "+err.Error())
-			return
-		}
-		f.apps = next
-		f.patches++
-		f.m.Apply(specs)
-	default:
-		fail(http.StatusMethodNotAllowed, "method not allowed")
-	}
+	f.noListen[image] = true
 }
 
-func apiSpecs(apps map[string][]byte) ([]engine.AppSpec, error) {
-	var specs []engine.AppSpec
-	for _, name := range slices.Sorted(maps.Keys(apps)) {
-		var cfg AppConfig
-		if err := json.Unmarshal(apps[name], &cfg); err != nil {
-			return nil, err
-		}
-		spec, err := cfg.Spec(name)
-		if err != nil {
-			return nil, err
-		}
-		specs = append(specs, spec)
-	}
-	return specs, nil
-}
-
-// snapshot returns the config and the number of changes made to it.
-func (f *apiFakeConfig) snapshot() (string, int) {
+// setMissing makes ImageExists refuse image.
+func (f *apiFakeRuntime) setMissing(image string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	b, _ := json.Marshal(f.apps)
-	return string(b), f.patches
-}
-
-func (f *apiFakeConfig) appConfig(t *testing.T, app string) map[string]any {
-	t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var v map[string]any
-	if err := json.Unmarshal(f.apps[app], &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
+	f.missing[image] = true
 }
 
 const apiSecret = "hunter2-never-shown"
@@ -252,13 +193,95 @@ var apiBlogConfig = `{"image":"localhost/blog:v1","web":2,` +
 	`"env":{"SECRET":"` + apiSecret + `"},` +
 	`"boot_timeout":"400ms","stop_timeout":"1s","drain_timeout":"1s","worker_ready_time":"20ms"}`
 
+// blogSpec is the engine's spec of apiBlogConfig.
+func blogSpec(t *testing.T) engine.AppSpec {
+	t.Helper()
+	var cfg AppConfig
+	if err := json.Unmarshal([]byte(apiBlogConfig), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := cfg.Spec("blog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+// newTestManager returns an engine running app blog (apiBlogConfig) on a
+// fake runtime; it is closed when the test ends.
+func newTestManager(t *testing.T) (*engine.Manager, *apiFakeRuntime) {
+	t.Helper()
+	rt := newAPIFakeRuntime()
+	m := engine.NewManager(engine.Deps{Runtime: rt, Prober: rt, Logger: zaptest.NewLogger(t)})
+	t.Cleanup(m.Close)
+	m.Apply([]engine.AppSpec{blogSpec(t)})
+	return m, rt
+}
+
+// waitEnded waits until app blog of m has an ended deployment of
+// image that started after the deployment after (0: any) and returns it.
+func waitEnded(t *testing.T, m *engine.Manager, image string, after int64) engine.Deployment {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := m.App("blog").Status()
+		for _, d := range st.Deployments {
+			if d.Image == image && d.ID > after && d.Status.Ended() {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ended deployment of %s after %d: %+v", image, after, st.Deployments)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitSuccess waits for the end of a deployment of image and fails the
+// test unless it succeeded.
+func waitSuccess(t *testing.T, m *engine.Manager, image string) engine.Deployment {
+	t.Helper()
+	d := waitEnded(t, m, image, 0)
+	if d.Status != engine.StatusSuccess {
+		t.Fatalf("deployment of %s: %s %s", image, d.Status, d.Error)
+	}
+	return d
+}
+
+// waitSettled waits until app blog of m runs exactly the containers of
+// counts, all ready.
+func waitSettled(t *testing.T, m *engine.Manager, counts map[string]int) engine.AppStatus {
+	t.Helper()
+	counts = maps.Clone(counts)
+	maps.DeleteFunc(counts, func(_ string, n int) bool { return n == 0 })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := m.App("blog").Status()
+		got := map[string]int{}
+		busy := false
+		for _, c := range st.Containers {
+			if c.State == engine.StateReady {
+				got[c.Process]++
+			} else {
+				busy = true
+			}
+		}
+		if !busy && maps.Equal(got, counts) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("app did not settle at %v: %+v", counts, st.Containers)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // apiEnv is the podswitch admin API served as Caddy's admin endpoint would
-// serve it, next to a fake config API, with a manager on a fake runtime.
+// serve it, with an engine on a fake runtime.
 type apiEnv struct {
-	t    *testing.T
-	rt   *apiFakeRuntime
-	m    *engine.Manager
-	conf *apiFakeConfig
+	t  *testing.T
+	rt *apiFakeRuntime
+	m  *engine.Manager
 	// base is the URL of the endpoint; client dials it.
 	base   string
 	addr   string
@@ -283,16 +306,8 @@ func caddyAdminErrorBody(w http.ResponseWriter, err error) {
 	_ = json.NewEncoder(w).Encode(apiErr)
 }
 
-func newAPIEnv(t *testing.T, network string) *apiEnv {
-	t.Helper()
-	rt := newAPIFakeRuntime()
-	m := engine.NewManager(engine.Deps{Runtime: rt, Prober: rt, Logger: zap.NewNop()})
-	conf := &apiFakeConfig{apps: map[string][]byte{"blog": []byte(apiBlogConfig)}, m: m}
-	specs, err := apiSpecs(conf.apps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Apply(specs)
+// apiMux serves the podswitch routes of m under /podswitch/.
+func apiMux(m *engine.Manager) *http.ServeMux {
 	api := &adminAPI{manager: func() *engine.Manager { return m }}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/podswitch/", func(w http.ResponseWriter, r *http.Request) {
@@ -300,10 +315,15 @@ func newAPIEnv(t *testing.T, network string) *apiEnv {
 			caddyAdminErrorBody(w, err)
 		}
 	})
-	mux.Handle("/config/apps/podswitch/apps/", conf)
+	return mux
+}
 
-	e := &apiEnv{t: t, rt: rt, m: m, conf: conf}
+func newAPIEnv(t *testing.T, network string) *apiEnv {
+	t.Helper()
+	m, rt := newTestManager(t)
+	e := &apiEnv{t: t, rt: rt, m: m}
 	var ln net.Listener
+	var err error
 	switch network {
 	case "unix":
 		dir, err := os.MkdirTemp("", "psapi")
@@ -332,12 +352,9 @@ func newAPIEnv(t *testing.T, network string) *apiEnv {
 		e.client = &http.Client{}
 	}
 	// The same timeouts as Caddy's admin server.
-	srv := &http.Server{Handler: mux, ReadTimeout: 10 * time.Second, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: apiMux(m), ReadTimeout: 10 * time.Second, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Close()
-		m.Close()
-	})
+	t.Cleanup(func() { srv.Close() })
 	e.waitSuccess("localhost/blog:v1")
 	return e
 }
@@ -376,52 +393,14 @@ func (e *apiEnv) status() engine.AppStatus {
 
 func (e *apiEnv) waitSuccess(image string) engine.Deployment {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := e.status()
-		for _, d := range st.Deployments {
-			if d.Image == image {
-				if d.Status.Ended() {
-					if d.Status != engine.StatusSuccess {
-						e.t.Fatalf("deployment of %s: %s %s", image, d.Status, d.Error)
-					}
-					return d
-				}
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("no ended deployment of %s: %+v", image, st.Deployments)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return waitSuccess(e.t, e.m, image)
 }
 
 // waitSettled waits until the app runs exactly the containers of counts,
 // all ready.
 func (e *apiEnv) waitSettled(counts map[string]int) engine.AppStatus {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := e.status()
-		got := map[string]int{}
-		busy := false
-		for _, c := range st.Containers {
-			if c.State == engine.StateReady {
-				got[c.Process]++
-			} else {
-				busy = true
-			}
-		}
-		maps.DeleteFunc(counts, func(_ string, n int) bool { return n == 0 })
-		if !busy && maps.Equal(got, counts) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("app did not settle at %v: %+v", counts, st.Containers)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return waitSettled(e.t, e.m, counts)
 }
 
 func decodeAnswer(t *testing.T, b []byte) deploymentAnswer {
@@ -433,12 +412,38 @@ func decodeAnswer(t *testing.T, b []byte) deploymentAnswer {
 	return ans
 }
 
+func decodeStatus(t *testing.T, b []byte) engine.AppStatus {
+	t.Helper()
+	var st engine.AppStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("answer %s: %v", b, err)
+	}
+	return st
+}
+
+// operationState is what operations change besides containers and
+// deployments: overrides, pause and maintenance.
+func operationState(t *testing.T, st engine.AppStatus) string {
+	t.Helper()
+	b, err := json.Marshal(struct {
+		Overrides   []engine.OverrideStatus
+		Paused      *engine.PauseStatus
+		Maintenance *engine.MaintenanceStatus
+	}{st.Overrides, st.Paused, st.Maintenance})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // Every bad request answers a 4xx with {"error": "..."} and changes
-// nothing: not the config, not the deployments, not the containers.
+// nothing: not the overrides, the pause or maintenance state, the
+// deployments nor the containers.
 func TestAdminBadRequests(t *testing.T) {
 	e := newAPIEnv(t, "tcp")
 	st0 := e.waitSettled(map[string]int{"web": 2, "worker": 1})
-	conf0, patches0 := e.conf.snapshot()
+	ops0 := operationState(t, st0)
+	e.rt.setMissing("localhost/blog:missing")
 	huge := `{"image": "` + strings.Repeat("a", maxBodySize) + `"}`
 	padded := `{"image": "localhost/blog:v3"}` + strings.Repeat(" ", maxBodySize)
 
@@ -483,14 +488,14 @@ func TestAdminBadRequests(t *testing.T) {
 		{"scale no body", "POST", "/podswitch/apps/blog/scale", "", 400, "needs a JSON body"},
 		{"scale empty", "POST", "/podswitch/apps/blog/scale", `{}`, 400, "at least one process type"},
 		{"scale null", "POST", "/podswitch/apps/blog/scale", `null`, 400, "at least one process type"},
-		{"scale negative", "POST", "/podswitch/apps/blog/scale", `{"web": -1}`, 400, "0 or more"},
+		{"scale negative", "POST", "/podswitch/apps/blog/scale", `{"web": -1}`, 400, "count of web is -1: want a whole number from 0 to 1000"},
 		{"scale string count", "POST", "/podswitch/apps/blog/scale", `{"web": "3"}`, 400, "want whole numbers"},
 		{"scale fraction", "POST", "/podswitch/apps/blog/scale", `{"web": 1.5}`, 400, "want whole numbers"},
 		{"scale null count", "POST", "/podswitch/apps/blog/scale", `{"web": null}`, 400, "want a whole number"},
 		{"scale array", "POST", "/podswitch/apps/blog/scale", `[3]`, 400, "want a JSON object"},
 		{"scale unknown type", "POST", "/podswitch/apps/blog/scale", `{"clock": 1}`, 400, `no process type "clock"`},
 		{"scale unknown type with a good one", "POST", "/podswitch/apps/blog/scale", `{"web": 5, "clock": 1}`, 400, `no process type "clock"`},
-		{"scale negative with a good one", "POST", "/podswitch/apps/blog/scale", `{"web": 5, "worker": -2}`, 400, "0 or more"},
+		{"scale negative with a good one", "POST", "/podswitch/apps/blog/scale", `{"web": 5, "worker": -2}`, 400, "count of worker is -2: want a whole number from 0 to 1000"},
 		{"scale too large", "POST", "/podswitch/apps/blog/scale", `{"web": 3` + strings.Repeat(" ", maxBodySize) + `}`, 413, "too large"},
 		{"restart unknown field", "POST", "/podswitch/apps/blog/restart", `{"proc": "web"}`, 400, `unknown field "proc"`},
 		{"restart process number", "POST", "/podswitch/apps/blog/restart", `{"process": 1}`, 400, `field "process": want a string`},
@@ -500,6 +505,33 @@ func TestAdminBadRequests(t *testing.T) {
 		{"restart unknown container", "POST", "/podswitch/apps/blog/restart", `{"container": "nope"}`, 404, `no running container "nope"`},
 		{"restart malformed", "POST", "/podswitch/apps/blog/restart", `{`, 400, "malformed JSON"},
 		{"restart bad wait", "POST", "/podswitch/apps/blog/restart?wait=2", ``, 400, "wait="},
+		{"deploy missing image", "POST", "/podswitch/apps/blog/deploy", `{"image": "localhost/blog:missing"}`, 400, "localhost/blog:missing: image not found; nothing was changed"},
+		{"deploy missing image, waiting", "POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "localhost/blog:missing"}`, 400, "image not found"},
+		{"deploy image that does not parse", "POST", "/podswitch/apps/blog/deploy", `{"image": "localhost/Blog:v2"}`, 400, `image "localhost/Blog:v2" is not a valid image reference`},
+		{"deploy image with two tags", "POST", "/podswitch/apps/blog/deploy", `{"image": "blog:v2:v3"}`, 400, "not a valid image reference"},
+		{"scale over the limit", "POST", "/podswitch/apps/blog/scale", `{"web": 1001}`, 400, "from 0 to 1000"},
+		{"scale over the limit with wait", "POST", "/podswitch/apps/blog/scale?wait=1", `{"worker": 100000}`, 400, "from 0 to 1000"},
+		{"rollback without an earlier release", "POST", "/podswitch/apps/blog/rollback", ``, 409, "no earlier release to roll back to"},
+		{"rollback unknown field", "POST", "/podswitch/apps/blog/rollback", `{"release": "abc"}`, 400, `unknown field "release"`},
+		{"GET rollback", "GET", "/podswitch/apps/blog/rollback", "", 405, "method GET not allowed"},
+		{"resume with nothing to resume", "POST", "/podswitch/apps/blog/resume", ``, 409, "neither paused nor in maintenance"},
+		{"pause bad timeout", "POST", "/podswitch/apps/blog/pause", `{"timeout": "soon"}`, 400, `timeout "soon"`},
+		{"pause negative timeout", "POST", "/podswitch/apps/blog/pause", `{"timeout": "-5s"}`, 400, `timeout "-5s"`},
+		{"pause timeout over an hour", "POST", "/podswitch/apps/blog/pause", `{"timeout": "2h"}`, 400, "from 1s to 1h"},
+		{"pause unknown field", "POST", "/podswitch/apps/blog/pause", `{"for": "5s"}`, 400, `unknown field "for"`},
+		{"maintenance message number", "POST", "/podswitch/apps/blog/maintenance", `{"message": 5}`, 400, `field "message": want a string`},
+		{"maintenance message too long", "POST", "/podswitch/apps/blog/maintenance", `{"message": "` + strings.Repeat("x", 5000) + `"}`, 400, "at most 4096"},
+		{"rollback unknown app", "POST", "/podswitch/apps/nope/rollback", ``, 404, `unknown app "nope"`},
+		{"pause unknown app", "POST", "/podswitch/apps/nope/pause", ``, 404, `unknown app "nope"`},
+		{"maintenance unknown app", "POST", "/podswitch/apps/nope/maintenance", `{"message": "x"}`, 404, `unknown app "nope"`},
+		{"resume unknown app", "POST", "/podswitch/apps/nope/resume", ``, 404, `unknown app "nope"`},
+		{"logs unknown app", "GET", "/podswitch/apps/nope/logs", "", 404, `unknown app "nope"`},
+		{"logs unknown process", "GET", "/podswitch/apps/blog/logs?process=clock", "", 404, `no container of process type "clock"`},
+		{"logs unknown container", "GET", "/podswitch/apps/blog/logs?container=nope", "", 404, `no container "nope"`},
+		{"logs bad tail", "GET", "/podswitch/apps/blog/logs?tail=many", "", 400, `tail="many"`},
+		{"logs tail too large", "GET", "/podswitch/apps/blog/logs?tail=10001", "", 400, `tail="10001"`},
+		{"logs bad follow", "GET", "/podswitch/apps/blog/logs?follow=maybe", "", 400, `follow="maybe"`},
+		{"POST logs", "POST", "/podswitch/apps/blog/logs", `{}`, 405, "method POST not allowed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -518,18 +550,21 @@ func TestAdminBadRequests(t *testing.T) {
 			if !strings.Contains(msg, tc.msg) {
 				t.Errorf("error %q does not say %q", msg, tc.msg)
 			}
-			if conf, patches := e.conf.snapshot(); conf != conf0 || patches != patches0 {
-				t.Errorf("the config changed: %d patches, %s", patches-patches0, conf)
-			}
 			st := e.status()
+			if ops := operationState(t, st); ops != ops0 {
+				t.Errorf("overrides, pause or maintenance changed: %s, want %s", ops, ops0)
+			}
 			if len(st.Deployments) != len(st0.Deployments) {
 				t.Errorf("%d deployments, want %d: %+v", len(st.Deployments), len(st0.Deployments), st.Deployments)
 			}
-			if !maps.Equal(st.Processes, st0.Processes) || st.Desired != st0.Desired {
-				t.Errorf("desired state changed: %v %s", st.Processes, st.Desired)
+			if !maps.Equal(st.Processes, st0.Processes) || st.Desired != st0.Desired || st.Image != st0.Image {
+				t.Errorf("desired state changed: %v %s %s", st.Processes, st.Desired, st.Image)
 			}
 			if !slices.Equal(apiContainerIDs(st), apiContainerIDs(st0)) {
 				t.Errorf("containers changed: %v, want %v", apiContainerIDs(st), apiContainerIDs(st0))
+			}
+			if g := e.m.Pool("blog").Gate(); g != nil {
+				t.Errorf("the app's gate is set: %+v", g)
 			}
 		})
 	}
@@ -564,47 +599,52 @@ func TestAdminReadRoutes(t *testing.T) {
 	}
 }
 
-// Deploy changes the image in the config; ?wait=1 answers the final
-// status; the same image again starts nothing; a release that never gets
-// ready answers timeout-error with 200 and the old release keeps serving.
+// imageOverride returns the image override of st, if any.
+func imageOverride(st engine.AppStatus) (engine.OverrideStatus, bool) {
+	for _, o := range st.Overrides {
+		if o.Setting == "image" {
+			return o, true
+		}
+	}
+	return engine.OverrideStatus{}, false
+}
+
+// Deploy makes the image an override of the config's; ?wait=1 answers the
+// final status; the image that serves again starts nothing; a release that
+// never gets ready answers timeout-error with 200, the old release keeps
+// serving, and deploying it again retries it; the config's own image
+// drops the override.
 func TestAdminDeploy(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
 			e := newAPIEnv(t, network)
 			code, body := e.do("POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "localhost/blog:v2"}`)
 			ans := decodeAnswer(t, body)
-			if code != 200 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusSuccess || ans.Deployment.Image != "localhost/blog:v2" || ans.Deployment.Kind != engine.KindDeploy {
+			if code != 200 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusSuccess || ans.Deployment.Image != "localhost/blog:v2" ||
+				ans.Deployment.Kind != engine.KindDeploy || ans.Deployment.Trigger != "api" {
 				t.Fatalf("deploy --wait: %d %s", code, body)
 			}
-			cfg := e.conf.appConfig(t, "blog")
-			if cfg["image"] != "localhost/blog:v2" {
-				t.Errorf("config image %v, want localhost/blog:v2", cfg["image"])
+			st := e.status()
+			if len(st.Overrides) != 1 {
+				t.Fatalf("overrides %+v, want one, of the image", st.Overrides)
 			}
-			// Everything else of the config is kept.
-			if env, _ := cfg["env"].(map[string]any); env["SECRET"] != apiSecret || cfg["boot_timeout"] != "400ms" || cfg["web"] != 2.0 {
-				t.Errorf("the rest of the config changed: %v", cfg)
+			if o := st.Overrides[0]; o.Setting != "image" || o.Operation != "deploy" || o.Value != "localhost/blog:v2" ||
+				o.ConfigValue != "localhost/blog:v1" || o.At.IsZero() {
+				t.Errorf("override %+v, want image localhost/blog:v2 over the config's localhost/blog:v1, by deploy", o)
 			}
-			// Host and Origin of the request went to the config API.
-			e.conf.mu.Lock()
-			for i := range e.conf.origins {
-				if e.conf.origins[i] != "http://origin.test" {
-					t.Errorf("config request %d had Origin %q", i, e.conf.origins[i])
-				}
-				if want := strings.TrimPrefix(e.base, "http://"); e.conf.hosts[i] != want {
-					t.Errorf("config request %d had Host %q, want %q", i, e.conf.hosts[i], want)
-				}
+			if st.Image != "localhost/blog:v2" || st.Release == nil || st.Release.Image != "localhost/blog:v2" {
+				t.Errorf("desired image %q, release %+v; want localhost/blog:v2", st.Image, st.Release)
 			}
-			e.conf.mu.Unlock()
+			// The rest of the app is kept.
+			if !maps.Equal(st.Processes, map[string]int{"web": 2, "worker": 1}) {
+				t.Errorf("processes %v after a deploy", st.Processes)
+			}
 
 			// The same image again: nothing starts.
-			_, patches := e.conf.snapshot()
 			code, body = e.do("POST", "/podswitch/apps/blog/deploy", `{"image": "localhost/blog:v2"}`)
 			ans = decodeAnswer(t, body)
-			if code != 200 || ans.Message == "" || ans.Deployment == nil || ans.Deployment.Status != engine.StatusSuccess {
-				t.Errorf("same image: %d %s", code, body)
-			}
-			if _, p := e.conf.snapshot(); p != patches {
-				t.Errorf("deploying the desired image changed the config")
+			if code != 200 || ans.Message == "" || ans.Deployment != nil {
+				t.Errorf("same image: %d %s, want 200 with a message and no deployment", code, body)
 			}
 			if n := len(e.status().Deployments); n != 2 {
 				t.Errorf("%d deployments after deploying the same image, want 2", n)
@@ -620,93 +660,65 @@ func TestAdminDeploy(t *testing.T) {
 			e.waitSettled(map[string]int{"web": 2, "worker": 1})
 
 			// A release that never listens.
-			e.rt.mu.Lock()
-			e.rt.noListen["localhost/blog:bad"] = true
-			e.rt.mu.Unlock()
+			e.rt.setNoListen("localhost/blog:bad")
 			code, body = e.do("POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "localhost/blog:bad"}`)
 			ans = decodeAnswer(t, body)
 			if code != 200 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusTimeoutError {
 				t.Fatalf("never-ready deploy --wait: %d %s", code, body)
 			}
-			st := e.status()
+			failed := ans.Deployment.ID
+			st = e.status()
 			if st.Release == nil || st.Release.Image != "localhost/blog:v3" {
 				t.Errorf("after the failed deploy the release is %+v, want v3", st.Release)
 			}
-			// The failed image is the desired one: asking again starts
-			// nothing and answers the failed deployment.
+			// Deploying the failed image again retries it.
 			code, body = e.do("POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "localhost/blog:bad"}`)
 			ans = decodeAnswer(t, body)
-			if code != 200 || ans.Message == "" || ans.Deployment == nil || ans.Deployment.Status != engine.StatusTimeoutError {
-				t.Errorf("same failed image: %d %s", code, body)
+			if code != 200 || ans.Deployment == nil || ans.Deployment.ID <= failed || ans.Deployment.Status != engine.StatusTimeoutError {
+				t.Errorf("the failed image again: %d %s, want a new deployment, timeout-error", code, body)
 			}
-			// Back to the release that serves: the config changes, no
-			// deployment is needed.
+			// Back to the release that serves: no deployment is needed.
 			code, body = e.do("POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "localhost/blog:v3"}`)
 			ans = decodeAnswer(t, body)
-			if code != 200 || ans.Message == "" || ans.Deployment == nil || ans.Deployment.Status != engine.StatusSuccess {
+			if code != 200 || ans.Message == "" || ans.Deployment != nil {
 				t.Errorf("back to the serving image: %d %s", code, body)
 			}
-			if got := e.conf.appConfig(t, "blog")["image"]; got != "localhost/blog:v3" {
-				t.Errorf("config image %v, want v3", got)
+			if o, ok := imageOverride(e.status()); !ok || o.Value != "localhost/blog:v3" {
+				t.Errorf("image override %+v, want localhost/blog:v3", o)
+			}
+			// The config's image: the override goes, v1 is deployed.
+			code, body = e.do("POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "localhost/blog:v1"}`)
+			ans = decodeAnswer(t, body)
+			if code != 200 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusSuccess || ans.Deployment.Image != "localhost/blog:v1" {
+				t.Errorf("deploy of the config's image: %d %s", code, body)
+			}
+			if st := e.status(); len(st.Overrides) != 0 {
+				t.Errorf("overrides %+v after deploying the config's image, want none", st.Overrides)
 			}
 		})
 	}
 }
 
-// A config change made between the read and the write is kept: the API
-// reads again once; a config that keeps changing answers 409.
-func TestAdminDeployConcurrentConfigChange(t *testing.T) {
-	e := newAPIEnv(t, "tcp")
-	once := true
-	e.conf.beforePatch = func(apps map[string][]byte) {
-		if once {
-			once = false
-			// Someone else adds an env var meanwhile.
-			var cfg map[string]any
-			_ = json.Unmarshal(apps["blog"], &cfg)
-			cfg["env"].(map[string]any)["OTHER"] = "x"
-			apps["blog"], _ = json.Marshal(cfg)
-		}
-	}
-	code, body := e.do("POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "localhost/blog:v2"}`)
-	if ans := decodeAnswer(t, body); code != 200 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusSuccess {
-		t.Fatalf("deploy: %d %s", code, body)
-	}
-	cfg := e.conf.appConfig(t, "blog")
-	if env := cfg["env"].(map[string]any); cfg["image"] != "localhost/blog:v2" || env["OTHER"] != "x" {
-		t.Errorf("config %v: want the new image and the concurrent change", cfg)
-	}
-
-	e.conf.mu.Lock()
-	n := 0
-	e.conf.beforePatch = func(apps map[string][]byte) {
-		n++
-		apps["blog"] = append(bytes.TrimSuffix(apps["blog"], []byte("}")), []byte(fmt.Sprintf(`,"port":%d}`, 5000+n))...)
-	}
-	e.conf.mu.Unlock()
-	code, body = e.do("POST", "/podswitch/apps/blog/scale", `{"web": 3}`)
-	if code != http.StatusConflict || !strings.Contains(string(body), "keeps changing") {
-		t.Errorf("config changing all the time: %d %s", code, body)
-	}
-	if web := e.conf.appConfig(t, "blog")["web"]; web != 2.0 {
-		t.Errorf("web %v after the refused scale, want 2", web)
-	}
-}
-
-// Scale sets web and other process counts in the config and answers the
-// app's status; the containers follow.
+// Scale overrides the config's counts and answers the app's status; the
+// containers follow, the running ones kept; a count back at the config's
+// drops its override; ?wait=1 answers once the app runs the counts.
 func TestAdminScale(t *testing.T) {
 	e := newAPIEnv(t, "tcp")
 	before := e.waitSettled(map[string]int{"web": 2, "worker": 1})
 	code, body := e.do("POST", "/podswitch/apps/blog/scale", `{"web": 3, "worker": 2}`)
-	var st engine.AppStatus
-	if code != 202 || json.Unmarshal(body, &st) != nil || st.Processes["web"] != 3 || st.Processes["worker"] != 2 {
+	st := decodeStatus(t, body)
+	if code != 202 || st.Processes["web"] != 3 || st.Processes["worker"] != 2 {
 		t.Fatalf("scale: %d %s", code, body)
 	}
-	cfg := e.conf.appConfig(t, "blog")
-	worker := cfg["processes"].(map[string]any)["worker"].(map[string]any)
-	if cfg["web"] != 3.0 || worker["count"] != 2.0 || len(worker["command"].([]any)) != 3 {
-		t.Errorf("config after scale: %v", cfg)
+	var got []string
+	for _, o := range st.Overrides {
+		if o.Operation != "scale" || o.At.IsZero() {
+			t.Errorf("override %+v, want operation scale", o)
+		}
+		got = append(got, o.Setting+"="+o.Value+" over "+o.ConfigValue)
+	}
+	if want := []string{"count:web=3 over 2", "count:worker=2 over 1"}; !slices.Equal(got, want) {
+		t.Errorf("overrides %v, want %v", got, want)
 	}
 	up := e.waitSettled(map[string]int{"web": 3, "worker": 2})
 	for _, id := range apiContainerIDs(before) {
@@ -719,9 +731,15 @@ func TestAdminScale(t *testing.T) {
 		t.Fatalf("scale down: %d %s", code, body)
 	}
 	e.waitSettled(map[string]int{"web": 1})
-	code, body = e.do("POST", "/podswitch/apps/blog/scale", `{"web": 1}`)
-	if code != 200 {
-		t.Errorf("scale to the same count: %d %s, want 200", code, body)
+
+	// Back to the config's counts, waiting.
+	code, body = e.do("POST", "/podswitch/apps/blog/scale?wait=1", `{"web": 2, "worker": 1}`)
+	st = decodeStatus(t, body)
+	if code != 200 || len(st.Overrides) != 0 {
+		t.Fatalf("scale to the config's counts --wait: %d %s, want 200 and no override", code, body)
+	}
+	if !scaled(st) || len(st.Containers) != 3 {
+		t.Errorf("the answer of scale --wait shows containers not settled: %+v", st.Containers)
 	}
 	if n := len(e.status().Deployments); n != 1 {
 		t.Errorf("scaling made deployments: %d", n)
@@ -773,9 +791,7 @@ func TestAdminRestart(t *testing.T) {
 // A restart while a deployment runs answers 409 and changes nothing.
 func TestAdminRestartDuringDeploy(t *testing.T) {
 	e := newAPIEnv(t, "tcp")
-	e.rt.mu.Lock()
-	e.rt.noListen["localhost/blog:slow"] = true
-	e.rt.mu.Unlock()
+	e.rt.setNoListen("localhost/blog:slow")
 	code, body := e.do("POST", "/podswitch/apps/blog/deploy", `{"image": "localhost/blog:slow"}`)
 	ans := decodeAnswer(t, body)
 	if code != 202 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusStarting {
@@ -796,38 +812,160 @@ func TestAdminRestartDuringDeploy(t *testing.T) {
 	}
 }
 
+// Rollback deploys the release that served before the serving one, new
+// first, as an override of the release.
+func TestAdminRollback(t *testing.T) {
+	e := newAPIEnv(t, "tcp")
+	for _, image := range []string{"localhost/blog:v2", "localhost/blog:v3"} {
+		code, body := e.do("POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "`+image+`"}`)
+		if ans := decodeAnswer(t, body); code != 200 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusSuccess {
+			t.Fatalf("deploy %s: %d %s", image, code, body)
+		}
+	}
+	v3 := apiContainerIDs(e.waitSettled(map[string]int{"web": 2, "worker": 1}))
+
+	code, body := e.do("POST", "/podswitch/apps/blog/rollback?wait=1", "")
+	ans := decodeAnswer(t, body)
+	if code != 200 || ans.Deployment == nil || ans.Deployment.Kind != engine.KindRollback ||
+		ans.Deployment.Image != "localhost/blog:v2" || ans.Deployment.Status != engine.StatusSuccess {
+		t.Fatalf("rollback --wait: %d %s, want a rollback to localhost/blog:v2 ended in success", code, body)
+	}
+	st := e.waitSettled(map[string]int{"web": 2, "worker": 1})
+	if st.Release == nil || st.Release.Image != "localhost/blog:v2" || st.Image != "localhost/blog:v2" {
+		t.Errorf("release %+v, desired image %q after the rollback; want localhost/blog:v2", st.Release, st.Image)
+	}
+	for _, id := range apiContainerIDs(st) {
+		if slices.Contains(v3, id) {
+			t.Errorf("container %s of v3 still runs after the rollback", id)
+		}
+	}
+	if len(st.Overrides) != 1 || st.Overrides[0].Setting != "release" || st.Overrides[0].Operation != "rollback" ||
+		!strings.Contains(st.Overrides[0].Value, "localhost/blog:v2") {
+		t.Errorf("overrides %+v, want one of the release, by rollback, to localhost/blog:v2", st.Overrides)
+	}
+}
+
+// Pause and maintenance set the app's gate and show in its status; resume
+// lifts them, and a resume with nothing to resume answers 409. None of
+// them touches a container.
+func TestAdminPauseMaintenance(t *testing.T) {
+	e := newAPIEnv(t, "tcp")
+	ids := apiContainerIDs(e.waitSettled(map[string]int{"web": 2, "worker": 1}))
+	pool := e.m.Pool("blog")
+
+	code, body := e.do("POST", "/podswitch/apps/blog/pause", `{"timeout": "5s"}`)
+	st := decodeStatus(t, body)
+	if code != 200 || st.Paused == nil || st.Paused.Timeout != "5s" || st.Paused.Since.IsZero() || st.Maintenance != nil {
+		t.Fatalf("pause: %d %s, want 200 with paused {timeout: 5s}", code, body)
+	}
+	if g := pool.Gate(); g == nil || g.Maintenance || g.Timeout != 5*time.Second {
+		t.Errorf("gate %+v after pause, want a pause of 5s", g)
+	}
+	code, body = e.do("POST", "/podswitch/apps/blog/pause", "")
+	if st := decodeStatus(t, body); code != 200 || st.Paused == nil || st.Paused.Timeout != engine.DefaultPauseTimeout.String() {
+		t.Errorf("pause without a body: %d %s, want the default timeout", code, body)
+	}
+
+	code, body = e.do("POST", "/podswitch/apps/blog/maintenance", `{"message": "Back at 14:00 UTC."}`)
+	st = decodeStatus(t, body)
+	if code != 200 || st.Maintenance == nil || st.Maintenance.Message != "Back at 14:00 UTC." || st.Paused != nil {
+		t.Fatalf("maintenance: %d %s, want 200 with maintenance {message: Back at 14:00 UTC.} and no pause", code, body)
+	}
+	if g := pool.Gate(); g == nil || !g.Maintenance || g.Message != "Back at 14:00 UTC." {
+		t.Errorf("gate %+v in maintenance", g)
+	}
+
+	code, body = e.do("POST", "/podswitch/apps/blog/resume", "")
+	st = decodeStatus(t, body)
+	if code != 200 || st.Paused != nil || st.Maintenance != nil {
+		t.Fatalf("resume: %d %s, want 200 with neither pause nor maintenance", code, body)
+	}
+	if g := pool.Gate(); g != nil {
+		t.Errorf("gate %+v after resume, want none", g)
+	}
+	code, body = e.do("POST", "/podswitch/apps/blog/resume", "")
+	if code != http.StatusConflict || !strings.Contains(errorMessage(body), "neither paused nor in maintenance") {
+		t.Errorf("resume again: %d %s, want 409", code, body)
+	}
+
+	code, body = e.do("POST", "/podswitch/apps/blog/maintenance", "")
+	if st := decodeStatus(t, body); code != 200 || st.Maintenance == nil || st.Maintenance.Message != engine.DefaultMaintenanceMessage {
+		t.Errorf("maintenance without a body: %d %s, want the default message", code, body)
+	}
+	if got := apiContainerIDs(e.status()); !slices.Equal(got, ids) {
+		t.Errorf("containers %v after pause, maintenance and resume, want %v", got, ids)
+	}
+	if n := len(e.status().Deployments); n != 1 {
+		t.Errorf("%d deployments, want 1", n)
+	}
+}
+
+// The logs route gives the output of the app's containers, each line
+// prefixed with the container's process type and short id.
+func TestAdminLogs(t *testing.T) {
+	e := newAPIEnv(t, "tcp")
+	st := e.waitSettled(map[string]int{"web": 2, "worker": 1})
+	var want []string
+	var web engine.ContainerStatus
+	for _, c := range st.Containers {
+		if c.Process == "web" {
+			web = c
+			want = append(want, "web."+c.ID[:12]+" | line 1 of "+c.Name, "web."+c.ID[:12]+" | line 2 of "+c.Name)
+		}
+	}
+	slices.Sort(want)
+
+	code, body := e.do("GET", "/podswitch/apps/blog/logs?process=web", "")
+	got := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
+	slices.Sort(got)
+	if code != 200 || !slices.Equal(got, want) {
+		t.Errorf("logs of web: %d\n%s\nwant the lines:\n%s", code, body, strings.Join(want, "\n"))
+	}
+
+	code, body = e.do("GET", "/podswitch/apps/blog/logs?container="+web.ID[:12]+"&tail=5", "")
+	wantOne := "web." + web.ID[:12] + " | line 1 of " + web.Name + "\nweb." + web.ID[:12] + " | line 2 of " + web.Name + "\n"
+	if code != 200 || string(body) != wantOne {
+		t.Errorf("logs of one container: %d %q, want %q", code, body, wantOne)
+	}
+
+	code, body = e.do("GET", "/podswitch/apps/blog/logs", "")
+	if n := strings.Count(string(body), "\n"); code != 200 || n != 6 || !strings.Contains(string(body), "worker.") {
+		t.Errorf("logs of every container: %d, %d lines, want 6 with the worker's:\n%s", code, n, body)
+	}
+	e.rt.mu.Lock()
+	opts := slices.Clone(e.rt.logOpts)
+	e.rt.mu.Unlock()
+	if len(opts) != 6 || opts[2] != (engine.LogOptions{Tail: 5}) || opts[0] != (engine.LogOptions{Tail: 100}) {
+		t.Errorf("Logs calls with %+v, want tail 100 by default and 5 with ?tail=5, no follow", opts)
+	}
+}
+
 // ?wait=1 is not cut by the admin server's ReadTimeout.
 func TestAdminWaitOutlivesReadTimeout(t *testing.T) {
 	e := newAPIEnv(t, "tcp")
-	e.rt.mu.Lock()
-	e.rt.noListen["localhost/blog:slow"] = true
-	e.rt.mu.Unlock()
+	e.rt.setNoListen("localhost/blog:slow")
 	// Shorten the read timeout: replace the server with one of 200ms.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := &adminAPI{manager: func() *engine.Manager { return e.m }}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/podswitch/", func(w http.ResponseWriter, r *http.Request) {
-		if err := api.serve(w, r); err != nil {
-			caddyAdminErrorBody(w, err)
-		}
-	})
-	mux.Handle("/config/apps/podswitch/apps/", e.conf)
-	srv := &http.Server{Handler: mux, ReadTimeout: 200 * time.Millisecond}
+	srv := &http.Server{Handler: apiMux(e.m), ReadTimeout: 200 * time.Millisecond}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	e.base = "http://" + ln.Addr().String()
 	// boot_timeout is 400ms: the answer comes after the read timeout.
+	start := time.Now()
 	code, body := e.do("POST", "/podswitch/apps/blog/deploy?wait=1", `{"image": "localhost/blog:slow"}`)
 	ans := decodeAnswer(t, body)
 	if code != 200 || ans.Deployment == nil || ans.Deployment.Status != engine.StatusTimeoutError {
 		t.Fatalf("deploy --wait past the read timeout: %d %s", code, body)
 	}
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("the answer came after %s, before boot_timeout: the test proves nothing", took)
+	}
 }
 
-// runCLI runs `caddy podswitch args...` against the test endpoint and
+// cli runs `caddy podswitch args...` against the test endpoint and
 // returns its exit status and output.
 func (e *apiEnv) cli(args ...string) (int, string, string) {
 	e.t.Helper()
@@ -874,9 +1012,7 @@ func TestCLI(t *testing.T) {
 			if code != 0 || !strings.Contains(out, "success") {
 				t.Errorf("deploy --wait: %d %q %q", code, out, errOut)
 			}
-			e.rt.mu.Lock()
-			e.rt.noListen["localhost/blog:bad"] = true
-			e.rt.mu.Unlock()
+			e.rt.setNoListen("localhost/blog:bad")
 			code, out, errOut = e.cli("deploy", "blog", "localhost/blog:bad", "--wait")
 			t.Logf("caddy podswitch deploy blog localhost/blog:bad --wait: exit %d\n%s%s", code, out, errOut)
 			if code != exitFailed || !strings.Contains(out, "timeout-error") || !strings.Contains(out, "error: ") {
@@ -900,8 +1036,30 @@ func TestCLI(t *testing.T) {
 			if code != 0 || !strings.Contains(out, "STATUS") || !strings.Contains(out, "timeout-error") || strings.Count(out, "\n") != 6 {
 				t.Errorf("history: %d %q %q", code, out, errOut)
 			}
+			code, out, errOut = e.cli("rollback", "blog", "--wait")
+			if code != 0 || !strings.Contains(out, "rollback localhost/blog:v2") || !strings.Contains(out, "success") {
+				t.Errorf("rollback --wait: %d %q %q", code, out, errOut)
+			}
+			code, out, errOut = e.cli("pause", "blog", "--timeout", "10s")
+			if code != 0 || out != "app blog: paused\n" || e.status().Paused == nil || e.status().Paused.Timeout != "10s" {
+				t.Errorf("pause: %d %q %q", code, out, errOut)
+			}
+			code, out, errOut = e.cli("maintenance", "blog", "--message", "Back soon.")
+			if code != 0 || out != "app blog: in maintenance\n" || e.status().Maintenance == nil || e.status().Maintenance.Message != "Back soon." {
+				t.Errorf("maintenance: %d %q %q", code, out, errOut)
+			}
+			code, out, errOut = e.cli("resume", "blog")
+			if code != 0 || out != "app blog: resumed\n" {
+				t.Errorf("resume: %d %q %q", code, out, errOut)
+			}
+			code, out, errOut = e.cli("logs", "blog", "--process", "web")
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			if code != 0 || len(lines) < 6 || !strings.HasPrefix(lines[0], "web.") || !strings.Contains(lines[0], " | line 1 of podswitch-blog-web-") {
+				t.Errorf("logs: %d %q %q, want lines of the web containers", code, out, errOut)
+			}
 
 			// Failures: exit 1 with the API's message.
+			e.rt.setMissing("localhost/blog:missing")
 			for _, tc := range []struct {
 				args []string
 				msg  string
@@ -909,9 +1067,11 @@ func TestCLI(t *testing.T) {
 				{[]string{"status", "nope"}, `unknown app "nope" (HTTP 404)`},
 				{[]string{"deploy", "blog"}, "usage: caddy podswitch deploy"},
 				{[]string{"deploy", "nope", "x:v1", "--wait"}, `unknown app "nope"`},
+				{[]string{"deploy", "blog", "localhost/blog:missing", "--wait"}, "image not found; nothing was changed (HTTP 400)"},
 				{[]string{"scale", "blog", "web=-1"}, "want <type>=<count>"},
 				{[]string{"scale", "blog", "clock=1"}, `no process type "clock"`},
 				{[]string{"restart", "blog", "--container", "nope"}, `no running container "nope"`},
+				{[]string{"resume", "blog"}, "neither paused nor in maintenance (HTTP 409)"},
 				{[]string{"history"}, "usage: caddy podswitch history"},
 				{[]string{"deplyo", "blog", "x:v1"}, `unknown command "deplyo"`},
 			} {
@@ -922,96 +1082,4 @@ func TestCLI(t *testing.T) {
 			}
 		})
 	}
-}
-
-// The history store writes each app's deployments to its own file, at
-// most historyLimit of them, and gives them back to a new store.
-func TestFileHistory(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "history")
-	h := newFileHistory(dir, nil)
-	var ds []engine.Deployment
-	for i := 1; i <= 70; i++ {
-		ds = append(ds, engine.Deployment{ID: int64(i), Kind: engine.KindDeploy, Image: fmt.Sprintf("x:v%d", i), Status: engine.StatusSuccess, StartedAt: time.Unix(int64(i), 0).UTC()})
-		h.Save("blog", slices.Clone(ds))
-	}
-	h.Save("other", ds[:1])
-	h.Save("../evil", ds[:1])
-	h.Close()
-
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
-	slices.Sort(files)
-	if want := []string{filepath.Join(dir, "blog.json"), filepath.Join(dir, "other.json")}; !slices.Equal(files, want) {
-		t.Errorf("files %v, want %v (and no temporary file left)", files, want)
-	}
-	h2 := newFileHistory(dir, nil)
-	defer h2.Close()
-	got := h2.Load("blog")
-	if len(got) != historyLimit || got[0].ID != 21 || got[len(got)-1].ID != 70 || !got[0].StartedAt.Equal(time.Unix(21, 0)) {
-		t.Fatalf("loaded %d deployments, %+v ... %+v", len(got), got[0], got[len(got)-1])
-	}
-	if got := h2.Load("none"); got != nil {
-		t.Errorf("Load of an app without a file = %v", got)
-	}
-	// A damaged file is ignored, not fatal.
-	os.WriteFile(filepath.Join(dir, "broken.json"), []byte("{"), 0o600)
-	if got := h2.Load("broken"); got != nil {
-		t.Errorf("Load of a damaged file = %v", got)
-	}
-	// Save returns at once and a later Load in the same process sees it.
-	h2.Save("blog", ds[:2])
-	if got := h2.Load("blog"); len(got) != 2 {
-		t.Errorf("Load after Save = %d deployments, want 2", len(got))
-	}
-}
-
-// With the store wired into the engine, the deployments of an app survive
-// a new manager, as they survive a restart of Caddy.
-func TestFileHistoryWithEngine(t *testing.T) {
-	dir := t.TempDir()
-	rt := newAPIFakeRuntime()
-	spec := func(image string) []engine.AppSpec {
-		var cfg AppConfig
-		json.Unmarshal([]byte(apiBlogConfig), &cfg)
-		cfg.Image = image
-		s, err := cfg.Spec("blog")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return []engine.AppSpec{s}
-	}
-	h := newFileHistory(dir, nil)
-	m := engine.NewManager(engine.Deps{Runtime: rt, Prober: rt, History: h})
-	m.Apply(spec("localhost/blog:v1"))
-	waitApp(t, m, "localhost/blog:v1")
-	m.Apply(spec("localhost/blog:v2"))
-	waitApp(t, m, "localhost/blog:v2")
-	m.Close()
-	h.Close()
-
-	h2 := newFileHistory(dir, nil)
-	defer h2.Close()
-	m2 := engine.NewManager(engine.Deps{Runtime: rt, Prober: rt, History: h2})
-	defer m2.Close()
-	m2.Apply(spec("localhost/blog:v2"))
-	deps := m2.App("blog").Status().Deployments
-	if len(deps) != 2 || deps[0].Image != "localhost/blog:v2" || deps[1].Image != "localhost/blog:v1" || deps[0].Status != engine.StatusSuccess {
-		t.Fatalf("history after a restart: %+v", deps)
-	}
-}
-
-func waitApp(t *testing.T, m *engine.Manager, image string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, d := range m.App("blog").Status().Deployments {
-			if d.Image == image && d.Status.Ended() {
-				if d.Status != engine.StatusSuccess {
-					t.Fatalf("%s: %s %s", image, d.Status, d.Error)
-				}
-				return
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no ended deployment of %s", image)
 }

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/url"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -51,10 +50,8 @@ type App struct {
 	host   *host
 	notify *notifyTarget
 	logger *zap.Logger
-	// done is closed by Cleanup; committed is set once the config this
-	// app belongs to runs and the engine follows it.
-	done      chan struct{}
-	committed atomic.Bool
+	// done is closed by Cleanup.
+	done chan struct{}
 }
 
 // AppConfig is the desired state of one app.

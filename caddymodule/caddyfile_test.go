@@ -131,7 +131,8 @@ func TestGoldenCaddyfileExample(t *testing.T) {
 		t.Errorf("demo.processes.worker = %+v, want count 1 command [/app worker]", w)
 	}
 	if time.Duration(demo.BootTimeout) != 60*time.Second || time.Duration(demo.StopTimeout) != 30*time.Second ||
-		time.Duration(demo.DrainTimeout) != 30*time.Second || demo.RestartAttempts != 20 {
+		demo.DrainTimeout == nil || time.Duration(*demo.DrainTimeout) != 30*time.Second ||
+		demo.RestartAttempts == nil || *demo.RestartAttempts != 20 {
 		t.Errorf("demo timeouts: %+v", demo)
 	}
 	if !bytes.Contains(got, []byte(`"dynamic_upstreams": {`)) ||
@@ -289,6 +290,18 @@ func TestCaddyfileErrors(t *testing.T) {
 		return "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n\t\t}\n\t}\n}\n\n" +
 			":8080 {\n\treverse_proxy {\n\t\t" + proxy + "\n\t}\n}\n"
 	}
+	// directive puts body in a site, after a podswitch global option with
+	// the apps blog and shop: the first line of body is on line 13.
+	directive := func(body string) string {
+		return "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n\t\t}\n" +
+			"\t\tapp shop {\n\t\t\timage localhost/shop:v1\n\t\t}\n\t}\n}\n\n" +
+			":8080 {\n\t" + body + "\n}\n"
+	}
+	// only wraps the lines of an app block without an image line: the
+	// app's name is on line 3, the first of lines on line 4.
+	only := func(lines ...string) string {
+		return "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\t" + strings.Join(lines, "\n\t\t\t") + "\n\t\t}\n\t}\n}\n"
+	}
 	tests := []struct {
 		name      string
 		caddyfile string
@@ -307,7 +320,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"missing image", "{\n\tpodswitch {\n\t\tpodman unix:///x.sock\n\t\tapp blog {\n\t\t\tweb 2\n\t\t\tenv A b\n\t\t}\n\t}\n}\n",
 			`app "blog": image is required`, 4},
 		{"missing image, empty block", "{\n\tpodswitch {\n\t\tapp blog {\n\t\t}\n\t}\n}\n", `app "blog": image is required`, 3},
-		{"image without value", app("image"), `image: want one value`, 5},
+		{"image without value", "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage\n\t\t}\n\t}\n}\n", `image: want one value`, 4},
 		{"env with one arg", app("env RAILS_ENV"), `env: want env <NAME> <value>`, 5},
 		{"env with three args", app("env A b c"), `env: want env <NAME> <value>`, 5},
 		{"env PORT", app("env PORT 1"), `env PORT: PORT is set by podswitch`, 5},
@@ -327,11 +340,45 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"podswitch given twice", "{\n\tpodswitch {\n\t\tapp a {\n\t\t\timage x\n\t\t}\n\t}\n\tpodswitch {\n\t\tapp b {\n\t\t\timage y\n\t\t}\n\t}\n}\n",
 			`podswitch: the global option may appear only once`, 7},
 		{"podswitch with an argument", "{\n\tpodswitch foo {\n\t}\n}\n", `wrong argument count`, 2},
-		{"podman without address", "{\n\tpodswitch {\n\t\tpodman\n\t}\n}\n", `wrong argument count`, 3},
+		{"podman without address", "{\n\tpodswitch {\n\t\tpodman\n\t}\n}\n", `podman: want the address of the Podman service`, 3},
 		{"dynamic podswitch without app", site("dynamic podswitch"), `dynamic podswitch: want the app's name`, 11},
 		{"dynamic podswitch a b", site("dynamic podswitch a b"), `dynamic podswitch: unexpected argument "b"`, 11},
 		{"dynamic podswitch bad name", site("dynamic podswitch Blog"), `dynamic podswitch: app name "Blog"`, 11},
 		{"dynamic podswitch with a block", site("dynamic podswitch blog {\n\t\t\tapp x\n\t\t}"), `dynamic podswitch: takes no block`, 12},
+
+		// A setting given twice is refused where it is given again.
+		{"image given twice", app("image localhost/blog:v2"), `app "blog": image is given twice`, 5},
+		{"web given twice", app("web 1", "web 2"), `app "blog": web is given twice`, 6},
+		{"boot_timeout given twice", app("boot_timeout 5s", "port 8000", "boot_timeout 6s"), `app "blog": boot_timeout is given twice`, 7},
+		{"restart_attempts given twice", app("restart_attempts 0", "restart_attempts 3"), `app "blog": restart_attempts is given twice`, 6},
+		{"env given twice", app("env A b", "env A c"), `env A is given twice`, 6},
+		{"podman given twice", "{\n\tpodswitch {\n\t\tpodman unix:///a.sock\n\t\tpodman unix:///b.sock\n\t}\n}\n", `podswitch: podman is given twice`, 4},
+
+		// The podman address needs a scheme the bindings know.
+		{"podman host:port", "{\n\tpodswitch {\n\t\tpodman localhost:8080\n\t}\n}\n", `podman "localhost:8080"`, 3},
+		{"podman path", "{\n\tpodswitch {\n\t\tpodman /run/podman/podman.sock\n\t}\n}\n",
+			`podman "/run/podman/podman.sock": want an address with a scheme: unix:///run/podman/podman.sock`, 3},
+		{"podman http", "{\n\tpodswitch {\n\t\tpodman http://localhost:8080\n\t}\n}\n", `scheme "http" is not one of unix, tcp, ssh`, 3},
+
+		// What Spec refuses is refused at adapt, at the app's line.
+		{"web 1001", app("web 1001"), `app "blog": process type "web": count 1001 is over the limit of 1000`, 3},
+		{"process count over the limit", app("process worker 5000 /w"), `app "blog": process type "worker": count 5000 is over the limit of 1000`, 3},
+		{"image that does not parse", only(`image "Bad Ref"`), `app "blog": image "Bad Ref" is not a valid image reference`, 3},
+		{"image with an uppercase repository", only("image localhost/Blog:v1"), `image "localhost/Blog:v1" is not a valid image reference`, 3},
+
+		// The podswitch site directive.
+		{"podswitch undefined app", directive("podswitch nope"),
+			`podswitch nope: no such app in the podswitch global option (it has: blog, shop)`, 13},
+		{"podswitch without an app", directive("podswitch"), `podswitch: want the app's name`, 13},
+		{"podswitch with a matcher and no app", directive("podswitch /api/*"), `podswitch: want the app's name`, 13},
+		{"podswitch with two apps", directive("podswitch blog shop"), `podswitch: unexpected argument "shop"`, 13},
+		{"podswitch bad app name", directive("podswitch Blog"), `podswitch: app name "Blog"`, 13},
+		{"podswitch with to", directive("podswitch blog {\n\t\tto localhost:9000\n\t}"),
+			`podswitch blog: to is not allowed here: the upstreams are the app's ready web containers`, 14},
+		{"podswitch with dynamic", directive("podswitch blog {\n\t\tlb_try_duration 1s\n\t\tdynamic podswitch shop\n\t}"),
+			`podswitch blog: dynamic is not allowed here`, 15},
+		{"podswitch without the global option", ":8080 {\n\tpodswitch blog\n}\n",
+			`podswitch blog: the podswitch global option, which defines the apps, is missing`, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -464,6 +511,8 @@ func TestSpecDefaults(t *testing.T) {
 // make sure of it.
 func validateJSON(t *testing.T, apps, source string) error {
 	t.Helper()
+	// The podswitch app keeps its state in Caddy's data directory.
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	raw := fmt.Sprintf(`{
 	"storage": {"module": "file_system", "root": %q},
 	"apps": {
@@ -533,5 +582,61 @@ func TestValidateWithoutPodswitchApp(t *testing.T) {
 	err := caddy.Validate(&cfg)
 	if err == nil || !strings.Contains(err.Error(), `"blog"`) || !strings.Contains(err.Error(), "apps.podswitch") {
 		t.Errorf("err = %v, want a message naming \"blog\" and apps.podswitch", err)
+	}
+}
+
+// restart_attempts 0 and drain_timeout 0 mean no retry and no drain wait:
+// they adapt to JSON 0 and reach the engine as 0; absent, they get their
+// defaults.
+func TestAdaptedZeroSettings(t *testing.T) {
+	tests := []struct {
+		name      string
+		lines     []string
+		json      []string // the adapted JSON has these
+		noJSON    []string // and not these
+		attempts  int
+		drainWait time.Duration
+	}{
+		{"zero", []string{"restart_attempts 0", "drain_timeout 0"},
+			[]string{`"restart_attempts": 0`, `"drain_timeout": 0`}, nil, 0, 0},
+		{"zero with a unit", []string{"drain_timeout 0s"}, []string{`"drain_timeout": 0`}, []string{"restart_attempts"}, 20, 0},
+		{"set", []string{"restart_attempts 3", "drain_timeout 5s"},
+			[]string{`"restart_attempts": 3`, `"drain_timeout": 5000000000`}, nil, 3, 5 * time.Second},
+		{"absent", nil, nil, []string{"restart_attempts", "drain_timeout"}, 20, 30 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			caddyfile := "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n"
+			for _, l := range tc.lines {
+				caddyfile += "\t\t\t" + l + "\n"
+			}
+			caddyfile += "\t\t}\n\t}\n}\n"
+			out := mustAdapt(t, []byte(caddyfile), true)
+			for _, want := range tc.json {
+				if !bytes.Contains(out, []byte(want)) {
+					t.Errorf("adapted JSON lacks %s:\n%s", want, out)
+				}
+			}
+			for _, not := range tc.noJSON {
+				if bytes.Contains(out, []byte(not)) {
+					t.Errorf("adapted JSON has %s:\n%s", not, out)
+				}
+			}
+			var cfg struct {
+				Apps struct {
+					Podswitch App `json:"podswitch"`
+				} `json:"apps"`
+			}
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			spec, err := cfg.Apps.Podswitch.Apps["blog"].Spec("blog")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spec.RestartAttempts != tc.attempts || spec.DrainTimeout != tc.drainWait {
+				t.Errorf("restart_attempts %d, drain_timeout %s; want %d and %s", spec.RestartAttempts, spec.DrainTimeout, tc.attempts, tc.drainWait)
+			}
+		})
 	}
 }

@@ -84,10 +84,18 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 	if d.NextArg() {
 		return nil, d.Errf("podswitch: unexpected argument %q: want podswitch [<matcher>] <app> [{ reverse_proxy subdirectives }]", d.Val())
 	}
-	for d.NextBlock(0) {
+	// The subdirectives given, by name: their arguments and blocks are
+	// skipped, so that an argument (header_up X-Route to) is not taken
+	// for one.
+	given := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "to", "dynamic":
 			return nil, d.Errf("podswitch %s: %s is not allowed here: the upstreams are the app's ready web containers", app, d.Val())
+		}
+		given[d.Val()] = true
+		d.RemainingArgs()
+		for n := d.Nesting(); d.NextBlock(n); { // skip the subdirective's block
 		}
 	}
 	d.Reset()
@@ -98,7 +106,7 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 	if err := rp.FinalizeUnmarshalCaddyfile(h); err != nil {
 		return nil, err
 	}
-	applyDirectiveDefaults(rp, app)
+	applyDirectiveDefaults(rp, app, given)
 
 	gate := Gate{App: app}
 	route := caddyhttp.Route{
@@ -130,17 +138,18 @@ func checkAppDefined(h httpcaddyfile.Helper, errf func(string, ...any) error, ap
 	return nil
 }
 
-// applyDirectiveDefaults sets on rp what the user did not: the app's
-// containers as upstreams and the zero-downtime defaults.
-func applyDirectiveDefaults(rp *reverseproxy.Handler, app string) {
+// applyDirectiveDefaults sets on rp what the user did not (given are the
+// subdirectives the user wrote, whatever their value, 0 included): the
+// app's containers as upstreams and the zero-downtime defaults.
+func applyDirectiveDefaults(rp *reverseproxy.Handler, app string, given map[string]bool) {
 	rp.DynamicUpstreamsRaw = caddyconfig.JSONModuleObject(Upstreams{App: app}, "source", "podswitch", nil)
 	if rp.LoadBalancing == nil {
 		rp.LoadBalancing = new(reverseproxy.LoadBalancing)
 	}
-	if rp.LoadBalancing.TryDuration == 0 {
+	if rp.LoadBalancing.TryDuration == 0 && !given["lb_try_duration"] {
 		rp.LoadBalancing.TryDuration = caddy.Duration(directiveTryDuration)
 	}
-	if rp.LoadBalancing.TryInterval == 0 {
+	if rp.LoadBalancing.TryInterval == 0 && !given["lb_try_interval"] {
 		rp.LoadBalancing.TryInterval = caddy.Duration(directiveTryInterval)
 	}
 	if rp.HealthChecks == nil {
@@ -149,10 +158,10 @@ func applyDirectiveDefaults(rp *reverseproxy.Handler, app string) {
 	if rp.HealthChecks.Passive == nil {
 		rp.HealthChecks.Passive = new(reverseproxy.PassiveHealthChecks)
 	}
-	if rp.HealthChecks.Passive.FailDuration == 0 {
+	if rp.HealthChecks.Passive.FailDuration == 0 && !given["fail_duration"] {
 		rp.HealthChecks.Passive.FailDuration = caddy.Duration(directiveFailDuration)
 	}
-	if rp.StreamCloseDelay == 0 {
+	if rp.StreamCloseDelay == 0 && !given["stream_close_delay"] {
 		rp.StreamCloseDelay = caddy.Duration(directiveStreamCloseDelay)
 	}
 	if rp.TransportRaw == nil {

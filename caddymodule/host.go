@@ -119,7 +119,6 @@ func (h *host) commitActive() *App {
 		return h.committed
 	}
 	h.committed = a
-	a.committed.Store(true)
 	h.logCore.set(a.logger.Core())
 	h.target.Store(a.notify)
 	h.runtime.set(podman.New(a.Podman))
@@ -136,12 +135,15 @@ func (h *host) Destruct() error {
 	h.mu.Lock()
 	committed := h.committed != nil
 	h.mu.Unlock()
+	// The config unloaded has closed its logs and stopped its events app:
+	// what the engine still says goes to Caddy's default log, and no
+	// event is sent to that config's targets.
+	h.logCore.set(caddy.Log().Core())
+	h.target.Store(nil)
 	if caddy.Exiting() || !committed || caddy.ActiveContext().Context == nil {
 		h.close()
 		return nil
 	}
-	h.logCore.set(caddy.Log().Core())
-	h.target.Store(nil)
 	h.manager.Apply(nil)
 	go func() {
 		h.manager.Wait()

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -243,24 +242,9 @@ func TestNotifyCaddyfileErrors(t *testing.T) {
 // ---- delivery through a loaded Caddy config ----
 
 func init() {
-	caddy.RegisterModule(notifyTestApp{})
 	caddy.RegisterModule(notifyFailApp{})
 	caddy.RegisterModule(recordingHandler{})
 }
-
-// notifyTestApp stands for the podswitch app in these tests: its
-// Provision calls setNotifyTargets as App.Provision does, without starting
-// the engine (which needs Podman).
-type notifyTestApp struct {
-	Apps map[string]*AppConfig `json:"apps,omitempty"`
-}
-
-func (notifyTestApp) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "podswitch_notify_test", New: func() caddy.Module { return new(notifyTestApp) }}
-}
-func (a *notifyTestApp) Provision(ctx caddy.Context) error { return setNotifyTargets(ctx, a.Apps) }
-func (*notifyTestApp) Start() error                        { return nil }
-func (*notifyTestApp) Stop() error                         { return nil }
 
 // notifyFailApp fails its provisioning, to make a reload fail.
 type notifyFailApp struct{}
@@ -378,21 +362,18 @@ func nextEvent(t *testing.T) caddy.Event {
 }
 
 // loadNotifyConfig loads a Caddy config with an events subscription for
-// podswitch's events and the apps of podswitch_notify_test.
+// podswitch's events and the podswitch app with apps, whose engine waits
+// for a Podman service that does not answer.
 func loadNotifyConfig(t *testing.T, apps string, extraApps string) error {
 	t.Helper()
-	cfg := `{"admin": {"disabled": true, "config": {"persist": false}}, "apps": {
-		"events": {"subscriptions": [{"events": ["podswitch.deployment", "podswitch.gave_up", "podswitch.crashed"],
-			"handlers": [{"handler": "podswitch_notify_test"}]}]},
-		"podswitch_notify_test": {"apps": ` + apps + `}` + extraApps + `}}`
-	return caddy.Load([]byte(cfg), true)
+	return loadPodswitchConfig(t, apps, `, "events": {"subscriptions": [{"events": ["podswitch.deployment", "podswitch.gave_up", "podswitch.crashed"],
+			"handlers": [{"handler": "podswitch_notify_test"}]}]}`+extraApps, "")
 }
 
-var notifyTestMu sync.Mutex
-
 func TestNotifyDelivers(t *testing.T) {
-	notifyTestMu.Lock()
-	defer notifyTestMu.Unlock()
+	caddyTestMu.Lock()
+	defer caddyTestMu.Unlock()
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	t.Setenv("PODSWITCH_TEST_TOKEN", "t0ken")
 	t.Setenv("PODSWITCH_TEST_FROM", "ops@example.com")
 	hook := newHookReceiver(t)
@@ -406,9 +387,12 @@ func TestNotifyDelivers(t *testing.T) {
 		t.Fatalf("load: %v", err)
 	}
 	t.Cleanup(func() { _ = caddy.Stop() })
+	// The engine sends its events to the host, which hands them to the
+	// notify target of the config it follows.
+	h, _ := waitCommitted(t)
 
 	// A give-up: a Caddy event, a webhook post, an e-mail.
-	notify(engine.Event{Name: engine.EventGaveUp, App: "blog", Process: "web",
+	h.notify(engine.Event{Name: engine.EventGaveUp, App: "blog", Process: "web",
 		Message: "restart gave up after 20 attempts: exit status 1", Time: time.Now()})
 	e := nextEvent(t)
 	if e.Name() != "podswitch.gave_up" {
@@ -417,8 +401,8 @@ func TestNotifyDelivers(t *testing.T) {
 	if e.Data["app"] != "blog" || e.Data["process"] != "web" || !strings.Contains(fmt.Sprint(e.Data["message"]), "gave up") {
 		t.Errorf("event data %v", e.Data)
 	}
-	if origin := e.Origin(); origin == nil || origin.CaddyModule().ID != "podswitch_notify_test" {
-		t.Errorf("event origin %v, want the module that provisioned the targets", origin)
+	if origin := e.Origin(); origin == nil || origin.CaddyModule().ID != "podswitch" {
+		t.Errorf("event origin %v, want the podswitch app", origin)
 	}
 	body := hook.next(t)
 	if body["event"] != "gave_up" || body["app"] != "blog" || body["process"] != "web" {
@@ -434,7 +418,7 @@ func TestNotifyDelivers(t *testing.T) {
 	// A successful deployment: a Caddy event and a webhook post, but no
 	// e-mail (by default only give-ups and failures are e-mailed).
 	ok := &engine.Deployment{ID: 3, Kind: engine.KindDeploy, Release: "r3", Image: "localhost/blog:v3", Status: engine.StatusSuccess}
-	notify(engine.Event{Name: engine.EventDeployment, App: "blog", Deployment: ok, Time: time.Now()})
+	h.notify(engine.Event{Name: engine.EventDeployment, App: "blog", Deployment: ok, Time: time.Now()})
 	e = nextEvent(t)
 	if e.Name() != "podswitch.deployment" || e.Data["status"] != "success" || e.Data["deployment"] != int64(3) ||
 		e.Data["image"] != "localhost/blog:v3" || e.Data["kind"] != "deploy" {
@@ -445,11 +429,16 @@ func TestNotifyDelivers(t *testing.T) {
 	}
 	<-hook.auth
 	failed := &engine.Deployment{ID: 4, Kind: engine.KindDeploy, Release: "r4", Image: "localhost/blog:v4",
-		Status: engine.StatusTimeoutError, Error: "web.1 not ready within 60s"}
-	notify(engine.Event{Name: engine.EventDeployment, App: "blog", Deployment: failed, Message: failed.Error, Time: time.Now()})
+		Status: engine.StatusTimeoutError, Error: "web.1 not ready within 60s",
+		Containers: []engine.ContainerRecord{
+			{ID: "old1", Process: "web", Role: "old"},
+			{ID: "new1", Process: "web", Role: "new", Output: []string{"listening on :8080", "PORT is 5000: ignored"}},
+		}}
+	h.notify(engine.Event{Name: engine.EventDeployment, App: "blog", Deployment: failed, Message: failed.Error, Time: time.Now()})
 	nextEvent(t)
-	if body := hook.next(t); body["status"] != "timeout-error" || body["text"] != "web.1 not ready within 60s" {
-		t.Errorf("webhook body %v", body)
+	if body := hook.next(t); body["status"] != "timeout-error" || body["text"] != "web.1 not ready within 60s" ||
+		fmt.Sprint(body["output"]) != "[listening on :8080 PORT is 5000: ignored]" {
+		t.Errorf("webhook body %v, want the failed container's output", body)
 	}
 	<-hook.auth
 	// The next e-mail is the failure's: the success sent none.
@@ -458,7 +447,7 @@ func TestNotifyDelivers(t *testing.T) {
 	}
 
 	// An app without notify: the Caddy event only.
-	notify(engine.Event{Name: engine.EventCrashed, App: "quiet", Process: "worker", Container: "abc123", Message: "exit status 137"})
+	h.notify(engine.Event{Name: engine.EventCrashed, App: "quiet", Process: "worker", Container: "abc123", Message: "exit status 137"})
 	e = nextEvent(t)
 	if e.Name() != "podswitch.crashed" || e.Data["app"] != "quiet" || e.Data["container"] != "abc123" {
 		t.Errorf("event %s %v", e.Name(), e.Data)
@@ -469,28 +458,21 @@ func TestNotifyDelivers(t *testing.T) {
 		`, "podswitch_notify_test_fail": {}`); err == nil {
 		t.Fatal("the failing reload succeeded")
 	}
-	notify(engine.Event{Name: engine.EventGaveUp, App: "blog", Process: "worker", Message: "gave up"})
+	h.notify(engine.Event{Name: engine.EventGaveUp, App: "blog", Process: "worker", Message: "gave up"})
 	nextEvent(t)
 	if body := hook.next(t); body["process"] != "worker" {
 		t.Errorf("webhook body %v", body)
 	}
 	<-hook.auth
 
-	// Once Caddy stops, the targets are dropped.
+	// Once Caddy stops, the host and its target are dropped.
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if tgt, _ := currentNotifyTarget(); tgt == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the targets outlived the config")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if currentHost() != nil || h.target.Load() != nil {
+		t.Fatal("the notify target outlived the config")
 	}
-	notify(engine.Event{Name: engine.EventGaveUp, App: "blog", Process: "web"}) // must not panic nor send
+	h.notify(engine.Event{Name: engine.EventGaveUp, App: "blog", Process: "web"}) // must not panic nor send
 	select {
 	case b := <-hook.bodies:
 		t.Errorf("webhook got %v after Caddy stopped", b)
@@ -503,8 +485,9 @@ func TestNotifyDelivers(t *testing.T) {
 // TestNotifyJSONErrors: a bad notify config in JSON (caddy run, POST
 // /load) fails the provisioning with the app's name and the problem.
 func TestNotifyJSONErrors(t *testing.T) {
-	notifyTestMu.Lock()
-	defer notifyTestMu.Unlock()
+	caddyTestMu.Lock()
+	defer caddyTestMu.Unlock()
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	tests := []struct {
 		name, notify, want string
 	}{

@@ -78,9 +78,10 @@ func decodeAPIAnswer(t *testing.T, body string) apiAnswer {
 }
 
 // `caddy podswitch deploy --wait` under constant load: it exits 0 once the
-// deployment succeeded, no request fails, the running config (and its
-// autosave) names the new image, and loading that config again changes
-// nothing. Then a restart and a scale through the API, under load too.
+// deployment succeeded, no request fails, the running config is untouched
+// (the image is an override the status shows), and loading that config
+// again changes nothing. Then a restart and a scale through the API, under
+// load too.
 func TestAPIDeployRestartScaleUnderLoad(t *testing.T) {
 	app := uniqueName("api")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2, Lines: []string{"boot_timeout 30s", "drain_timeout 10s", "stop_timeout 10s", "env SECRET_TOKEN s3cr3t-value"}}
@@ -89,21 +90,21 @@ func TestAPIDeployRestartScaleUnderLoad(t *testing.T) {
 	c.waitSettled(app, 2, 30*time.Second)
 
 	l := startLoad(t, c.url("/"), loadRate)
+	l.allowDrops = 2 // it reloads under load (the forced /load): see reloadDrop
 	time.Sleep(300 * time.Millisecond)
 	code, out := c.podswitchCLI("deploy", app, imageV2, "--wait")
 	if code != 0 || !strings.Contains(out, "success") {
 		t.Fatalf("deploy --wait: exit %d: %s", code, out)
 	}
-	if got := c.configJSON("apps/podswitch/apps/" + app + "/image"); got != `"`+imageV2+`"` {
-		t.Errorf("config image %s after the API deploy, want %q", got, imageV2)
+	if got := c.configJSON("apps/podswitch/apps/" + app + "/image"); got != `"`+imageV1+`"` {
+		t.Errorf("config image %s after the API deploy, want the config's own %q: operations do not change the config", got, imageV1)
 	}
 	c.waitSettled(app, 2, 60*time.Second)
 	if code, body := get(t, c.url("/")); code != http.StatusOK || !strings.HasPrefix(body, "version=v2") {
 		t.Errorf("after the deploy: %d %q", code, body)
 	}
-	auto, err := os.ReadFile(filepath.Join(c.dir, "caddy", "autosave.json"))
-	if err != nil || !strings.Contains(string(auto), imageV2) {
-		t.Errorf("autosave.json does not name %s: %v", imageV2, err)
+	if ov := c.status(app).Overrides; len(ov) != 1 || ov[0].Setting != "image" || ov[0].Value != imageV2 || ov[0].Operation != "deploy" {
+		t.Errorf("overrides %+v, want the image set by deploy", ov)
 	}
 
 	// Loading the running config again (forced) is a no-op for the app.
@@ -124,6 +125,9 @@ func TestAPIDeployRestartScaleUnderLoad(t *testing.T) {
 	if len(after.Deployments) != len(before.Deployments) || !slices.Equal(webIDs(after), webIDs(before)) {
 		t.Errorf("reloading the same config touched the app: %d deployments (was %d), containers %v (were %v)",
 			len(after.Deployments), len(before.Deployments), webIDs(after), webIDs(before))
+	}
+	if after.Image != imageV2 {
+		t.Errorf("desired image %s after reloading the same config, want the API's %s", after.Image, imageV2)
 	}
 
 	// Restart through the API: new containers, no failed request.
@@ -146,8 +150,8 @@ func TestAPIDeployRestartScaleUnderLoad(t *testing.T) {
 		t.Fatalf("scale to 3: %d %s", code, body)
 	}
 	up := webIDs(c.waitSettled(app, 3, 60*time.Second))
-	if got := c.configJSON("apps/podswitch/apps/" + app + "/web"); got != "3" {
-		t.Errorf("config web %s, want 3", got)
+	if got := c.configJSON("apps/podswitch/apps/" + app + "/web"); got != "2" {
+		t.Errorf("config web %s, want the config's own 2", got)
 	}
 	code, out = c.podswitchCLI("scale", app, "web=1")
 	if code != 0 {
@@ -206,11 +210,15 @@ func TestAPIDeployNeverReadyCLI(t *testing.T) {
 	if code, body := get(t, c.url("/")); code != http.StatusOK || !strings.HasPrefix(body, "version=v1") {
 		t.Errorf("after the failed deploy: %d %q", code, body)
 	}
-	// The failed image is desired now: the same deploy starts nothing and
-	// still exits non-zero.
+	// Deploying the failed image again retries it: a new deployment,
+	// which fails the same way.
+	n := len(c.status(app).Deployments)
 	code, out = c.podswitchCLI("deploy", app, imageV2, "--wait")
-	if code == 0 || !strings.Contains(out, "timeout-error") || !strings.Contains(out, "already the desired image") || !strings.Contains(out, "does not retry") {
-		t.Errorf("deploying the failed image again: exit %d: %s", code, out)
+	if code != 2 || !strings.Contains(out, "timeout-error") {
+		t.Errorf("deploying the failed image again: exit %d, want 2 and timeout-error: %s", code, out)
+	}
+	if got := len(c.status(app).Deployments); got != n+1 {
+		t.Errorf("%d deployments after the retry, want %d", got, n+1)
 	}
 }
 
@@ -281,8 +289,8 @@ func TestAPIHistorySurvivesRestart(t *testing.T) {
 	}
 }
 
-// Bad requests against a real Caddy: a 4xx with {"error": "..."}, and the
-// config is unchanged.
+// Bad requests against a real Caddy: a 4xx with {"error": "..."}, and
+// nothing changes: not the config, not the deployments, not the app.
 func TestAPIBadRequests(t *testing.T) {
 	app := uniqueName("apibad")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"process worker 0"}}
@@ -302,7 +310,17 @@ func TestAPIBadRequests(t *testing.T) {
 		{"POST", base + "/deploy", `{"image": "x", "web": 2}`, 400, "unknown field"},
 		{"POST", base + "/deploy", `{"image": ""}`, 400, "image is required"},
 		{"POST", base + "/deploy", `{"image": "` + strings.Repeat("x", 70<<10) + `"}`, 413, "too large"},
-		{"POST", base + "/scale", `{"web": -1}`, 400, "0 or more"},
+		{"POST", base + "/scale", `{"web": -1}`, 400, "from 0 to 1000"},
+		{"POST", base + "/scale", `{"web": 100000}`, 400, "from 0 to 1000"},
+		{"POST", base + "/deploy", `{"image": "localhost/nope:v9"}`, 400, "not in the Podman service's storage"},
+		{"POST", base + "/deploy", `{"image": "Bad:Ref!"}`, 400, "not a valid image reference"},
+		{"POST", base + "/rollback", "", 409, "no earlier release"},
+		{"POST", base + "/resume", "", 409, "neither paused nor in maintenance"},
+		{"POST", base + "/pause", `{"timeout": "soon"}`, 400, "want a duration"},
+		{"POST", base + "/pause", `{"timeout": "2h"}`, 400, "from 1s to 1h"},
+		{"POST", base + "/maintenance", `{"message": 3}`, 400, "want a string"},
+		{"POST", "/podswitch/apps/nope/rollback", "", 404, "unknown app"},
+		{"GET", base + "/logs?tail=x", "", 400, "tail"},
 		{"POST", base + "/scale", `{"web": 2, "clock": 1}`, 400, "no process type"},
 		{"POST", base + "/scale", `{"worker": "2"}`, 400, "whole numbers"},
 		{"POST", base + "/restart", `{"container": "nope"}`, 404, "no running container"},
@@ -318,7 +336,11 @@ func TestAPIBadRequests(t *testing.T) {
 	if got := c.configJSON(""); got != conf {
 		t.Errorf("the config changed:\n%s\nwas\n%s", got, conf)
 	}
-	if n := len(c.status(app).Deployments); n != 1 {
+	st := c.status(app)
+	if n := len(st.Deployments); n != 1 {
 		t.Errorf("%d deployments, want 1", n)
+	}
+	if len(st.Overrides) != 0 || st.Paused != nil || st.Maintenance != nil || st.Image != imageV1 {
+		t.Errorf("status changed: overrides %+v, paused %+v, maintenance %+v, image %s", st.Overrides, st.Paused, st.Maintenance, st.Image)
 	}
 }

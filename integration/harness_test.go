@@ -5,6 +5,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -106,14 +108,30 @@ type caddyProc struct {
 	t     testing.TB
 	dir   string
 	admin string // host:port
-	http  string // host:port
+	http  string // host:port of the first app's site
 	cmd   *exec.Cmd
 	apps  []string
 	done  chan struct{}
-	// proxyLines are more subdirectives of the reverse_proxy block.
-	proxyLines []string
+	opts  caddyOpts
+	// sites are the host:port of each app that has a site; the first app
+	// always has one, at http.
+	sites map[string]string
 	// extra is appended to the Caddyfile (more sites).
 	extra string
+}
+
+// caddyOpts shape the Caddyfile of a test.
+type caddyOpts struct {
+	// proxyLines are subdirectives of each site's podswitch block (or of
+	// its reverse_proxy block, with dynamic).
+	proxyLines []string
+	// dynamic makes the sites use `reverse_proxy { dynamic podswitch
+	// <app> }` instead of the podswitch directive the README documents.
+	dynamic bool
+	// siteApps are more apps that get a site of their own.
+	siteApps []string
+	// global are more lines of the global options block.
+	global []string
 }
 
 func freePort(t testing.TB) int {
@@ -139,41 +157,82 @@ func startCaddy(t testing.TB, apps ...appCfg) *caddyProc {
 	return startCaddyWith(t, nil, apps...)
 }
 
-// startCaddyWith is startCaddy with more reverse_proxy subdirectives.
+// startCaddyWith is startCaddy with more subdirectives of the podswitch
+// site block.
 func startCaddyWith(t testing.TB, proxyLines []string, apps ...appCfg) *caddyProc {
 	t.Helper()
+	return startCaddyOpts(t, caddyOpts{proxyLines: proxyLines}, apps...)
+}
+
+// startCaddyOpts is startCaddy with the Caddyfile shaped by opts.
+func startCaddyOpts(t testing.TB, opts caddyOpts, apps ...appCfg) *caddyProc {
+	t.Helper()
+	c := newCaddyProc(t, opts, apps...)
+	c.start(apps...)
+	return c
+}
+
+// newCaddyProc prepares a Caddy process without starting it.
+func newCaddyProc(t testing.TB, opts caddyOpts, apps ...appCfg) *caddyProc {
+	t.Helper()
 	c := &caddyProc{
-		proxyLines: proxyLines,
-		t:          t,
-		dir:        t.TempDir(),
-		admin:      fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		http:       fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		opts:  opts,
+		t:     t,
+		dir:   t.TempDir(),
+		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		http:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		sites: map[string]string{},
 	}
 	for _, a := range apps {
 		c.apps = append(c.apps, a.Name)
 	}
+	if len(apps) > 0 {
+		c.sites[apps[0].Name] = c.http
+	}
+	for _, app := range opts.siteApps {
+		c.sites[app] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	}
 	t.Cleanup(func() { c.cleanup() })
-	c.start(apps...)
 	return c
 }
 
 func (c *caddyProc) caddyfile(apps ...appCfg) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "{\n\tadmin %s\n\tpodswitch {\n\t\tpodman %s\n", c.admin, rt.URI())
+	fmt.Fprintf(&b, "{\n\tadmin %s\n", c.admin)
+	for _, l := range c.opts.global {
+		fmt.Fprintf(&b, "\t%s\n", l)
+	}
+	fmt.Fprintf(&b, "\tpodswitch {\n\t\tpodman %s\n", rt.URI())
 	for _, a := range apps {
 		b.WriteString(a.block())
 	}
 	b.WriteString("\t}\n}\n\n")
-	// The first app gets the traffic.
-	if len(apps) > 0 {
-		fmt.Fprintf(&b, "http://%s {\n\treverse_proxy {\n\t\tdynamic podswitch %s\n", c.http, apps[0].Name)
-		for _, l := range c.proxyLines {
+	for _, a := range apps {
+		addr, ok := c.sites[a.Name]
+		if !ok {
+			continue
+		}
+		if c.opts.dynamic {
+			fmt.Fprintf(&b, "http://%s {\n\treverse_proxy {\n\t\tdynamic podswitch %s\n", addr, a.Name)
+		} else {
+			fmt.Fprintf(&b, "http://%s {\n\tpodswitch %s {\n", addr, a.Name)
+		}
+		for _, l := range c.opts.proxyLines {
 			fmt.Fprintf(&b, "\t\t%s\n", l)
 		}
 		b.WriteString("\t}\n}\n")
 	}
 	b.WriteString(c.extra)
 	return b.String()
+}
+
+// appURL returns the URL of path on app's site.
+func (c *caddyProc) appURL(app, path string) string {
+	addr, ok := c.sites[app]
+	if !ok {
+		c.t.Fatalf("app %s has no site", app)
+	}
+	return "http://" + addr + path
 }
 
 func (c *caddyProc) start(apps ...appCfg) {
@@ -205,12 +264,16 @@ func (c *caddyProc) launch() {
 	done := make(chan struct{})
 	c.done = done
 	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	// Up once the podswitch API lists the config's apps: the engine
+	// follows a config once Caddy runs it.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + c.admin + "/config/")
+		resp, err := http.Get("http://" + c.admin + "/podswitch/apps")
 		if err == nil {
+			var apps []engine.AppStatus
+			derr := json.NewDecoder(resp.Body).Decode(&apps)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && derr == nil && len(apps) >= c.configuredApps() {
 				return
 			}
 		}
@@ -224,6 +287,18 @@ func (c *caddyProc) launch() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// configuredApps returns how many apps the Caddyfile in c's folder has.
+func (c *caddyProc) configuredApps() int {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "Caddyfile"))
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "app ") {
+			n++
+		}
+	}
+	return n
 }
 
 // kill ends Caddy with SIGKILL, as a crash would.
@@ -292,9 +367,14 @@ func (c *caddyProc) reload(apps ...appCfg) {
 			c.apps = append(c.apps, a.Name)
 		}
 	}
-	code, body := c.post("/load", "text/caddyfile", c.caddyfile(apps...))
+	cf := c.caddyfile(apps...)
+	code, body := c.post("/load", "text/caddyfile", cf)
 	if code != http.StatusOK {
 		c.t.Fatalf("reload: %d %s", code, body)
+	}
+	// As `caddy reload` of an edited file: the next start reads it.
+	if err := os.WriteFile(filepath.Join(c.dir, "Caddyfile"), []byte(cf), 0o644); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
@@ -464,6 +544,11 @@ type load struct {
 	wg       sync.WaitGroup
 	start    time.Time
 	elapsed  time.Duration
+	// allowDrops is how many requests dropped by Caddy's config reload
+	// (see reloadDrop) the test lets pass: none unless it reloads.
+	allowDrops int64
+	// latencies of the requests that got an answer, for percentiles.
+	lat []time.Duration
 }
 
 func startLoad(t *testing.T, url string, rps int) *load {
@@ -531,6 +616,13 @@ func tracedGet(client *http.Client, url string) (resp *http.Response, reused boo
 }
 
 func (l *load) one(client *http.Client, url string) {
+	t0 := time.Now()
+	defer func() {
+		d := time.Since(t0)
+		l.mu.Lock()
+		l.lat = append(l.lat, d)
+		l.mu.Unlock()
+	}()
 	resp, reused, err := tracedGet(client, url)
 	if err != nil {
 		if reloadDrop(err, reused) {
@@ -598,14 +690,31 @@ func (l *load) finish() (total int64, rate float64) {
 func (l *load) check(t *testing.T, minRate float64) {
 	t.Helper()
 	total, rate := l.finish()
-	t.Logf("load: %d requests in %s (%.0f/s), %d failed, %d dropped by the reload race, versions %v",
-		total, l.elapsed.Round(time.Millisecond), rate, l.failed.Load(), l.dropped.Load(), l.versions)
+	t.Logf("load: %d requests in %s (%.0f/s), %d failed, %d dropped by the reload race, versions %v, latency p50 %s p99 %s max %s",
+		total, l.elapsed.Round(time.Millisecond), rate, l.failed.Load(), l.dropped.Load(), l.versions,
+		l.percentile(50), l.percentile(99), l.percentile(100))
 	if n := l.failed.Load(); n > 0 {
 		t.Errorf("%d of %d requests failed; first: %s", n, total, strings.Join(l.errs, "\n"))
+	}
+	if n := l.dropped.Load(); n > l.allowDrops {
+		t.Errorf("%d requests dropped on fresh connections (EOF), the test allows %d", n, l.allowDrops)
 	}
 	if rate < minRate {
 		t.Errorf("load ran at %.0f requests/s, under the %.0f/s the test needs", rate, minRate)
 	}
+}
+
+// percentile returns the p-th percentile of the latencies seen.
+func (l *load) percentile(p float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.lat) == 0 {
+		return 0
+	}
+	s := slices.Clone(l.lat)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i].Round(time.Millisecond)
 }
 
 // watcher sends one request after another and records each change of the
@@ -680,6 +789,11 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// execPodman runs the podman command line against the test's service.
+func execPodman(args ...string) ([]byte, error) {
+	return exec.Command("podman", append([]string{"--remote", "--url", rt.URI()}, args...)...).CombinedOutput()
+}
+
 // podmanCLI runs the podman command line against the test's service.
 func podmanCLI(t *testing.T, args ...string) string {
 	t.Helper()
@@ -707,4 +821,95 @@ func mustRead(resp *http.Response) string {
 func (c *caddyProc) rawLogs() string {
 	b, _ := os.ReadFile(filepath.Join(c.dir, "caddy.log"))
 	return string(b)
+}
+
+// echoConn is an upgraded connection to the test app's /echo, through
+// Caddy: it stands for a WebSocket.
+type echoConn struct {
+	conn net.Conn
+	rd   *bufio.Reader
+}
+
+// dialEcho opens an upgraded connection to /echo at addr (host:port).
+func dialEcho(t *testing.T, addr string) *echoConn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET /echo HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", addr)
+	rd := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(rd, nil)
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("upgrade: %d %s", resp.StatusCode, b)
+	}
+	return &echoConn{conn: conn, rd: rd}
+}
+
+// echo sends line and returns the answer: "<container hostname> <line>".
+func (e *echoConn) echo(line string) (string, error) {
+	_ = e.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(e.conn, "%s\n", line); err != nil {
+		return "", err
+	}
+	s, err := e.rd.ReadString('\n')
+	return strings.TrimSuffix(s, "\n"), err
+}
+
+// host returns the hostname of the container at the other end (Podman
+// names it after the container's short id).
+func (e *echoConn) host(t *testing.T) string {
+	t.Helper()
+	s, err := e.echo("hello")
+	if err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	h, _, _ := strings.Cut(s, " ")
+	return h
+}
+
+// pid returns the process id of the running Caddy.
+func (c *caddyProc) pid() int {
+	if c.cmd == nil {
+		c.t.Fatal("caddy is not running")
+	}
+	return c.cmd.Process.Pid
+}
+
+// unixConns counts the unix-socket connections process pid has open (for
+// Caddy: to the Podman service), as `ss -xp` shows them.
+func unixConns(t *testing.T, pid int) int {
+	t.Helper()
+	out, err := exec.Command("ss", "-xpH").Output()
+	if err != nil {
+		t.Fatalf("ss -xpH: %v", err)
+	}
+	n := 0
+	needle := fmt.Sprintf("pid=%d,", pid)
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, needle) {
+			n++
+		}
+	}
+	return n
+}
+
+// podmanServicePID returns the process id of the Podman API service.
+func podmanServicePID(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("pgrep", "-of", "podman system service").Output()
+	if err != nil {
+		t.Fatalf("finding the podman service: %v", err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(out), &pid); err != nil {
+		t.Fatalf("podman service pid %q: %v", out, err)
+	}
+	return pid
 }

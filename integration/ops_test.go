@@ -138,6 +138,7 @@ func TestPodmanServiceDown(t *testing.T) {
 	stopPodmanService(t)
 	t.Cleanup(func() { startPodmanService(t) })
 	l := startLoad(t, c.url("/"), 100)
+	l.allowDrops = 2 // it reloads under load: see reloadDrop
 	deadline := time.Now().Add(40 * time.Second)
 	for c.status(app).RuntimeError == "" {
 		if time.Now().After(deadline) {

@@ -63,6 +63,7 @@ func TestRestartAndScaleUnderLoad(t *testing.T) {
 	c.mustDeploy(app, imageV1, 60*time.Second)
 	before := webIDs(c.waitSettled(app, 3, 30*time.Second))
 	l := startLoad(t, c.url("/"), loadRate)
+	l.allowDrops = 5 // it reloads under load: see reloadDrop
 	time.Sleep(500 * time.Millisecond)
 
 	d := c.restartAPI(app, "")

@@ -10,9 +10,18 @@
 //	              quick-exit | worker
 //	LISTEN_DELAY  Go duration to sleep before listening (default 0)
 //	HOOK_EXIT     exit code for the "hook" subcommand (default 0)
+//	HOOK_DELAY    Go duration the "hook" subcommand runs before it exits
+//	UP_STATUS     status GET /up answers (default 200), for ready_path
+//	EXIT_AFTER    Go duration after which a listening web container exits
+//	              with code 5 (a crash after it served)
 //
 // Arguments: "hook" prints "hook ran" and exits with $HOOK_EXIT; "worker"
 // behaves as MODE=worker.
+//
+// GET /echo with "Connection: Upgrade" and "Upgrade: echo" switches the
+// connection to a line echo (101 Switching Protocols): each line sent comes
+// back prefixed with "<host> ", until either side closes. It stands for a
+// WebSocket in the tests of upgraded connections.
 package main
 
 import (
@@ -25,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -76,6 +86,15 @@ func main() {
 }
 
 func runHook() {
+	if s := os.Getenv("HOOK_DELAY"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: bad HOOK_DELAY %q: %v\n", s, err)
+			os.Exit(2)
+		}
+		fmt.Printf("hook running for %s\n", d)
+		time.Sleep(d)
+	}
 	fmt.Println("hook ran")
 	code := 0
 	if s := os.Getenv("HOOK_EXIT"); s != "" {
@@ -187,6 +206,20 @@ func runWeb(mode string) {
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, os.Getenv(r.URL.Query().Get("k")))
 	})
+	upStatus := http.StatusOK
+	if s := os.Getenv("UP_STATUS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: bad UP_STATUS %q: %v\n", s, err)
+			os.Exit(2)
+		}
+		upStatus = n
+	}
+	mux.HandleFunc("/up", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(upStatus)
+		fmt.Fprintf(w, "up status %d\n", upStatus)
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) { serveEcho(w, r, host) })
 
 	addr := net.JoinHostPort("0.0.0.0", port)
 	ln, err := net.Listen("tcp", addr)
@@ -199,6 +232,18 @@ func runWeb(mode string) {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if s := os.Getenv("EXIT_AFTER"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: bad EXIT_AFTER %q: %v\n", s, err)
+			os.Exit(2)
+		}
+		go func() {
+			time.Sleep(d)
+			fmt.Fprintf(os.Stderr, "testapp: EXIT_AFTER=%s, exiting with code 5\n", d)
+			os.Exit(5)
+		}()
+	}
 
 	select {
 	case err := <-errc:
@@ -221,5 +266,42 @@ func runWeb(mode string) {
 		}
 		log.Printf("shutdown complete")
 		os.Exit(0)
+	}
+}
+
+// serveEcho switches the connection to a line echo, as the package doc
+// says. The connection is hijacked, so http.Server.Shutdown does not wait
+// for it: it lasts until the client closes it or the process exits.
+func serveEcho(w http.ResponseWriter, r *http.Request, host string) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "echo") {
+		http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "cannot hijack", http.StatusInternalServerError)
+		return
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	if err := rw.Flush(); err != nil {
+		return
+	}
+	log.Printf("echo connection from %s", r.RemoteAddr)
+	for {
+		line, err := rw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := rw.WriteString(host + " " + line); err != nil {
+			return
+		}
+		if err := rw.Flush(); err != nil {
+			return
+		}
 	}
 }

@@ -103,8 +103,10 @@ type Container struct {
 	// crashedServing is set when it crashed while serving: users hear of
 	// it once its output is kept.
 	crashedServing bool
-	// retiredBy is the deployment that switched it out.
+	// retiredBy is the deployment that switched it out; abandoned the
+	// rollout that booted it and failed.
 	retiredBy *logEntry
+	abandoned *rollout
 }
 
 // State returns the container's current state.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -143,6 +144,17 @@ func (m *Manager) Apps() []string {
 	return names
 }
 
+// supervisors returns the supervisors of the configured apps.
+func (m *Manager) supervisors() []*Supervisor {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sups := make([]*Supervisor, 0, len(m.sups))
+	for _, s := range m.sups {
+		sups = append(sups, s)
+	}
+	return sups
+}
+
 // Runtime returns the runtime the manager uses, its calls bounded.
 func (m *Manager) Runtime() Runtime { return m.rt }
 
@@ -259,6 +271,11 @@ func (m *Manager) resync() {
 		if c := m.deps.Logger.Check(zap.WarnLevel, "listing containers for the resync failed"); c != nil {
 			c.Write(zap.Error(err))
 		}
+		if errors.Is(err, ErrUnavailable) {
+			for _, s := range m.supervisors() {
+				s.setRuntimeErr(err)
+			}
+		}
 		return
 	}
 	byApp := map[string][]ContainerInfo{}
@@ -266,13 +283,7 @@ func (m *Manager) resync() {
 		app := info.Labels[LabelApp]
 		byApp[app] = append(byApp[app], info)
 	}
-	m.mu.Lock()
-	sups := make([]*Supervisor, 0, len(m.sups))
-	for _, s := range m.sups {
-		sups = append(sups, s)
-	}
-	m.mu.Unlock()
-	for _, s := range sups {
+	for _, s := range m.supervisors() {
 		s.resync(byApp[s.name], at)
 		s.setRuntimeErr(nil)
 		s.poke()

@@ -116,6 +116,9 @@ func (s *Supervisor) reap(c *Container) {
 	if e := c.retiredBy; e != nil {
 		s.retiredLocked(e)
 	}
+	if r := c.abandoned; r != nil {
+		s.discardedLocked(r)
+	}
 	s.unlock()
 	s.poke()
 }

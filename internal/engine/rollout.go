@@ -32,6 +32,8 @@ type rollout struct {
 	// guarded by the lock.
 	reason string
 	booted []*Container
+	// err is why it was abandoned, once it was.
+	err error
 }
 
 // errAborted is a rollout cancelled by the supervisor (a newer
@@ -324,10 +326,14 @@ func (s *Supervisor) pruneRetiringLocked() []string {
 	return slices.DeleteFunc(slices.Clone(s.rec.Retiring), func(id string) bool { return s.containers[id] == nil })
 }
 
-// abandonLocked ends r without a switch: its containers are discarded and
-// what served keeps serving.
+// abandonLocked ends r without a switch: what served keeps serving, and
+// r's containers are discarded (SIGTERM, stop_timeout, removal); the
+// deployment gets its final status once they are gone, so that a status
+// that says it failed means its containers are gone too. Another
+// deployment may start meanwhile.
 func (s *Supervisor) abandonLocked(r *rollout, err error) {
 	for _, c := range r.e.fresh {
+		c.abandoned = r
 		s.discardLocked(c)
 	}
 	if s.rollout == r {
@@ -337,6 +343,23 @@ func (s *Supervisor) abandonLocked(r *rollout, err error) {
 		s.rec.Deploying = nil
 		s.saveRecordLocked()
 	}
+	r.err = err
+	s.abandoned[r] = true
+	s.discardedLocked(r)
+}
+
+// discardedLocked ends abandoned rollout r once none of its containers is
+// left.
+func (s *Supervisor) discardedLocked(r *rollout) {
+	if !s.abandoned[r] || slices.ContainsFunc(r.e.fresh, func(c *Container) bool { return c.state != StateStopped }) {
+		return
+	}
+	delete(s.abandoned, r)
+	s.endAbandonedLocked(r, r.err)
+}
+
+// endAbandonedLocked gives abandoned rollout r its final status.
+func (s *Supervisor) endAbandonedLocked(r *rollout, err error) {
 	var be *bootError
 	switch {
 	case errors.As(err, &be):

@@ -136,7 +136,10 @@ type Supervisor struct {
 	// their removal still shows.
 	gone    map[string]time.Time
 	rollout *rollout
-	log_    deployLog
+	// abandoned are rollouts that failed and wait for their containers to
+	// be gone before they end.
+	abandoned map[*rollout]bool
+	log_      deployLog
 	// lastTried is the release of the newest deployment of a new release:
 	// a desired release that was tried and failed is not tried again
 	// until something changes.
@@ -196,6 +199,7 @@ func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, 
 		containers: map[string]*Container{},
 		creating:   map[string]bool{},
 		gone:       map[string]time.Time{},
+		abandoned:  map[*rollout]bool{},
 		procs:      map[string]*procState{},
 	}
 	if deps.History != nil {
@@ -351,6 +355,10 @@ func (s *Supervisor) exit() {
 		e.settle()
 		s.log_.end(e.d.ID)
 		s.saveHistoryLocked()
+	}
+	for r := range s.abandoned {
+		delete(s.abandoned, r)
+		s.endAbandonedLocked(r, r.err)
 	}
 	s.unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), exitKillTimeout)

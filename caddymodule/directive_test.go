@@ -1,0 +1,342 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/podswitch/podswitch/internal/engine"
+)
+
+// findGateRoute returns the route (with its matchers) whose first handler
+// is podswitch_gate, wherever it is in the adapted config v.
+func findGateRoute(v any) map[string]any {
+	switch v := v.(type) {
+	case map[string]any:
+		if hs, ok := v["handle"].([]any); ok && len(hs) > 0 {
+			if h, ok := hs[0].(map[string]any); ok && h["handler"] == "podswitch_gate" {
+				return v
+			}
+		}
+		for _, x := range v {
+			if r := findGateRoute(x); r != nil {
+				return r
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if r := findGateRoute(x); r != nil {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// TestDirectiveAdapt checks what the podswitch site directive adapts to,
+// independently of the golden files: one route of podswitch_gate then
+// reverse_proxy with the app's containers as upstreams and the defaults,
+// which any subdirective the user writes overrides, 0 included.
+func TestDirectiveAdapt(t *testing.T) {
+	site := func(body string) string {
+		return "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n\t\t}\n\t}\n}\n\n:8080 {\n\t" + body + "\n}\n"
+	}
+	type want struct {
+		match                     string // the route's matcher set, as JSON; "" for none
+		tryDuration, tryInterval  time.Duration
+		failDuration, streamDelay time.Duration
+		transport                 string // the transport, as JSON
+		header                    string // an upstream header the proxy sets, if any
+	}
+	defaults := want{
+		tryDuration: 5 * time.Second, tryInterval: 100 * time.Millisecond,
+		failDuration: 2 * time.Second, streamDelay: time.Hour,
+		transport: `{"dial_timeout":1000000000,"protocol":"http"}`,
+	}
+	tests := []struct {
+		name      string
+		caddyfile string
+		want      want
+	}{
+		{"defaults (golden file)", readCaddyfileTest(t, "directive_defaults"), defaults},
+		{"matcher and an override (golden file)", readCaddyfileTest(t, "directive_matcher_override"), func() want {
+			w := defaults
+			w.match, w.tryDuration = `[{"path":["/api/*"]}]`, 10*time.Second
+			return w
+		}()},
+		{"zero values override too", site("podswitch blog {\n\t\tlb_try_duration 0\n\t\tfail_duration 0\n\t\tstream_close_delay 0\n\t}"), func() want {
+			w := defaults
+			w.tryDuration, w.failDuration, w.streamDelay = 0, 0, 0
+			return w
+		}()},
+		{"a transport of the user's", site("podswitch blog {\n\t\ttransport http {\n\t\t\tread_timeout 5s\n\t\t}\n\t\tlb_try_interval 1s\n\t}"), func() want {
+			w := defaults
+			w.transport, w.tryInterval = `{"protocol":"http","read_timeout":5000000000}`, time.Second
+			return w
+		}()},
+		{"an argument that reads like a refused subdirective", site("podswitch blog {\n\t\theader_up X-Route to\n\t}"), func() want {
+			w := defaults
+			w.header = "X-Route: to"
+			return w
+		}()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := mustAdapt(t, []byte(tc.caddyfile), false)
+			var cfg any
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			route := findGateRoute(cfg)
+			if route == nil {
+				t.Fatalf("no route starting with podswitch_gate in:\n%s", out)
+			}
+			match, _ := json.Marshal(route["match"])
+			if route["match"] == nil {
+				match = nil
+			}
+			if string(match) != tc.want.match {
+				t.Errorf("route matchers %s, want %q", match, tc.want.match)
+			}
+			hs := route["handle"].([]any)
+			if len(hs) != 2 {
+				t.Fatalf("route handlers %v, want podswitch_gate and reverse_proxy", hs)
+			}
+			if gate := hs[0].(map[string]any); gate["app"] != "blog" || len(gate) != 2 {
+				t.Errorf("gate %v, want {handler: podswitch_gate, app: blog}", gate)
+			}
+			raw, _ := json.Marshal(hs[1])
+			var rp reverseproxy.Handler
+			if err := json.Unmarshal(raw, &rp); err != nil {
+				t.Fatal(err)
+			}
+			if hs[1].(map[string]any)["handler"] != "reverse_proxy" {
+				t.Errorf("second handler %s, want reverse_proxy", raw)
+			}
+			if got := string(rp.DynamicUpstreamsRaw); got != `{"app":"blog","source":"podswitch"}` {
+				t.Errorf("dynamic upstreams %s, want the source podswitch for app blog", got)
+			}
+			if len(rp.Upstreams) != 0 {
+				t.Errorf("static upstreams %v, want none", rp.Upstreams)
+			}
+			if rp.LoadBalancing == nil || rp.HealthChecks == nil || rp.HealthChecks.Passive == nil {
+				t.Fatalf("reverse_proxy without load_balancing or passive health checks: %s", raw)
+			}
+			for _, c := range []struct {
+				what      string
+				got, want time.Duration
+			}{
+				{"lb_try_duration", time.Duration(rp.LoadBalancing.TryDuration), tc.want.tryDuration},
+				{"lb_try_interval", time.Duration(rp.LoadBalancing.TryInterval), tc.want.tryInterval},
+				{"fail_duration", time.Duration(rp.HealthChecks.Passive.FailDuration), tc.want.failDuration},
+				{"stream_close_delay", time.Duration(rp.StreamCloseDelay), tc.want.streamDelay},
+			} {
+				if c.got != c.want {
+					t.Errorf("%s %s, want %s", c.what, c.got, c.want)
+				}
+			}
+			if got := string(rp.TransportRaw); got != tc.want.transport {
+				t.Errorf("transport %s, want %s", got, tc.want.transport)
+			}
+			if tc.want.header != "" {
+				name, value, _ := strings.Cut(tc.want.header, ": ")
+				if rp.Headers == nil || rp.Headers.Request == nil || rp.Headers.Request.Set.Get(name) != value {
+					t.Errorf("reverse_proxy headers %s, want %s set", raw, tc.want.header)
+				}
+			}
+		})
+	}
+}
+
+// The gate handler and the upstream source fail the config load for an
+// app the podswitch app lacks.
+func TestValidateGate(t *testing.T) {
+	validate := func(t *testing.T, handler string) error {
+		t.Helper()
+		t.Setenv("XDG_DATA_HOME", t.TempDir())
+		raw := `{"storage": {"module": "file_system", "root": "` + t.TempDir() + `"}, "apps": {
+			"podswitch": {"podman": "` + testPodman + `", "apps": {"blog": {"image": "localhost/blog:v1"}, "shop": {"image": "localhost/shop:v1"}}},
+			"http": {"servers": {"srv0": {"listen": ["127.0.0.1:0"], "automatic_https": {"disable": true},
+				"routes": [{"handle": [` + handler + `]}]}}}}}`
+		var cfg caddy.Config
+		if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+			t.Fatalf("%v\n%s", err, raw)
+		}
+		return caddy.Validate(&cfg)
+	}
+	for _, tc := range []struct {
+		name, handler, want string
+	}{
+		{"unknown app", `{"handler": "podswitch_gate", "app": "nope"}`, `podswitch_gate: app "nope" is not configured in the podswitch global option (it has: blog, shop)`},
+		{"no app", `{"handler": "podswitch_gate"}`, "podswitch_gate: app is required"},
+		{"valid", `{"handler": "podswitch_gate", "app": "shop"}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := validate(t, tc.handler)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// gateTest is a Gate on the pool of app blog of an engine over the fake
+// runtime, with a next handler that counts its calls.
+type gateTest struct {
+	s    *engine.Supervisor
+	gate *Gate
+	next caddyhttp.Handler
+	hits atomic.Int32
+}
+
+func newGateTest(t *testing.T) *gateTest {
+	t.Helper()
+	m, _ := newTestManager(t)
+	g := &gateTest{s: m.App("blog"), gate: &Gate{App: "blog", pool: m.Pool("blog")}}
+	g.next = caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
+		g.hits.Add(1)
+		_, err := w.Write([]byte("from the app"))
+		return err
+	})
+	return g
+}
+
+// serve makes one request through the gate and returns what it answered.
+func (g *gateTest) serve(ctx context.Context) (*httptest.ResponseRecorder, error) {
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(ctx)
+	return rec, g.gate.ServeHTTP(rec, r, g.next)
+}
+
+// check503 checks that rec is the gate's 503 with Retry-After and a body
+// containing msg.
+func check503(t *testing.T, rec *httptest.ResponseRecorder, msg string) {
+	t.Helper()
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", rec.Code)
+	}
+	if got := rec.Header().Get("Retry-After"); got != "30" {
+		t.Errorf("Retry-After %q, want 30", got)
+	}
+	if got := rec.Header().Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control %q, want no-store", got)
+	}
+	if !strings.Contains(rec.Body.String(), msg) {
+		t.Errorf("body %q, want %q", rec.Body.String(), msg)
+	}
+}
+
+func TestGateMaintenance(t *testing.T) {
+	g := newGateTest(t)
+	rec, err := g.serve(context.Background())
+	if err != nil || rec.Code != http.StatusOK || rec.Body.String() != "from the app" || g.hits.Load() != 1 {
+		t.Fatalf("without pause nor maintenance: %v %d %q, want the request passed on", err, rec.Code, rec.Body)
+	}
+	if err := g.s.Maintenance("Back at 14:00 UTC."); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rec, err = g.serve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check503(t, rec, "Back at 14:00 UTC.")
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the answer in maintenance took %s, want it at once", took)
+	}
+	if g.hits.Load() != 1 {
+		t.Error("a request in maintenance reached the app")
+	}
+	if err := g.s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := g.serve(context.Background()); err != nil || rec.Code != http.StatusOK || g.hits.Load() != 2 {
+		t.Errorf("after resume: %v %d, want the request passed on", err, rec.Code)
+	}
+}
+
+func TestGatePauseTimeout(t *testing.T) {
+	g := newGateTest(t)
+	const timeout = 200 * time.Millisecond
+	if err := g.s.Pause(timeout); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rec, err := g.serve(context.Background())
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check503(t, rec, "paused")
+	if took < timeout || took > timeout+5*time.Second {
+		t.Errorf("the 503 of a pause of %s came after %s", timeout, took)
+	}
+	if g.hits.Load() != 0 {
+		t.Error("a request whose pause timed out reached the app")
+	}
+
+	// A client that leaves while it waits gets nothing written.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	rec, err = g.serve(ctx)
+	if err != nil || rec.Body.Len() != 0 || rec.Header().Get("Retry-After") != "" || g.hits.Load() != 0 {
+		t.Errorf("client gone while paused: %v, %q %v; want nothing written", err, rec.Body, rec.Header())
+	}
+}
+
+func TestGatePauseResume(t *testing.T) {
+	g := newGateTest(t)
+	if err := g.s.Pause(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		rec *httptest.ResponseRecorder
+		err error
+	}
+	done := make(chan result, 2)
+	for range 2 {
+		go func() {
+			rec, err := g.serve(context.Background())
+			done <- result{rec, err}
+		}()
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("a request went through the pause: %d %q", r.rec.Code, r.rec.Body)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if g.hits.Load() != 0 {
+		t.Fatal("the app got a request during the pause")
+	}
+	if err := g.s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case r := <-done:
+			if r.err != nil || r.rec.Code != http.StatusOK || r.rec.Body.String() != "from the app" {
+				t.Errorf("after resume: %v %d %q, want the app's answer", r.err, r.rec.Code, r.rec.Body)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a request held by the pause did not go on after resume")
+		}
+	}
+	if g.hits.Load() != 2 {
+		t.Errorf("the app got %d requests, want 2", g.hits.Load())
+	}
+}

@@ -207,6 +207,9 @@ type gateTest struct {
 func newGateTest(t *testing.T) *gateTest {
 	t.Helper()
 	m, _ := newTestManager(t)
+	// The app serves before the gate is tried (and its first deployment
+	// has ended when the test closes the engine).
+	waitSuccess(t, m, "localhost/blog:v1")
 	g := &gateTest{s: m.App("blog"), gate: &Gate{App: "blog", pool: m.Pool("blog")}}
 	g.next = caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
 		g.hits.Add(1)

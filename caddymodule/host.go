@@ -169,8 +169,12 @@ func currentHost() *host {
 }
 
 // currentManager returns the engine, or nil when no config has podswitch.
+// It first makes the engine follow the running config if it does not yet
+// (the poller of App.Start may not have seen it), so that an admin request
+// right after a config load sees that config's apps.
 func currentManager() *engine.Manager {
 	if h := currentHost(); h != nil {
+		h.commitActive()
 		return h.manager
 	}
 	return nil

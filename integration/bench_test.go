@@ -11,13 +11,14 @@ import (
 	"github.com/podswitch/podswitch/internal/engine"
 )
 
-// BenchmarkThroughputDynamicVsStatic measures requests/s through
-// `dynamic podswitch` against Caddy's reverse_proxy with a static upstream
+// BenchmarkThroughputDirectiveVsStatic measures requests/s through the
+// `podswitch <app>` site directive (the gate, then reverse_proxy with
+// `dynamic podswitch`) against Caddy's reverse_proxy with a static upstream
 // dialing the same container, in the same Caddy, with wrk, alternating
 // rounds so that both see the same machine. Run it with
 //
-//	go test -tags "$TAGS" -run '^$' -bench ThroughputDynamicVsStatic -benchtime 1x ./integration/
-func BenchmarkThroughputDynamicVsStatic(b *testing.B) {
+//	PODSWITCH_TEST_RACE=0 go test -tags "$TAGS" -run '^$' -bench ThroughputDirectiveVsStatic -benchtime 1x ./integration/
+func BenchmarkThroughputDirectiveVsStatic(b *testing.B) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		b.Fatal("wrk is needed: apt-get install -y wrk")
 	}
@@ -44,15 +45,15 @@ func BenchmarkThroughputDynamicVsStatic(b *testing.B) {
 		for r := range rounds {
 			d := wrk(b, c.url("/"), dur)
 			s := wrk(b, "http://"+static+"/", dur)
-			b.Logf("round %d: dynamic %.0f req/s, static %.0f req/s (%.3f)", r+1, d, s, d/s)
+			b.Logf("round %d: podswitch %.0f req/s, static %.0f req/s (%.3f)", r+1, d, s, d/s)
 			dyn += d
 			sta += s
 		}
 	}
 	n := float64(rounds * b.N)
-	b.ReportMetric(dyn/n, "dynamic_req/s")
+	b.ReportMetric(dyn/n, "podswitch_req/s")
 	b.ReportMetric(sta/n, "static_req/s")
-	b.ReportMetric(dyn/sta, "dynamic/static")
+	b.ReportMetric(dyn/sta, "podswitch/static")
 }
 
 var wrkRate = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
@@ -122,4 +123,60 @@ func BenchmarkDeployParallelBoot(b *testing.B) {
 	b.ReportMetric(float64(t4)/float64(t1), "deploy4/deploy1")
 	b.ReportMetric(float64(sumSwitch.Microseconds())/float64(deploys), "ready_to_switch_us")
 	b.ReportMetric(float64(maxSwitch.Microseconds()), "ready_to_switch_max_us")
+}
+
+// BenchmarkDeploySwitchAPIVsReload measures the time from asking for a
+// deploy to the switch, through the API (no reload) and through a Caddy
+// config reload that changes the image, alternating on the same app. Run
+// it with
+//
+//	PODSWITCH_TEST_RACE=0 go test -tags "$TAGS" -run '^$' -bench DeploySwitchAPIVsReload -benchtime 1x ./integration/
+func BenchmarkDeploySwitchAPIVsReload(b *testing.B) {
+	// The config's images are other tags of the test images, so that every
+	// reload changes the config's image (and drops the API's override).
+	tags := []string{"localhost/podswitch-testapp:bench-a", "localhost/podswitch-testapp:bench-b"}
+	for i, img := range []string{imageV1, imageV2} {
+		if out, err := execPodman("tag", img, tags[i]); err != nil {
+			b.Fatalf("podman tag: %v %s", err, out)
+		}
+	}
+	b.Cleanup(func() {
+		for _, tag := range tags {
+			_, _ = execPodman("untag", tag, tag)
+		}
+	})
+	cfg := appCfg{Name: uniqueName("sw"), Image: tags[0], Web: 2, Lines: []string{"drain_timeout 1s", "stop_timeout 2s"}}
+	c := startCaddy(b, cfg)
+	c.mustDeploy(cfg.Name, cfg.Image, 60*time.Second)
+	c.waitSettled(cfg.Name, 2, 30*time.Second)
+	var api, reload time.Duration
+	rounds := 5
+	b.ResetTimer()
+	for range b.N {
+		for i := range rounds {
+			img := []string{imageV2, imageV1}[i%2]
+			t0 := time.Now()
+			code, body := c.api("POST", "/podswitch/apps/"+cfg.Name+"/deploy?wait=1", `{"image": "`+img+`"}`)
+			if code != 200 {
+				b.Fatalf("deploy by API: %d %s", code, body)
+			}
+			d := c.status(cfg.Name).Deployments[0]
+			if d.Status != engine.StatusSuccess || d.Image != img {
+				b.Fatalf("deploy by API: %s %s %s", d.Image, d.Status, d.Error)
+			}
+			api += d.SwitchedAt.Sub(t0)
+			c.waitSettled(cfg.Name, 2, 60*time.Second)
+
+			cfg.Image = tags[(i+1)%2]
+			t0 = time.Now()
+			c.reload(cfg)
+			d = c.mustDeploy(cfg.Name, cfg.Image, 60*time.Second)
+			reload += d.SwitchedAt.Sub(t0)
+			c.waitSettled(cfg.Name, 2, 60*time.Second)
+		}
+	}
+	n := float64(rounds * b.N)
+	b.ReportMetric(float64(api.Milliseconds())/n, "api_to_switch_ms")
+	b.ReportMetric(float64(reload.Milliseconds())/n, "reload_to_switch_ms")
+	b.ReportMetric(float64(api)/float64(reload), "api/reload")
 }

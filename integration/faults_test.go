@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -63,9 +64,13 @@ func TestKillDuringDeploy(t *testing.T) {
 		fails bool
 		// hook: the release has a postdeploy hook.
 		hook bool
+		// freeze: the Podman service is frozen from the reload to the
+		// kill, so that no container of the new release can exist yet.
+		freeze bool
 	}{
 		{
-			name: "before any new container runs",
+			name:   "before any new container runs",
+			freeze: true,
 			point: func(t *testing.T, c *caddyProc, release string) {
 				c.waitLog("deployment started", 30*time.Second, func(l logLine) bool {
 					return l.Msg == "deployment started" && l.str("release") == release
@@ -103,7 +108,7 @@ func TestKillDuringDeploy(t *testing.T) {
 		},
 		{
 			name:  "while a failed release is being discarded",
-			lines: []string{"env MODE never-listen", "boot_timeout 3s"},
+			lines: []string{"env MODE never-listen"},
 			fails: true,
 			point: func(t *testing.T, c *caddyProc, release string) {
 				c.waitLog("a new web container discarded", 30*time.Second, func(l logLine) bool {
@@ -124,10 +129,24 @@ func TestKillDuringDeploy(t *testing.T) {
 			b := a
 			b.Image = imageV2
 			b.Lines = append(slices.Clone(a.Lines), tc.lines...)
+			if tc.fails {
+				b.Lines = slices.DeleteFunc(b.Lines, func(l string) bool { return strings.HasPrefix(l, "boot_timeout") })
+				b.Lines = append(b.Lines, "boot_timeout 3s")
+			}
+			thaw := func() {}
+			if tc.freeze {
+				service := podmanServicePID(t)
+				if err := syscall.Kill(service, syscall.SIGSTOP); err != nil {
+					t.Fatal(err)
+				}
+				thaw = sync.OnceFunc(func() { _ = syscall.Kill(service, syscall.SIGCONT) })
+				t.Cleanup(thaw)
+			}
 			c.reload(b)
 			relB := c.status(app).Desired
 			tc.point(t, c, relB)
 			c.kill()
+			thaw()
 			atKill := releaseContainers(t, app, relB)
 			t.Logf("killed caddy %s: release %s had %d containers, release %s %d", tc.name, relA, len(aIDs), relB, len(atKill))
 			if got := releaseContainers(t, app, relA); !tc.switched && !slices.Equal(got, aIDs) {
@@ -552,12 +571,15 @@ func TestDrainIsPerContainer(t *testing.T) {
 	}
 }
 
-// Caddy stopped while a switched-out container drains exits at once; the
-// draining container gets SIGTERM and the next start removes what is left.
+// Caddy stopped while a switched-out container drains exits as soon as its
+// own grace period allows (podswitch adds no wait); the draining container
+// gets SIGTERM and the next start removes what is left.
 func TestExitWithDrainingContainers(t *testing.T) {
 	app := uniqueName("exitdrain")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"drain_timeout 60s", "stop_timeout 30s"}}
-	c := startCaddy(t, cfg)
+	// Caddy's own shutdown waits for the request in flight up to its
+	// grace period.
+	c := startCaddyOpts(t, caddyOpts{global: []string{"grace_period 2s"}}, cfg)
 	c.mustDeploy(app, imageV1, 60*time.Second)
 	old := webIDs(c.waitSettled(app, 1, 30*time.Second))
 	slow := make(chan struct{})

@@ -141,7 +141,7 @@ func TestAPIDeploySurvivesReloadAndRestart(t *testing.T) {
 	next := cfg
 	next.Image = imageV1 + "x"
 	podmanCLI(t, "tag", imageV1, next.Image)
-	t.Cleanup(func() { _, _ = podmanCLIQuiet("untag", next.Image) })
+	t.Cleanup(func() { _, _ = podmanCLIQuiet("untag", next.Image, next.Image) })
 	c.reload(next)
 	if d := c.mustDeploy(app, next.Image, 60*time.Second); d.Trigger != "config" {
 		t.Errorf("deployment trigger %q, want config", d.Trigger)

@@ -87,7 +87,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	}
 	c = &Container{ID: info.ID, Name: name, Process: p.Name, Release: release, grace: true}
 	if r != nil {
-		c.owner = r.e.d.ID
+		c.owner = r.id
 		r.e.fresh = append(r.e.fresh, c)
 	}
 	if web && info.IP != "" {

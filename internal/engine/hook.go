@@ -22,7 +22,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 	r.e.d.Hook = &HookRecord{StartedAt: time.Now()}
 	s.touch()
 	s.unlock()
-	s.log.Info("postdeploy hook started", zap.Int64("deployment", r.e.d.ID), zap.String("release", r.e.d.Release), zap.Strings("command", spec.Postdeploy))
+	s.log.Info("postdeploy hook started", zap.Int64("deployment", r.id), zap.String("release", r.release), zap.Strings("command", spec.Postdeploy))
 
 	// A runtime that is away is waited for (within the hook's timeout), as
 	// for the release's own containers. Each try has a name of its own: a
@@ -30,13 +30,13 @@ func (s *Supervisor) runHook(r *rollout) error {
 	var info ContainerInfo
 	var name string
 	err := s.withRuntime(hctx, func() (err error) {
-		name = containerName(spec.Name, HookProcess, r.e.d.Release)
+		name = containerName(spec.Name, HookProcess, r.release)
 		s.lock()
 		s.creating[name] = true
 		s.unlock()
 		info, err = s.rt.Run(hctx, ContainerSpec{
 			Name: name, Image: spec.Image, Command: spec.Postdeploy, Env: spec.Env,
-			Labels:      map[string]string{LabelApp: spec.Name, LabelRelease: r.e.d.Release, LabelProcess: HookProcess},
+			Labels:      map[string]string{LabelApp: spec.Name, LabelRelease: r.release, LabelProcess: HookProcess},
 			StopTimeout: spec.StopTimeout,
 		})
 		if err != nil {
@@ -85,7 +85,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 	case code != 0:
 		return s.hookEnded(r, &code, &bootError{StatusHookError, fmt.Sprintf("postdeploy hook exited with code %d", code)})
 	}
-	s.log.Info("postdeploy hook succeeded", zap.Int64("deployment", r.e.d.ID), zap.String("release", r.e.d.Release))
+	s.log.Info("postdeploy hook succeeded", zap.Int64("deployment", r.id), zap.String("release", r.release))
 	return s.hookEnded(r, &code, nil)
 }
 

@@ -135,7 +135,7 @@ func (s *Supervisor) Deploy(image string) (DeployResult, error) {
 		s.reconcileLocked() // ends a deployment of another release on its way
 		return DeployResult{Message: fmt.Sprintf("image %s already serves app %s: no deployment started", image, s.name)}, nil
 	}
-	if r := s.rollout; r != nil && r.kind != KindRestart && r.e.d.Release == want {
+	if r := s.rollout; r != nil && r.kind != KindRestart && r.release == want {
 		d := r.e.snapshot()
 		return DeployResult{Deployment: &d, Message: fmt.Sprintf("a deployment of image %s is already on its way", image)}, nil
 	}

@@ -108,7 +108,7 @@ func (s *Supervisor) reconcileLocked() {
 	if (s.serving == nil || s.serving.ID != want) && s.lastTried != want {
 		s.startRolloutLocked(KindDeploy, s.desired, "", "", s.trigger())
 	}
-	if r := s.rollout; r != nil && r.kind != KindRestart && r.e.d.Release != want && s.serving != nil && s.serving.ID == want {
+	if r := s.rollout; r != nil && r.kind != KindRestart && r.release != want && s.serving != nil && s.serving.ID == want {
 		// Back to what serves: the deployment on its way is not wanted.
 		r.abort("replaced by a newer deployment: the desired release is the serving one again")
 		s.lastTried = want

@@ -22,6 +22,9 @@ type rollout struct {
 	e    *logEntry
 	kind string
 	spec AppSpec
+	// id and release are e.d's, kept here to be read without the lock.
+	id      int64
+	release string
 	// process and container narrow a restart.
 	process, container string
 
@@ -67,7 +70,7 @@ func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, cont
 		s.saveRecordLocked()
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	r := &rollout{e: e, kind: kind, spec: spec, process: process, container: container, ctx: ctx, cancel: cancel}
+	r := &rollout{e: e, kind: kind, spec: spec, id: e.d.ID, release: e.d.Release, process: process, container: container, ctx: ctx, cancel: cancel}
 	s.rollout = r
 	s.saveHistoryLocked()
 	s.touch()
@@ -176,7 +179,7 @@ func (s *Supervisor) bootRetry(ctx context.Context, r *rollout, p ProcessSpec, a
 	b := newBackoff(retryBase, retryMax)
 	wait := newBackoff(time.Second, runtimeWaitMax)
 	for attempt := 1; ; attempt++ {
-		c, err := s.boot(ctx, r.spec, p, r.e.d.Release, r, nil)
+		c, err := s.boot(ctx, r.spec, p, r.release, r, nil)
 		if err == nil {
 			return nil
 		}
@@ -289,7 +292,7 @@ func (s *Supervisor) replacedLocked(r *rollout) []*Container {
 			continue
 		}
 		if r.kind == KindRestart {
-			if c.state != StateReady || c.Release != r.e.d.Release ||
+			if c.state != StateReady || c.Release != r.release ||
 				(r.process != "" && c.Process != r.process) || (r.container != "" && c.ID != r.container) {
 				continue
 			}
@@ -303,9 +306,9 @@ func (s *Supervisor) replacedLocked(r *rollout) []*Container {
 // recordServingLocked writes that r's release serves, before anything
 // else of the switch happens.
 func (s *Supervisor) recordServingLocked(r *rollout, old []*Container, now time.Time) {
-	rel := ReleaseRecord{ID: r.e.d.Release, Spec: r.spec.record(), DeployedAt: now, Deployment: r.e.d.ID}
+	rel := ReleaseRecord{ID: r.release, Spec: r.spec.record(), DeployedAt: now, Deployment: r.id}
 	s.rec.Serving = &rel
-	if d := s.rec.Deploying; d != nil && d.Deployment == r.e.d.ID {
+	if d := s.rec.Deploying; d != nil && d.Deployment == r.id {
 		s.rec.Deploying = nil
 	}
 	s.rec.Releases = slices.DeleteFunc(s.rec.Releases, func(x ReleaseRecord) bool { return x.ID == rel.ID })
@@ -339,7 +342,7 @@ func (s *Supervisor) abandonLocked(r *rollout, err error) {
 	if s.rollout == r {
 		s.rollout = nil
 	}
-	if d := s.rec.Deploying; d != nil && d.Deployment == r.e.d.ID {
+	if d := s.rec.Deploying; d != nil && d.Deployment == r.id {
 		s.rec.Deploying = nil
 		s.saveRecordLocked()
 	}

@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
 	"slices"
 	"time"
 
@@ -80,6 +84,24 @@ type AppConfig struct {
 	// set by podswitch.
 	Env map[string]string `json:"env,omitempty"`
 
+	// EnvFiles are files of `NAME=value` lines (blank lines and `#`
+	// comments skipped, `export ` and matching quotes allowed), read when
+	// the config loads and again at each deploy: the safe place for
+	// secrets, which then appear in no log, API answer, /config/ or
+	// autosave. Env wins over a file, a later file over an earlier one.
+	// Default: none.
+	EnvFiles []string `json:"env_files,omitempty"`
+
+	// ReadyPath, when set, makes a web container ready only once an HTTP
+	// GET of this path (after the TCP accept on PORT) answers with a
+	// status in ReadyStatus; until then, or past boot_timeout, it is not
+	// ready. Default: none (a TCP accept is ready, the platform's rule).
+	ReadyPath string `json:"ready_path,omitempty"`
+
+	// ReadyStatus is the range of statuses of ReadyPath that are ready,
+	// as `200-299` or one status. Default: `200-299`.
+	ReadyStatus string `json:"ready_status,omitempty"`
+
 	// Port is the value of PORT, the port web containers must listen on
 	// (each container has its own address). Default: 5000.
 	Port int `json:"port,omitempty"`
@@ -143,8 +165,13 @@ func (App) CaddyModule() caddy.ModuleInfo {
 }
 
 // Spec turns the config of app name into the engine's spec, with defaults,
-// and validates it.
-func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
+// and validates it. It resolves the env (placeholders, env files).
+func (c *AppConfig) Spec(name string) (engine.AppSpec, error) { return c.spec(name, true) }
+
+// spec is Spec; without resolve, env values stay as written (for the
+// checks made when a Caddyfile is adapted, which must not depend on the
+// environment of the machine that adapts it).
+func (c *AppConfig) spec(name string, resolve bool) (engine.AppSpec, error) {
 	if c == nil {
 		return engine.AppSpec{}, fmt.Errorf("app %q: no config", name)
 	}
@@ -152,15 +179,28 @@ func (c *AppConfig) Spec(name string) (engine.AppSpec, error) {
 	if c.Web != nil {
 		web = *c.Web
 	}
-	env, err := resolveEnv(c.Env, nil)
+	env := maps.Clone(c.Env)
+	if resolve {
+		var err error
+		if env, err = resolveEnv(c.Env, c.EnvFiles); err != nil {
+			return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)
+		}
+	}
+	status, err := parseStatusRange(c.ReadyStatus)
 	if err != nil {
 		return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)
+	}
+	if c.ReadyPath != "" && !strings.HasPrefix(c.ReadyPath, "/") {
+		return engine.AppSpec{}, fmt.Errorf("app %q: ready_path %q: want a path that starts with /", name, c.ReadyPath)
 	}
 	spec := engine.AppSpec{
 		Name:            name,
 		Image:           c.Image,
 		Env:             env,
 		EnvSource:       maps.Clone(c.Env),
+		EnvFiles:        slices.Clone(c.EnvFiles),
+		ReadyPath:       c.ReadyPath,
+		ReadyStatus:     status,
 		Port:            c.Port,
 		BootTimeout:     time.Duration(c.BootTimeout),
 		StopTimeout:     time.Duration(c.StopTimeout),
@@ -219,19 +259,85 @@ func checkImageRef(image string) error {
 	return nil
 }
 
-// resolveEnv replaces Caddy's global placeholders ({env.*}, {system.*})
-// in env values; other braces are left as they are. The engine calls it
-// again when it runs a kept release.
-func resolveEnv(source map[string]string, _ []string) (map[string]string, error) {
-	if len(source) == 0 {
-		return map[string]string{}, nil
+// parseStatusRange parses `200-299` or `204`; empty is the default.
+func parseStatusRange(v string) ([2]int, error) {
+	if v == "" {
+		return [2]int{}, nil
+	}
+	lo, hi, isRange := strings.Cut(v, "-")
+	if !isRange {
+		hi = lo
+	}
+	l, err1 := strconv.Atoi(lo)
+	h, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || l < 100 || h > 599 || l > h {
+		return [2]int{}, fmt.Errorf("ready_status %q: want a status or a range of statuses from 100 to 599, e.g. 200-299", v)
+	}
+	return [2]int{l, h}, nil
+}
+
+// envPlaceholder finds {env.NAME} placeholders.
+var envPlaceholder = regexp.MustCompile(`\{env\.([^{}]+)\}`)
+
+// resolveEnv returns the env containers get: the env files' variables,
+// then env's values with Caddy's global placeholders ({env.*},
+// {system.*}) replaced (other braces are left as they are). An {env.NAME}
+// whose variable is not set in Caddy's environment is an error, not an
+// empty value. The engine calls it again when it runs a kept release and
+// at each deploy. No value appears in an error.
+func resolveEnv(source map[string]string, files []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, f := range files {
+		vars, err := readEnvFile(f)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(out, vars)
 	}
 	repl := caddy.NewReplacer()
-	out := make(map[string]string, len(source))
-	for k, v := range source {
+	for _, k := range slices.Sorted(maps.Keys(source)) {
+		v := source[k]
+		for _, m := range envPlaceholder.FindAllStringSubmatch(v, -1) {
+			if _, ok := os.LookupEnv(m[1]); !ok {
+				return nil, fmt.Errorf("env %s: {env.%s} is not set in Caddy's environment", k, m[1])
+			}
+		}
 		out[k] = repl.ReplaceKnown(v, "")
 	}
 	return out, nil
+}
+
+// readEnvFile reads an env file: `NAME=value` lines; blank lines and
+// lines starting with # are skipped; `export NAME=value` is allowed; a
+// value in matching single or double quotes loses them. Errors name the
+// file and line, never a value.
+func readEnvFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("env_file: %w", err)
+	}
+	vars := map[string]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(strings.TrimSuffix(line, "\r"))
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		name, value, ok := strings.Cut(line, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t\"'") {
+			return nil, fmt.Errorf("env_file %s:%d: want NAME=value", path, i+1)
+		}
+		if name == "PORT" {
+			return nil, fmt.Errorf("env_file %s:%d: PORT is set by podswitch; use port", path, i+1)
+		}
+		value = strings.TrimSpace(value)
+		if n := len(value); n >= 2 && (value[0] == '"' || value[0] == '\'') && value[n-1] == value[0] {
+			value = value[1 : n-1]
+		}
+		vars[name] = value
+	}
+	return vars, nil
 }
 
 // Provision turns the config into specs, builds the apps' notifiers and

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,7 +26,10 @@ func init() {
 //			web <count> [<command...>]
 //			process <type> <count> [<command...>]
 //			env <NAME> <value>
+//			env_file <path>
 //			port <number>
+//			ready_path <path>
+//			ready_status <status>[-<status>]
 //			boot_timeout <duration>
 //			stop_timeout <duration>
 //			drain_timeout <duration>
@@ -115,7 +119,7 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		dir := d.Val()
 		switch dir {
-		case "env", "process":
+		case "env", "process", "env_file":
 		default:
 			if seen[dir] {
 				return nil, d.Errf("app %q: %s is given twice", name, dir)
@@ -160,6 +164,9 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			cfg.Processes[typ] = &ProcessConfig{Count: n, Command: d.RemainingArgs()}
 		case "env":
 			args := d.RemainingArgs()
+			if len(args) == 1 {
+				return nil, d.Errf("env %s: no value; if you wrote {$%s} or another {$VAR}, that variable is not set in the environment Caddy was started with (or use {env.%s}, read when the config loads, or env_file)", args[0], args[0], args[0])
+			}
 			if len(args) != 2 {
 				return nil, d.Errf("env: want env <NAME> <value>")
 			}
@@ -176,6 +183,27 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				cfg.Env = map[string]string{}
 			}
 			cfg.Env[args[0]] = args[1]
+		case "env_file":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if slices.Contains(cfg.EnvFiles, v) {
+				return nil, d.Errf("env_file %s is given twice", v)
+			}
+			cfg.EnvFiles = append(cfg.EnvFiles, v)
+		case "ready_path":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.ReadyPath = v
+		case "ready_status":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			cfg.ReadyStatus = v
 		case "port":
 			n, err := portArg(d)
 			if err != nil {
@@ -235,7 +263,7 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 	// The meaning of the settings is checked where JSON configs are
 	// checked too (Provision), with the same words; here the error gets
 	// the app's file and line.
-	if _, err := cfg.Spec(name); err != nil {
+	if _, err := cfg.spec(name, false); err != nil {
 		return nil, at.Errf("%v", err)
 	}
 	return cfg, nil

@@ -371,15 +371,53 @@ func (c *cliClient) stream(uri string) int {
 
 func historyCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:     "history <app>",
-		Short:   "Shows the deployments of an app, newest first",
-		Example: `  caddy podswitch history blog`,
+		Use:   "history <app> [<deployment id>]",
+		Short: "Shows the deployments of an app, newest first, or one deployment step by step with the output of what failed",
+		Example: `  caddy podswitch history blog
+  caddy podswitch history blog 12`,
 		RunE: runCLI(func(c *cliClient, args []string) int {
-			if len(args) != 1 {
-				return c.usage("history <app>")
+			switch len(args) {
+			case 1:
+				return show(c, "/podswitch/apps/"+url.PathEscape(args[0])+"/deployments", printHistory)
+			case 2:
+				return show(c, "/podswitch/apps/"+url.PathEscape(args[0])+"/deployments/"+url.PathEscape(args[1]), func(w io.Writer, d engine.Deployment) {
+					printDeployment(w, args[0], d)
+				})
 			}
-			return show(c, "/podswitch/apps/"+url.PathEscape(args[0])+"/deployments", printHistory)
+			return c.usage("history <app> [<deployment id>]")
 		}),
+	}
+}
+
+// printDeployment prints one deployment: what it was, each step with its
+// time, and the last output of what failed.
+func printDeployment(w io.Writer, app string, d engine.Deployment) {
+	fmt.Fprintln(w, describeDeployment(app, d))
+	if d.Trigger != "" {
+		fmt.Fprintf(w, "asked by:   %s\n", d.Trigger)
+	}
+	fmt.Fprintf(w, "started:    %s\n", formatTime(d.StartedAt))
+	if d.Error != "" {
+		fmt.Fprintf(w, "error:      %s\n", d.Error)
+	}
+	fmt.Fprintln(w)
+	for _, l := range newProgress(d.StartedAt).lines(d) {
+		fmt.Fprintln(w, l)
+	}
+	for _, ct := range d.Containers {
+		if len(ct.Output) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nlast output of %s container %s (%s):\n", ct.Process, shortID(ct.ID), ct.State)
+		for _, l := range ct.Output {
+			fmt.Fprintf(w, "    %s\n", l)
+		}
+	}
+	if h := d.Hook; h != nil && len(h.Output) > 0 {
+		fmt.Fprintln(w, "\noutput of the postdeploy hook:")
+		for _, l := range h.Output {
+			fmt.Fprintf(w, "    %s\n", l)
+		}
 	}
 }
 
@@ -522,6 +560,9 @@ func (c *cliClient) request(method, uri string, body any) ([]byte, error) {
 // started.
 func (c *cliClient) deployment(uri string, body map[string]string, app string) int {
 	wait, _ := c.cmd.Flags().GetBool("wait")
+	if wait && !c.json {
+		return c.watchDeployment(uri, body, app)
+	}
 	if wait {
 		uri += "?wait=1"
 	} else {

@@ -27,6 +27,8 @@ type host struct {
 	records *store.Records
 	logCore *swapCore
 	target  atomic.Pointer[notifyTarget]
+	// changes tells live views (the dashboard) which apps changed.
+	changes *changeFeed
 	// stopped is closed once the host is done with the apps' containers.
 	stopped chan struct{}
 
@@ -66,6 +68,7 @@ func newHost(log *zap.Logger) *host {
 		records: store.NewRecords(filepath.Join(dir, "state")),
 		logCore: newSwapCore(log.Core()),
 		stopped: make(chan struct{}),
+		changes: newChangeFeed(),
 	}
 	h.manager = engine.NewManager(engine.Deps{
 		Runtime:     h.runtime,
@@ -77,6 +80,7 @@ func newHost(log *zap.Logger) *host {
 		ResolveEnv:  resolveEnv,
 		InFlight:    upstreamInFlight,
 		ObserveBoot: promMetrics.observeBoot,
+		Changed:     h.changes.publish,
 	})
 	if prev := lastStopped.Swap(&h.stopped); prev != nil {
 		h.manager.After(*prev)
@@ -123,6 +127,7 @@ func (h *host) commitActive() *App {
 	h.target.Store(a.notify)
 	h.runtime.set(podman.New(a.Podman))
 	h.manager.Apply(a.specs)
+	h.changes.publish("") // the list of apps may have changed
 	return a
 }
 

@@ -224,7 +224,7 @@ func TestUnitFilesParse(t *testing.T) {
 		{"User", "caddy"},
 		{"Group", "caddy"},
 		{"Type", "notify"},
-		{"ExecStart", "/usr/bin/caddy run --environ --config /etc/caddy/Caddyfile"},
+		{"ExecStart", "/usr/bin/caddy run --config /etc/caddy/Caddyfile"},
 		{"ExecReload", "/usr/bin/caddy reload --config /etc/caddy/Caddyfile --force"},
 		// Stopping Caddy must kill Caddy's cgroup only, where nothing of
 		// Podman's lives.

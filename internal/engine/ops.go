@@ -116,6 +116,14 @@ func (s *Supervisor) Deploy(image string) (DeployResult, error) {
 	if err := s.opErrLocked(); err != nil {
 		return DeployResult{}, err
 	}
+	if len(s.config.EnvFiles) > 0 {
+		// Env files are read again at each deploy.
+		env, err := s.resolve(s.config.EnvSource, s.config.EnvFiles)
+		if err != nil {
+			return DeployResult{}, inputErr("app %s: %v", s.name, err)
+		}
+		s.config.Env = env
+	}
 	now := time.Now()
 	ov := &s.rec.Overrides
 	switch {

@@ -161,6 +161,12 @@ func (s AppSpec) Validate() error {
 	if s.RestartAttempts < 0 {
 		return errors.New("restart_attempts must not be negative")
 	}
+	if s.ReadyPath != "" && !strings.HasPrefix(s.ReadyPath, "/") {
+		return fmt.Errorf("ready_path %q: want a path that starts with /", s.ReadyPath)
+	}
+	if r := s.ReadyStatus; r != [2]int{} && (r[0] < 100 || r[1] > 599 || r[0] > r[1]) {
+		return fmt.Errorf("ready_status %d-%d: want statuses from 100 to 599, low to high", r[0], r[1])
+	}
 	seen := map[string]bool{}
 	for _, p := range s.Processes {
 		if !ValidName(p.Name) || p.Name == HookProcess {

@@ -132,6 +132,8 @@ type caddyOpts struct {
 	siteApps []string
 	// global are more lines of the global options block.
 	global []string
+	// env are more variables of Caddy's environment (NAME=value).
+	env []string
 }
 
 func freePort(t testing.TB) int {
@@ -256,6 +258,7 @@ func (c *caddyProc) launch() {
 	}
 	cmd := exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+c.dir, "XDG_CONFIG_HOME="+c.dir, "HOME="+c.dir)
+	cmd.Env = append(cmd.Env, c.opts.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

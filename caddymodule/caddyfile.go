@@ -132,6 +132,9 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			if err != nil {
 				return nil, err
 			}
+			if err := checkImageRef(v); err != nil {
+				return nil, d.Errf("%v", err)
+			}
 			cfg.Image = v
 		case "web":
 			n, err := countArg(d)
@@ -197,11 +200,17 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			if err != nil {
 				return nil, err
 			}
+			if !strings.HasPrefix(v, "/") {
+				return nil, d.Errf("ready_path %q: want a path that starts with /", v)
+			}
 			cfg.ReadyPath = v
 		case "ready_status":
 			v, err := oneArg(d)
 			if err != nil {
 				return nil, err
+			}
+			if _, err := parseStatusRange(v); err != nil {
+				return nil, d.Errf("%v", err)
 			}
 			cfg.ReadyStatus = v
 		case "port":
@@ -302,6 +311,9 @@ func countArg(d *caddyfile.Dispenser) (int, error) {
 	n, err := strconv.Atoi(d.Val())
 	if err != nil || n < 0 {
 		return 0, d.Errf("%s: %q is not a count (a whole number, 0 or more)", dir, d.Val())
+	}
+	if n > engine.MaxCount && dir != "restart_attempts" {
+		return 0, d.Errf("%s: %d containers is over the limit of %d per process type", dir, n, engine.MaxCount)
 	}
 	return n, nil
 }

@@ -321,7 +321,7 @@ func TestCaddyfileErrors(t *testing.T) {
 			`app "blog": image is required`, 4},
 		{"missing image, empty block", "{\n\tpodswitch {\n\t\tapp blog {\n\t\t}\n\t}\n}\n", `app "blog": image is required`, 3},
 		{"image without value", "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage\n\t\t}\n\t}\n}\n", `image: want one value`, 4},
-		{"env with one arg", app("env RAILS_ENV"), `env: want env <NAME> <value>`, 5},
+		{"env with one arg", app("env RAILS_ENV"), `env RAILS_ENV: no value; if you wrote {$RAILS_ENV} or another {$VAR}, that variable is not set`, 5},
 		{"env with three args", app("env A b c"), `env: want env <NAME> <value>`, 5},
 		{"env PORT", app("env PORT 1"), `env PORT: PORT is set by podswitch`, 5},
 		{"env name with =", app(`"env" "A=B" c`), `env: "A=B" is not a variable name`, 5},
@@ -361,10 +361,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"podman http", "{\n\tpodswitch {\n\t\tpodman http://localhost:8080\n\t}\n}\n", `scheme "http" is not one of unix, tcp, ssh`, 3},
 
 		// What Spec refuses is refused at adapt, at the app's line.
-		{"web 1001", app("web 1001"), `app "blog": process type "web": count 1001 is over the limit of 1000`, 3},
-		{"process count over the limit", app("process worker 5000 /w"), `app "blog": process type "worker": count 5000 is over the limit of 1000`, 3},
-		{"image that does not parse", only(`image "Bad Ref"`), `app "blog": image "Bad Ref" is not a valid image reference`, 3},
-		{"image with an uppercase repository", only("image localhost/Blog:v1"), `image "localhost/Blog:v1" is not a valid image reference`, 3},
+		{"web 1001", app("web 1001"), `web: 1001 containers is over the limit of 1000 per process type`, 5},
+		{"process count over the limit", app("process worker 5000 /w"), `worker: 5000 containers is over the limit of 1000 per process type`, 5},
+		{"image that does not parse", only(`image "Bad Ref"`), `image "Bad Ref" is not a valid image reference`, 4},
+		{"image with an uppercase repository", only("image localhost/Blog:v1"), `image "localhost/Blog:v1" is not a valid image reference`, 4},
+		{"ready_path without a slash", app("ready_path up"), `ready_path "up": want a path that starts with /`, 5},
+		{"ready_status out of range", app("ready_status 200-700"), `ready_status "200-700": want a status or a range of statuses from 100 to 599`, 5},
+		{"env_file twice", app("env_file /a.env", "env_file /a.env"), `env_file /a.env is given twice`, 6},
 
 		// The podswitch site directive.
 		{"podswitch undefined app", directive("podswitch nope"),

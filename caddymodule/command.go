@@ -201,6 +201,9 @@ func scaleCommand() *cobra.Command {
 			}
 			uri := "/podswitch/apps/" + url.PathEscape(args[0]) + "/scale"
 			wait, _ := c.cmd.Flags().GetBool("wait")
+			if wait && !c.json {
+				return c.watchScale(uri, counts, args[0])
+			}
 			if wait {
 				uri += "?wait=1"
 			} else {

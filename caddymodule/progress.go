@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/podswitch/podswitch/internal/engine"
@@ -173,4 +174,57 @@ func (p *progress) lines(d engine.Deployment) []string {
 		out[i] = fmt.Sprintf("%8s  %s", "+"+s.at.Sub(p.start).Round(time.Millisecond).String(), s.text)
 	}
 	return out
+}
+
+// watchScale sets counts and prints each container that starts, becomes
+// ready or goes, until the app runs its counts (or a process type gave up,
+// or --timeout passed).
+func (c *cliClient) watchScale(uri string, counts map[string]int, app string) int {
+	deadline := time.Time{}
+	if c.timeout > 0 {
+		deadline = time.Now().Add(c.timeout)
+	}
+	c.timeout = 0
+	b, err := c.request(http.MethodPost, uri, counts)
+	if err != nil {
+		return c.reportErr(err)
+	}
+	start := time.Now()
+	var seen map[string]engine.State // nil until the first answer: what ran before is not news
+	for {
+		var st engine.AppStatus
+		if err := json.Unmarshal(b, &st); err != nil {
+			return c.fail("reading the answer: %v", err)
+		}
+		now := map[string]engine.State{}
+		for _, ct := range st.Containers {
+			now[ct.ID] = ct.State
+			if prev, ok := seen[ct.ID]; seen == nil || (ok && prev == ct.State) {
+				continue
+			}
+			fmt.Fprintf(c.out, "%8s  %s container %s %s\n", "+"+time.Since(start).Round(time.Millisecond).String(), ct.Process, shortID(ct.ID), ct.State)
+		}
+		for id := range seen {
+			if _, ok := now[id]; !ok {
+				fmt.Fprintf(c.out, "%8s  container %s stopped\n", "+"+time.Since(start).Round(time.Millisecond).String(), shortID(id))
+			}
+		}
+		seen = now
+		if scaled(st) {
+			fmt.Fprintf(c.out, "app %s: %s\n", st.Name, formatCounts(st.Processes))
+			if len(st.GaveUp) > 0 {
+				fmt.Fprintf(c.errOut, "Error: app %s gave up starting %s containers (see: caddy podswitch history %s)\n", st.Name, strings.Join(st.GaveUp, ", "), st.Name)
+				return exitFailed
+			}
+			return exitOK
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			fmt.Fprintf(c.errOut, "Error: gave up waiting after %s; the scale goes on (see: caddy podswitch status %s)\n", c.flagDuration("timeout"), app)
+			return exitTimeout
+		}
+		time.Sleep(progressPoll)
+		if b, err = c.request(http.MethodGet, "/podswitch/apps/"+url.PathEscape(app), nil); err != nil {
+			return c.reportErr(err)
+		}
+	}
 }

@@ -132,19 +132,21 @@ func (p *progress) lines(d engine.Deployment) []string {
 	}
 	for _, c := range d.Containers {
 		id := shortID(c.ID)
-		var started time.Time
+		created := c.CreatedAt
 		for i, tr := range c.Timeline {
 			key := fmt.Sprintf("%s/%d", c.ID, i)
 			switch {
 			case c.Role == "new" && tr.State == engine.StateStarting:
-				started = tr.At
-				add(tr.At, key, fmt.Sprintf("%s container %s created", c.Process, id))
+				if created.IsZero() {
+					created = tr.At
+				}
+				add(created, key, fmt.Sprintf("%s container %s created, started after %s", c.Process, id, tr.At.Sub(created).Round(time.Millisecond)))
 			case c.Role == "new" && tr.State == engine.StateBooted:
 				what := "ready"
 				if c.Process != engine.WebProcess {
 					what = "running"
 				}
-				add(tr.At, key, fmt.Sprintf("%s container %s %s after %s", c.Process, id, what, tr.At.Sub(started).Round(time.Millisecond)))
+				add(tr.At, key, fmt.Sprintf("%s container %s %s, %s after its creation", c.Process, id, what, tr.At.Sub(created).Round(time.Millisecond)))
 			case tr.State == engine.StateCrashed:
 				add(tr.At, key, fmt.Sprintf("%s container %s crashed: %s", c.Process, id, tr.Note))
 			case c.Role == "new" && tr.State == engine.StateStopping:

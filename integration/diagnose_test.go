@@ -66,7 +66,7 @@ func TestDeployWaitPrintsSteps(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deploy --wait: exit %d: %s", code, out)
 	}
-	want := []string{"web container", "created", "ready after", "postdeploy hook started", "postdeploy hook ended with exit code 0",
+	want := []string{"web container", "created, started after", "ready,", "postdeploy hook started", "postdeploy hook ended with exit code 0",
 		"switched: release", "old web container", "draining", "stopped", "success"}
 	at := 0
 	for _, w := range want {

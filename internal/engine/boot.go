@@ -85,7 +85,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		}
 		return nil, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", p.Name, err)}
 	}
-	c = &Container{ID: info.ID, Name: name, Process: p.Name, Release: release, grace: true}
+	c = &Container{ID: info.ID, Name: name, Process: p.Name, Release: release, grace: true, created: t0}
 	if r != nil {
 		c.owner = r.id
 		r.e.fresh = append(r.e.fresh, c)

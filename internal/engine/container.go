@@ -78,6 +78,9 @@ type Container struct {
 	Addr string
 
 	state State
+	// created is when podswitch asked the runtime to create it (zero for
+	// one adopted or found).
+	created time.Time
 	// timeline holds every state the container went through, oldest first.
 	timeline []Transition
 	// owner is the deployment that booted the container and has not
@@ -192,7 +195,7 @@ func (c *Container) status() ContainerStatus {
 func (c *Container) record(role string) ContainerRecord {
 	r := ContainerRecord{
 		ID: c.ID, Name: c.Name, Process: c.Process, Release: c.Release, Role: role,
-		State: c.state, Timeline: slices.Clone(c.timeline), Output: slices.Clone(c.output),
+		State: c.state, CreatedAt: c.created, Timeline: slices.Clone(c.timeline), Output: slices.Clone(c.output),
 	}
 	if c.exitCode != nil {
 		code := *c.exitCode

@@ -71,10 +71,13 @@ type ContainerRecord struct {
 	Process string `json:"process"`
 	Release string `json:"release"`
 	// Role is "new" (started by the deployment) or "old" (replaced by it).
-	Role     string       `json:"role"`
-	State    State        `json:"state"`
-	Timeline []Transition `json:"timeline"`
-	ExitCode *int         `json:"exit_code,omitempty"`
+	Role  string `json:"role"`
+	State State  `json:"state"`
+	// CreatedAt is when podswitch asked Podman to create it (the
+	// timeline's first state, starting, is when it had started).
+	CreatedAt time.Time    `json:"created_at,omitzero"`
+	Timeline  []Transition `json:"timeline"`
+	ExitCode  *int         `json:"exit_code,omitempty"`
 	// Output holds the container's last lines of output when it failed to
 	// boot or crashed.
 	Output []string `json:"output,omitempty"`

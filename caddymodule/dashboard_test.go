@@ -1,0 +1,764 @@
+package caddymodule
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/podswitch/podswitch/internal/engine"
+)
+
+// dashEnv is the dashboard served by an httptest server over an engine on
+// the fake runtime.
+type dashEnv struct {
+	t       *testing.T
+	rt      *apiFakeRuntime
+	m       *engine.Manager
+	crashes *crashLog
+	d       *Dashboard
+	srv     *httptest.Server
+}
+
+func newDashEnv(t *testing.T, log *zap.Logger, specs ...engine.AppSpec) *dashEnv {
+	t.Helper()
+	rt := newAPIFakeRuntime()
+	feed := newChangeFeed()
+	m := engine.NewManager(engine.Deps{Runtime: rt, Prober: rt, Logger: log, Changed: feed.publish})
+	t.Cleanup(m.Close)
+	m.Apply(specs)
+	e := &dashEnv{t: t, rt: rt, m: m, crashes: newCrashLog()}
+	e.d = &Dashboard{src: dashSource{manager: m, changes: feed, crashes: e.crashes}, logger: log, done: make(chan struct{})}
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := e.d.ServeHTTP(w, r, nil); err != nil {
+			t.Errorf("%s %s: %v", r.Method, r.URL, err)
+		}
+	}))
+	t.Cleanup(e.srv.Close)
+	// The streams end first, or the server's Close would wait for them.
+	t.Cleanup(func() { _ = e.d.Cleanup() })
+	return e
+}
+
+// newBlogDash is a dashboard over app blog (apiBlogConfig), serving v1.
+func newBlogDash(t *testing.T) *dashEnv {
+	t.Helper()
+	e := newDashEnv(t, zaptest.NewLogger(t), blogSpec(t))
+	waitSuccess(t, e.m, "localhost/blog:v1")
+	waitSettled(t, e.m, map[string]int{"web": 2, "worker": 1})
+	return e
+}
+
+// get does one request and returns status, headers and body. No answer may
+// show an env value.
+func (e *dashEnv) get(path string, hdr ...string) (int, http.Header, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if strings.Contains(string(b), apiSecret) {
+		e.t.Errorf("GET %s shows an env value: %s", path, b)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+func (e *dashEnv) getJSON(path string, v any) {
+	e.t.Helper()
+	code, h, b := e.get(path)
+	if code != http.StatusOK {
+		e.t.Fatalf("GET %s: %d %s", path, code, b)
+	}
+	if ct := h.Get("Content-Type"); ct != "application/json" {
+		e.t.Errorf("GET %s: Content-Type %q", path, ct)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		e.t.Fatalf("GET %s: %v in %s", path, err, b)
+	}
+}
+
+// The page and its assets are served with their types, revalidated by
+// ETag, with a policy that allows nothing from elsewhere; every URL in the
+// page is relative, so that it works under a path prefix.
+func TestDashboardAssets(t *testing.T) {
+	e := newBlogDash(t)
+	total := 0
+	for _, c := range []struct{ path, ctype, file string }{
+		{"/", "text/html; charset=utf-8", "dashboard/index.html"},
+		{"/index.html", "text/html; charset=utf-8", "dashboard/index.html"},
+		{"/assets/app.js", "text/javascript; charset=utf-8", "dashboard/app.js"},
+		{"/assets/app.css", "text/css; charset=utf-8", "dashboard/app.css"},
+	} {
+		code, h, b := e.get(c.path)
+		if code != http.StatusOK || h.Get("Content-Type") != c.ctype {
+			t.Errorf("GET %s: %d %q, want 200 %q", c.path, code, h.Get("Content-Type"), c.ctype)
+		}
+		want, _ := dashboardFiles.ReadFile(c.file)
+		if string(b) != string(want) {
+			t.Errorf("GET %s: body is not %s", c.path, c.file)
+		}
+		if h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: no nosniff", c.path)
+		}
+		etag := h.Get("ETag")
+		if code, _, _ := e.get(c.path, "If-None-Match", etag); etag == "" || code != http.StatusNotModified {
+			t.Errorf("GET %s with If-None-Match %s: %d, want 304", c.path, etag, code)
+		}
+		if c.path != "/index.html" {
+			total += len(b)
+		}
+	}
+	t.Logf("page weight as served (HTML+JS+CSS, uncompressed): %d bytes", total)
+	if total > 60_000 {
+		t.Errorf("the page weighs %d bytes: keep it small", total)
+	}
+
+	_, h, page := e.get("/")
+	csp := h.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+		}
+	}
+	for _, ref := range regexp.MustCompile(`(?:href|src)="([^"]*)"`).FindAllStringSubmatch(string(page), -1) {
+		if u := ref[1]; strings.HasPrefix(u, "/") || strings.Contains(u, "://") {
+			t.Errorf("the page refers to %q: every URL must be relative and local", u)
+		}
+	}
+	js, _ := dashboardFiles.ReadFile("dashboard/app.js")
+	if !strings.Contains(string(js), "'api/events'") || strings.Contains(string(js), "'/api") {
+		t.Errorf("app.js must open its stream at the relative URL api/events")
+	}
+	if strings.Contains(string(js), "http://") || strings.Contains(string(js), "https://") {
+		t.Errorf("app.js names a network address")
+	}
+
+	// Read-only; unknown paths say how to mount it.
+	resp, err := http.Post(e.srv.URL+"/api/apps", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST: %d Allow %q, want 405 GET, HEAD", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	if code, _, b := e.get("/podswitch/"); code != http.StatusNotFound || !strings.Contains(string(b), "handle_path") {
+		t.Errorf("GET /podswitch/: %d %s, want 404 naming handle_path", code, b)
+	}
+}
+
+// The JSON of the overview, an app and a deployment; unknown apps and
+// deployments are 404, bad ids 400.
+func TestDashboardJSON(t *testing.T) {
+	e := newBlogDash(t)
+
+	var ov dashOverview
+	e.getJSON("/api/apps", &ov)
+	if len(ov.Apps) != 1 || ov.Apps[0].Name != "blog" {
+		t.Fatalf("overview apps: %+v", ov.Apps)
+	}
+	a := ov.Apps[0]
+	if a.Release == nil || a.Release.Image != "localhost/blog:v1" || a.Level != "ok" || len(a.Attention) != 0 {
+		t.Errorf("blog: release %+v level %s attention %+v", a.Release, a.Level, a.Attention)
+	}
+	if a.Last == nil || a.Last.Status != engine.StatusSuccess || a.Last.New != 3 {
+		t.Errorf("last deployment: %+v", a.Last)
+	}
+	wantProcs := []dashProcess{
+		{Name: "web", Want: 2, States: []dashCount{{engine.StateReady, 2}}},
+		{Name: "worker", Want: 1, States: []dashCount{{engine.StateReady, 1}}},
+	}
+	if len(a.Processes) != 2 {
+		t.Fatalf("processes: %+v", a.Processes)
+	}
+	for i, p := range a.Processes {
+		w := wantProcs[i]
+		if p.Name != w.Name || p.Want != w.Want || !slices.Equal(p.States, w.States) {
+			t.Errorf("process %d: %+v, want %+v", i, p, w)
+		}
+	}
+
+	var v dashAppView
+	e.getJSON("/api/apps/blog", &v)
+	if v.App == nil || len(v.Containers) != 3 || len(v.Deployments) != 1 || v.Deployment == nil {
+		t.Fatalf("app view: %+v", v)
+	}
+	for _, c := range v.Containers {
+		if c.ID == "" || c.State != engine.StateReady || (c.Process == "web") != (c.Addr != "") || c.Since.IsZero() {
+			t.Errorf("container %+v", c)
+		}
+	}
+	d := v.Deployment
+	if len(d.Containers) != 3 || d.SwitchedAt.IsZero() {
+		t.Errorf("newest deployment: %+v", d)
+	}
+	for _, c := range d.Containers {
+		if c.Role != "new" || len(c.Timeline) < 3 || c.Timeline[0].State != engine.StateStarting {
+			t.Errorf("deployment container %+v", c)
+		}
+	}
+
+	var dep engine.Deployment
+	e.getJSON(fmt.Sprintf("/api/apps/blog/deployments/%d", d.ID), &dep)
+	if dep.ID != d.ID || len(dep.Containers) != 3 {
+		t.Errorf("deployment %d: %+v", d.ID, dep)
+	}
+	e.getJSON(fmt.Sprintf("/api/apps/blog?deployment=%d", d.ID), &v)
+	if v.Deployment == nil || v.Deployment.ID != d.ID {
+		t.Errorf("?deployment=%d: %+v", d.ID, v.Deployment)
+	}
+
+	for path, want := range map[string]int{
+		"/api/apps/nope":                    http.StatusNotFound,
+		"/api/apps/nope/deployments/1":      http.StatusNotFound,
+		"/api/apps/blog/deployments/99":     http.StatusNotFound,
+		"/api/apps/blog/deployments/x":      http.StatusBadRequest,
+		"/api/apps/blog?deployment=x":       http.StatusBadRequest,
+		"/api/events?app=Not_A_Name":        http.StatusBadRequest,
+		"/api/events?app=blog&deployment=0": http.StatusBadRequest,
+	} {
+		code, h, b := e.get(path)
+		var body struct{ Error string }
+		if code != want || h.Get("Content-Type") != "application/json" || json.Unmarshal(b, &body) != nil || body.Error == "" {
+			t.Errorf("GET %s: %d %s, want %d with an error", path, code, b, want)
+		}
+	}
+}
+
+// A failed deployment shows with its status on the overview, as something
+// that needs a person; the containers' output, which the engine keeps, is
+// not served.
+func TestDashboardFailedDeployment(t *testing.T) {
+	e := newBlogDash(t)
+	e.rt.setNoListen("localhost/blog:v3")
+	if _, err := e.m.App("blog").Deploy("localhost/blog:v3"); err != nil {
+		t.Fatal(err)
+	}
+	failed := waitEnded(t, e.m, "localhost/blog:v3", 0)
+	if failed.Status != engine.StatusTimeoutError {
+		t.Fatalf("deployment of v3: %s", failed.Status)
+	}
+	// The engine keeps output of the failed containers, once captured.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, _, _ := e.m.App("blog").Deployment(failed.ID)
+		if slices.ContainsFunc(d.Containers, func(c engine.ContainerRecord) bool { return len(c.Output) > 0 }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the engine kept no output of deployment %d: %+v", failed.ID, d.Containers)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	var ov dashOverview
+	e.getJSON("/api/apps", &ov)
+	a := ov.Apps[0]
+	if a.Level != "bad" || a.Last == nil || a.Last.Status != engine.StatusTimeoutError || a.Release.Image != "localhost/blog:v1" {
+		t.Errorf("after a failed deploy: level %s last %+v release %+v", a.Level, a.Last, a.Release)
+	}
+	if len(a.Attention) == 0 || !strings.Contains(a.Attention[0].Text, "timeout-error") {
+		t.Errorf("attention: %+v", a.Attention)
+	}
+	for _, path := range []string{"/api/apps/blog", fmt.Sprintf("/api/apps/blog/deployments/%d", failed.ID)} {
+		_, _, b := e.get(path)
+		if strings.Contains(string(b), "line 1 of") {
+			t.Errorf("GET %s shows a container's output: %s", path, b)
+		}
+		if !strings.Contains(string(b), string(engine.StatusTimeoutError)) {
+			t.Errorf("GET %s does not show the status", path)
+		}
+	}
+}
+
+// sseEvent is one server-sent event.
+type sseEvent struct{ name, data string }
+
+// openStream opens path as an event stream and returns its events; the
+// channel closes when the stream ends.
+func (e *dashEnv) openStream(path string) (<-chan sseEvent, *http.Response) {
+	e.t.Helper()
+	resp, err := http.Get(e.srv.URL + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		b, _ := io.ReadAll(resp.Body)
+		e.t.Fatalf("GET %s: %d %q %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	ch := make(chan sseEvent, 100)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<24)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.name != "" {
+					ch <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, "event: "):
+				ev.name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				ev.data = strings.TrimPrefix(line, "data: ")
+			}
+		}
+	}()
+	return ch, resp
+}
+
+// next returns the next event, failing the test if none comes in time.
+func next(t *testing.T, ch <-chan sseEvent, timeout time.Duration) sseEvent {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatal("the stream ended")
+		}
+		if strings.Contains(ev.data, apiSecret) {
+			t.Errorf("event %s shows an env value: %s", ev.name, ev.data)
+		}
+		return ev
+	case <-time.After(timeout):
+		t.Fatalf("no event within %s", timeout)
+	}
+	return sseEvent{}
+}
+
+// The overview stream sends the overview, then each app that changed,
+// soon after the change: a deploy shows as starting, then as success with
+// the new image. At Cleanup, the stream ends.
+func TestDashboardEvents(t *testing.T) {
+	e := newBlogDash(t)
+	ch, _ := e.openStream("/api/events")
+	ev := next(t, ch, 5*time.Second)
+	var ov dashOverview
+	if ev.name != "overview" || json.Unmarshal([]byte(ev.data), &ov) != nil || len(ov.Apps) != 1 {
+		t.Fatalf("first event: %s %s", ev.name, ev.data)
+	}
+
+	t0 := time.Now()
+	if _, err := e.m.App("blog").Deploy("localhost/blog:v2"); err != nil {
+		t.Fatal(err)
+	}
+	var seen []engine.Status
+	var first time.Duration
+	for {
+		ev := next(t, ch, 5*time.Second)
+		if ev.name != "apps" {
+			t.Fatalf("event %s, want apps: %s", ev.name, ev.data)
+		}
+		var p dashPatch
+		if err := json.Unmarshal([]byte(ev.data), &p); err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Apps) != 1 || p.Apps[0].Name != "blog" || len(p.Removed) != 0 {
+			t.Fatalf("patch: %s", ev.data)
+		}
+		a := p.Apps[0]
+		if a.Last == nil || a.Last.Image != "localhost/blog:v2" {
+			continue
+		}
+		if first == 0 {
+			first = time.Since(t0)
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != a.Last.Status {
+			seen = append(seen, a.Last.Status)
+		}
+		if a.Last.Status == engine.StatusSuccess && a.Release.Image == "localhost/blog:v2" {
+			break
+		}
+	}
+	t.Logf("first update %s after the deploy; statuses seen: %v", first, seen)
+	if seen[0] != engine.StatusStarting {
+		t.Errorf("statuses seen %v: want starting first", seen)
+	}
+
+	// Cleanup ends the stream; a new one is refused until the handler is
+	// provisioned again.
+	if err := e.d.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for ended := false; !ended; {
+		select {
+		case _, ok := <-ch:
+			ended = !ok
+		case <-deadline:
+			t.Fatal("the stream did not end at Cleanup")
+		}
+	}
+	if code, _, _ := e.get("/api/events"); code != http.StatusServiceUnavailable {
+		t.Errorf("a stream after Cleanup: %d, want 503", code)
+	}
+}
+
+// The stream of one app sends the app's page at once and again when it
+// changes; an app the config does not have is said to be missing.
+func TestDashboardAppEvents(t *testing.T) {
+	e := newBlogDash(t)
+	ch, _ := e.openStream("/api/events?app=blog")
+	ev := next(t, ch, 5*time.Second)
+	var v dashAppView
+	if ev.name != "app" || json.Unmarshal([]byte(ev.data), &v) != nil || v.App == nil || len(v.Containers) != 3 {
+		t.Fatalf("first event: %s %s", ev.name, ev.data)
+	}
+	if err := e.m.App("blog").Scale(map[string]int{"web": 3}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev := next(t, ch, 5*time.Second)
+		var v dashAppView
+		if ev.name != "app" || json.Unmarshal([]byte(ev.data), &v) != nil || v.App == nil {
+			t.Fatalf("event: %s %s", ev.name, ev.data)
+		}
+		ready := 0
+		for _, c := range v.Containers {
+			if c.Process == "web" && c.State == engine.StateReady {
+				ready++
+			}
+		}
+		if ready == 3 {
+			break
+		}
+	}
+
+	missing, _ := e.openStream("/api/events?app=nope")
+	ev = next(t, missing, 5*time.Second)
+	var gone dashAppView
+	if ev.name != "app" || json.Unmarshal([]byte(ev.data), &gone) != nil || gone.Missing != "nope" || gone.App != nil {
+		t.Errorf("stream of an unknown app: %s %s", ev.name, ev.data)
+	}
+}
+
+// What needs a person stands out, worst first; a deployment in progress is
+// busy; nothing else is ok.
+func TestDashboardAttention(t *testing.T) {
+	now := time.Now()
+	rel := &engine.ReleaseInfo{ID: "r1", Image: "img:v1", Status: engine.StatusSuccess, DeployedAt: now.Add(-time.Hour)}
+	ready := func(id, process string) engine.ContainerStatus {
+		return engine.ContainerStatus{ID: id, Process: process, State: engine.StateReady, Since: now}
+	}
+	dep := func(st engine.Status) []engine.Deployment {
+		return []engine.Deployment{{ID: 7, Kind: "deploy", Image: "img:v2", Status: st, Error: "it broke", StartedAt: now}}
+	}
+	base := func() engine.AppStatus {
+		return engine.AppStatus{Name: "a", Release: rel, Processes: map[string]int{"web": 2},
+			Containers: []engine.ContainerStatus{ready("c1", "web"), ready("c2", "web")}}
+	}
+	crash := func(id string, ago time.Duration) dashCrash {
+		return dashCrash{Process: "web", Container: id, At: now.Add(-ago)}
+	}
+	for _, c := range []struct {
+		name    string
+		change  func(*engine.AppStatus)
+		crashes []dashCrash
+		level   string
+		texts   []string
+	}{
+		{"ok", func(*engine.AppStatus) {}, nil, "ok", nil},
+		{"deploying", func(s *engine.AppStatus) {
+			s.Deployments = dep(engine.StatusStarting)
+			s.Containers = append(s.Containers, engine.ContainerStatus{ID: "c3", Process: "web", State: engine.StateStarting})
+		}, nil, "busy", nil},
+		{"failed last deployment", func(s *engine.AppStatus) { s.Deployments = dep(engine.StatusCrashedError) },
+			nil, "bad", []string{"deploy #7 of img:v2 ended with crashed-error: it broke"}},
+		{"aborted is no failure", func(s *engine.AppStatus) { s.Deployments = dep(engine.StatusAborted) }, nil, "ok", nil},
+		{"gave up", func(s *engine.AppStatus) { s.GaveUp = []string{"web"}; s.Containers = s.Containers[:1] },
+			nil, "bad", []string{"gave up restarting web containers"}},
+		{"one crash", func(*engine.AppStatus) {}, []dashCrash{crash("x", 3*time.Minute)},
+			"warn", []string{"a web container crashed 3 min ago"}},
+		{"crash loop", func(*engine.AppStatus) {}, []dashCrash{crash("x", 3*time.Minute), crash("y", time.Minute)},
+			"bad", []string{"crash loop: web containers crashed 2 times"}},
+		{"missing container", func(s *engine.AppStatus) { s.Containers = s.Containers[:1] },
+			nil, "warn", []string{"web: 1 of 2 containers running"}},
+		{"crashed container", func(s *engine.AppStatus) { s.Containers[1].State = engine.StateCrashed },
+			nil, "warn", []string{"web container c2 crashed", "web: 1 of 2 containers running"}},
+		{"unreachable", func(s *engine.AppStatus) { s.Containers[0].Unreachable = true },
+			nil, "warn", []string{"1 web container(s) stopped answering"}},
+		{"runtime away", func(s *engine.AppStatus) { s.RuntimeError = "dial unix: refused" },
+			nil, "bad", []string{"Podman cannot be reached: dial unix: refused"}},
+		{"paused is no problem", func(s *engine.AppStatus) { s.Paused = &engine.PauseStatus{Since: now, Timeout: "30s"} }, nil, "ok", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st := base()
+			c.change(&st)
+			s := summarize(st, c.crashes, now)
+			if s.Level != c.level {
+				t.Errorf("level %s, want %s (attention %+v)", s.Level, c.level, s.Attention)
+			}
+			if len(s.Attention) != len(c.texts) {
+				t.Fatalf("attention %+v, want %q", s.Attention, c.texts)
+			}
+			for i, want := range c.texts {
+				if !strings.Contains(s.Attention[i].Text, want) {
+					t.Errorf("attention %d: %q, want it to say %q", i, s.Attention[i].Text, want)
+				}
+			}
+		})
+	}
+}
+
+// Crash events are kept once per container, for crashWindow.
+func TestDashboardCrashRecorder(t *testing.T) {
+	l := newCrashLog()
+	feed := newChangeFeed()
+	sub, unsub := feed.subscribe()
+	defer unsub()
+	rec := crashRecorder{log: l, changes: feed}
+	emit := func(app, container string) {
+		ev, err := caddy.NewEvent(caddy.Context{}, "podswitch.crashed", map[string]any{
+			"app": app, "process": "web", "container": container, "message": "web container exited with code 3"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rec.Handle(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	emit("blog", "c1")
+	emit("blog", "c1") // the same crash heard twice (two dashboards)
+	emit("blog", "c2")
+	emit("shop", "c3")
+	got := l.recent("blog", time.Now())
+	if len(got) != 2 || got[0].Container != "c1" || got[1].Container != "c2" || got[0].Message == "" {
+		t.Errorf("recent crashes of blog: %+v", got)
+	}
+	if n := len(l.recent("blog", time.Now().Add(crashWindow+time.Second))); n != 0 {
+		t.Errorf("%d crashes older than the window still count", n)
+	}
+	if apps := sub.Take(); !slices.Equal(apps, []string{"blog", "shop"}) {
+		t.Errorf("changes published: %v", apps)
+	}
+}
+
+// The directive adapts to the handler, after basic_auth, at a site root
+// and under handle_path; it takes no argument.
+func TestDashboardCaddyfile(t *testing.T) {
+	const global = "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n\t\t}\n\t}\n}\n"
+	adapt := func(site string) (string, error) {
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(global+site), nil)
+		return string(out), err
+	}
+	for _, site := range []string{
+		// podswitch_dashboard first: the order puts basic_auth in front anyway.
+		"ops.example.com {\n\tpodswitch_dashboard\n\tbasic_auth {\n\t\tadmin $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG\n\t}\n}\n",
+		"example.com {\n\thandle_path /podswitch/* {\n\t\tpodswitch_dashboard\n\t\tbasic_auth {\n\t\t\tadmin $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG\n\t\t}\n\t}\n\thandle {\n\t\tpodswitch blog\n\t}\n}\n",
+	} {
+		out, err := adapt(site)
+		if err != nil {
+			t.Fatalf("adapt %q: %v", site, err)
+		}
+		auth, dash := strings.Index(out, `"handler":"authentication"`), strings.Index(out, `"handler":"podswitch_dashboard"`)
+		if auth < 0 || dash < 0 || auth > dash {
+			t.Errorf("adapted %q: want authentication before podswitch_dashboard:\n%s", site, out)
+		}
+	}
+	for _, bad := range []string{"podswitch_dashboard extra", "podswitch_dashboard {\n\t\ttitle x\n\t}"} {
+		if _, err := adapt(":80 {\n\t" + bad + "\n}\n"); err == nil || !strings.Contains(err.Error(), "podswitch_dashboard") {
+			t.Errorf("%q: %v, want an error", bad, err)
+		}
+	}
+	if _, err := caddy.GetModule("http.handlers.podswitch_dashboard"); err != nil {
+		t.Error(err)
+	}
+}
+
+// chromium returns the path of Chromium, or skips the test.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no chromium (scripts/setup.sh installs it)")
+	return ""
+}
+
+// newBrowser starts a headless Chromium with a fresh profile, ended with
+// the test.
+func newBrowser(t *testing.T, width, height int) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(width, height),
+	}
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return ctx
+}
+
+// screenshotDir is where screenshots go: $PODSWITCH_SCREENSHOTS, else a
+// folder of the test's copied to /tmp/podswitch-screenshots at its end.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("PODSWITCH_SCREENSHOTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	d := filepath.Join(t.TempDir(), "screenshots")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		const keep = "/tmp/podswitch-screenshots"
+		_ = os.MkdirAll(keep, 0o755)
+		files, _ := os.ReadDir(d)
+		for _, f := range files {
+			if b, err := os.ReadFile(filepath.Join(d, f.Name())); err == nil {
+				_ = os.WriteFile(filepath.Join(keep, f.Name()), b, 0o644)
+			}
+		}
+		t.Logf("screenshots copied to %s", keep)
+	})
+	return d
+}
+
+// The overview of 100 apps, some failing, crashing, paused or in
+// maintenance, rendered by a real Chromium: every app is listed, and the
+// time from navigation to the rows being in the DOM is logged (a figure,
+// not a limit).
+func TestDashboardRender100Apps(t *testing.T) {
+	chromium(t)
+	if testing.Short() {
+		t.Skip("short")
+	}
+	var specs []engine.AppSpec
+	for i := range 100 {
+		var cfg AppConfig
+		img := "localhost/shop:v1"
+		if i%25 == 7 {
+			img = "localhost/broken:v1"
+		}
+		raw := fmt.Sprintf(`{"image":%q,"web":%d,"boot_timeout":"300ms","stop_timeout":"1s","drain_timeout":"0s","worker_ready_time":"10ms"}`, img, 1+i%3)
+		if i%10 == 3 {
+			raw = fmt.Sprintf(`{"image":%q,"web":1,"processes":{"worker":{"count":1}},"boot_timeout":"300ms","worker_ready_time":"10ms"}`, img)
+		}
+		if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		spec, err := cfg.Spec(fmt.Sprintf("app-%03d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		specs = append(specs, spec)
+	}
+	e := newDashEnv(t, zap.NewNop())
+	e.rt.setNoListen("localhost/broken:v1")
+	e.m.Apply(specs)
+	deadline := time.Now().Add(60 * time.Second)
+	for _, s := range specs {
+		for {
+			st := e.m.App(s.Name).Status()
+			if len(st.Deployments) > 0 && st.Deployments[0].Status.Ended() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("app %s did not deploy: %+v", s.Name, st.Deployments)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = e.m.App("app-011").Pause(30 * time.Second)
+	_ = e.m.App("app-012").Maintenance("Back at 14:00 UTC.")
+	e.crashes.record("app-020", dashCrash{Process: "web", Container: "a", At: time.Now().Add(-4 * time.Minute)})
+	e.crashes.record("app-020", dashCrash{Process: "web", Container: "b", At: time.Now().Add(-time.Minute)})
+	e.crashes.record("app-021", dashCrash{Process: "web", Container: "c", At: time.Now().Add(-2 * time.Minute)})
+
+	t0 := time.Now()
+	var ov dashOverview
+	e.getJSON("/api/apps", &ov)
+	b, _ := json.Marshal(ov)
+	t.Logf("overview of %d apps: %d bytes of JSON, built and served in %s", len(ov.Apps), len(b), time.Since(t0).Round(time.Microsecond))
+
+	ctx := newBrowser(t, 1280, 900)
+	const observe = `new MutationObserver((_, o) => {
+		if (document.querySelectorAll('li.app').length >= 100) { window.__rendered = performance.now(); o.disconnect(); }
+	}).observe(document, {childList: true, subtree: true});`
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: observe}); err != nil {
+		t.Fatal(err)
+	}
+	var times []float64
+	for i := range 5 {
+		if err := chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+fmt.Sprintf("/?run=%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		rendered, err := chromedp.Run(ctx, chromedp.Poll[float64](`window.__rendered`, chromedp.WithPollingTimeout(20*time.Second)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('li.app').length`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows != 100 {
+			t.Fatalf("%d rows, want 100", rows)
+		}
+		times = append(times, rendered)
+	}
+	t.Logf("overview of 100 apps in the DOM %v ms after navigation start (5 loads)", times)
+	slices.Sort(times)
+	t.Logf("median %.0f ms", times[2])
+
+	levels, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]int](`[...document.querySelectorAll('li.app')].reduce((m, li) => (m[li.dataset.level] = (m[li.dataset.level] || 0) + 1, m), {})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if levels["bad"] < 5 || levels["warn"] < 1 || levels["ok"] < 50 {
+		t.Errorf("levels on the page: %v", levels)
+	}
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := screenshotDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "overview-100-apps.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", filepath.Join(dir, "overview-100-apps.png"))
+}

@@ -214,8 +214,8 @@ func TestAPIDeployNeverReadyCLI(t *testing.T) {
 	// which fails the same way.
 	n := len(c.status(app).Deployments)
 	code, out = c.podswitchCLI("deploy", app, imageV2, "--wait")
-	if code != 2 || !strings.Contains(out, "timeout-error") {
-		t.Errorf("deploying the failed image again: exit %d, want 2 and timeout-error: %s", code, out)
+	if code != 2 || !strings.Contains(out, "timeout-error") || !strings.Contains(out, "again: its last deployment") {
+		t.Errorf("deploying the failed image again: exit %d, want 2, timeout-error and a word that it is a retry: %s", code, out)
 	}
 	if got := len(c.status(app).Deployments); got != n+1 {
 		t.Errorf("%d deployments after the retry, want %d", got, n+1)

@@ -147,13 +147,20 @@ func (s *Supervisor) Deploy(image string) (DeployResult, error) {
 		d := r.e.snapshot()
 		return DeployResult{Deployment: &d, Message: fmt.Sprintf("a deployment of image %s is already on its way", image)}, nil
 	}
+	msg := ""
 	if s.lastTried == want {
 		s.log.Info("deploying again the release whose deployment failed", zap.String("release", want))
+		for i := len(s.log_.entries) - 1; i >= 0; i-- {
+			if d := s.log_.entries[i].d; d.Release == want && d.Kind != KindRestart {
+				msg = fmt.Sprintf("deploying image %s again: its last deployment (%d) ended %s", image, d.ID, d.Status)
+				break
+			}
+		}
 	}
 	s.lastTried = ""
 	e := s.startRolloutLocked(KindDeploy, s.desired, "", "", "api")
 	d := e.snapshot()
-	return DeployResult{Deployment: &d}, nil
+	return DeployResult{Deployment: &d, Message: msg}, nil
 }
 
 // Rollback deploys the release that served before the serving one (its

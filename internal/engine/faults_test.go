@@ -691,3 +691,39 @@ func TestPauseGate(t *testing.T) {
 		}
 	})
 }
+
+// An app removed from the config loses its overrides and pause, even when
+// it is added back while its old owner still stops its containers.
+func TestRemoveDropsOverrides(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newMemStore()
+		h := newHarnessWith(t, nil, withStore(store))
+		defer h.shutdown()
+		v1 := appSpecKept(t, "localhost/blog:v1", 1)
+		s, _ := h.deployFirst(v1)
+		if err := s.Scale(map[string]int{WebProcess: 2}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Maintenance("away"); err != nil {
+			t.Fatal(err)
+		}
+		h.hold(h.addrs(h.containers("", WebProcess), 5000)...) // the old owner drains
+		h.m.Apply(nil)
+		synctest.Wait()
+		h.m.Apply([]AppSpec{v1})
+		synctest.Wait()
+		h.release(h.addrs(h.containers("", WebProcess), 5000)...)
+		waitFor(t, "the app back with one web container", 2*time.Minute, func() bool {
+			p := h.m.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 1 && len(h.containers("", WebProcess)) == 1
+		})
+		st := h.sup().Status()
+		if len(st.Overrides) != 0 || st.Maintenance != nil || st.Processes[WebProcess] != 1 {
+			t.Errorf("the app added back kept what was made before its removal: overrides %+v, maintenance %+v, web %d",
+				st.Overrides, st.Maintenance, st.Processes[WebProcess])
+		}
+		if g := h.m.Pool(appName).Gate(); g != nil {
+			t.Errorf("gate %+v on the app added back", g)
+		}
+	})
+}

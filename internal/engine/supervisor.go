@@ -202,20 +202,34 @@ func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, 
 		abandoned:  map[*rollout]bool{},
 		procs:      map[string]*procState{},
 	}
-	if deps.History != nil {
-		s.log_.load(deps.History.Load(spec.Name))
+	s.desired = spec
+	return s
+}
+
+// load takes what the app's previous owner (a previous run, or the owner
+// of the same app before it was removed and added back) kept: the
+// deployment history and the app record. It runs once that owner is
+// done, so that a removed app's record, deleted by its owner, is not
+// taken back.
+func (s *Supervisor) load() {
+	var past []Deployment
+	if s.deps.History != nil {
+		past = s.deps.History.Load(s.name)
 	}
-	if deps.Store != nil {
-		rec, err := deps.Store.Load(spec.Name)
-		if err != nil {
+	var rec AppRecord
+	if s.deps.Store != nil {
+		var err error
+		if rec, err = s.deps.Store.Load(s.name); err != nil {
 			s.log.Error("app record is damaged; starting from an empty one", zap.Error(err))
 			rec = AppRecord{}
 		}
-		s.rec = rec
 	}
-	s.desired, _ = s.rec.Overrides.apply(spec, s.resolve)
+	s.lock()
+	defer s.unlock()
+	s.log_.load(past)
+	s.rec = rec
+	s.refreshDesiredLocked()
 	s.applyGateLocked()
-	return s
 }
 
 func (s *Supervisor) resolve(source map[string]string, files []string) (map[string]string, error) {
@@ -305,6 +319,7 @@ func (s *Supervisor) run(prevs ...<-chan struct{}) {
 			return
 		}
 	}
+	s.load()
 	b := newBackoff(time.Second, runtimeWaitMax)
 	for !s.adopt() {
 		select {

@@ -477,10 +477,12 @@ type dashCount struct {
 	N     int          `json:"n"`
 }
 
-// dashNote is one thing that needs a person.
+// dashNote is one thing that needs a person; At, when set, is when it
+// happened (the page shows its age).
 type dashNote struct {
-	Level string `json:"level"` // "bad" or "warn"
-	Text  string `json:"text"`
+	Level string    `json:"level"` // "bad" or "warn"
+	Text  string    `json:"text"`
+	At    time.Time `json:"at,omitzero"`
 }
 
 // dashDeployment is a deployment in a list: what it did and how it went,
@@ -635,19 +637,19 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 		deploying = !last.Status.Ended()
 	}
 	s.Processes = processesOf(st)
-	var bad, warn []string
+	var bad, warn []dashNote
 	if st.RuntimeError != "" {
-		bad = append(bad, "Podman cannot be reached: "+st.RuntimeError)
+		bad = append(bad, dashNote{Text: "Podman cannot be reached: " + st.RuntimeError})
 	}
 	for _, p := range st.GaveUp {
-		bad = append(bad, fmt.Sprintf("gave up restarting %s containers after restart_attempts; a deploy, restart, scale or config change tries again", p))
+		bad = append(bad, dashNote{Text: fmt.Sprintf("gave up restarting %s containers after restart_attempts; a deploy, restart, scale or config change tries again", p)})
 	}
 	if l := s.Last; l != nil && l.Status.Ended() && l.Status != engine.StatusSuccess && l.Status != engine.StatusAborted {
 		text := fmt.Sprintf("%s #%d of %s ended with %s", l.Kind, l.ID, l.Image, l.Status)
 		if l.Error != "" {
 			text += ": " + l.Error
 		}
-		bad = append(bad, text)
+		bad = append(bad, dashNote{Text: text, At: l.EndedAt})
 	}
 	byProc := map[string][]dashCrash{}
 	for _, c := range crashes {
@@ -655,30 +657,33 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 	}
 	for _, p := range slices.Sorted(maps.Keys(byProc)) {
 		cs := byProc[p]
+		last := cs[len(cs)-1].At
 		if len(cs) >= 2 {
-			bad = append(bad, fmt.Sprintf("crash loop: %s containers crashed %d times in the last %d min", p, len(cs), int(crashWindow.Minutes())))
+			bad = append(bad, dashNote{Text: fmt.Sprintf("crash loop: %s containers crashed %d times in the last %d min, the last", p, len(cs), int(crashWindow.Minutes())), At: last})
 		} else {
-			warn = append(warn, fmt.Sprintf("a %s container crashed %s ago and was replaced", p, roundAge(now.Sub(cs[0].At))))
+			warn = append(warn, dashNote{Text: fmt.Sprintf("a %s container crashed and was replaced", p), At: last})
 		}
 	}
 	for _, p := range s.Processes {
 		for _, id := range p.crashed {
 			if !slices.ContainsFunc(crashes, func(c dashCrash) bool { return c.Container == id }) {
-				warn = append(warn, fmt.Sprintf("%s container %s crashed", p.Name, shortID(id)))
+				warn = append(warn, dashNote{Text: fmt.Sprintf("%s container %s crashed", p.Name, shortID(id))})
 			}
 		}
 		if p.Unreachable > 0 {
-			warn = append(warn, fmt.Sprintf("%d %s container(s) stopped answering on their port: out of the pool until they answer", p.Unreachable, p.Name))
+			warn = append(warn, dashNote{Text: fmt.Sprintf("%d %s container(s) stopped answering on their port: out of the pool until they answer", p.Unreachable, p.Name)})
 		}
 		if !deploying && st.Release != nil && p.live < p.Want && !slices.Contains(st.GaveUp, p.Name) {
-			warn = append(warn, fmt.Sprintf("%s: %d of %d containers running", p.Name, p.live, p.Want))
+			warn = append(warn, dashNote{Text: fmt.Sprintf("%s: %d of %d containers running", p.Name, p.live, p.Want)})
 		}
 	}
-	for _, t := range bad {
-		s.Attention = append(s.Attention, dashNote{Level: "bad", Text: t})
+	for _, n := range bad {
+		n.Level = "bad"
+		s.Attention = append(s.Attention, n)
 	}
-	for _, t := range warn {
-		s.Attention = append(s.Attention, dashNote{Level: "warn", Text: t})
+	for _, n := range warn {
+		n.Level = "warn"
+		s.Attention = append(s.Attention, n)
 	}
 	switch {
 	case len(bad) > 0:
@@ -752,16 +757,6 @@ func processesOf(st engine.AppStatus) []dashProcess {
 		return cmp.Compare(a.Name, b.Name)
 	})
 	return out
-}
-
-func roundAge(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%d s", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%d min", int(d.Minutes()))
-	}
-	return fmt.Sprintf("%d h", int(d.Hours()))
 }
 
 // dashCrash is a crash of a serving container.

@@ -501,7 +501,7 @@ func TestDashboardAttention(t *testing.T) {
 		{"gave up", func(s *engine.AppStatus) { s.GaveUp = []string{"web"}; s.Containers = s.Containers[:1] },
 			nil, "bad", []string{"gave up restarting web containers"}},
 		{"one crash", func(*engine.AppStatus) {}, []dashCrash{crash("x", 3*time.Minute)},
-			"warn", []string{"a web container crashed 3 min ago"}},
+			"warn", []string{"a web container crashed and was replaced"}},
 		{"crash loop", func(*engine.AppStatus) {}, []dashCrash{crash("x", 3*time.Minute), crash("y", time.Minute)},
 			"bad", []string{"crash loop: web containers crashed 2 times"}},
 		{"missing container", func(s *engine.AppStatus) { s.Containers = s.Containers[:1] },
@@ -528,6 +528,9 @@ func TestDashboardAttention(t *testing.T) {
 				if !strings.Contains(s.Attention[i].Text, want) {
 					t.Errorf("attention %d: %q, want it to say %q", i, s.Attention[i].Text, want)
 				}
+			}
+			if n := len(c.crashes); n > 0 && !s.Attention[0].At.Equal(c.crashes[n-1].At) {
+				t.Errorf("the crash note is dated %v, want the last crash's %v", s.Attention[0].At, c.crashes[n-1].At)
 			}
 		})
 	}

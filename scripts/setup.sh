@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a machine (Debian 12, as root) for podswitch's tests and demo:
-#   - installs podman, runc and curl when missing (and gcc, which `go test -race` needs);
+#   - installs podman, runc and curl when missing (and gcc, which `go test -race` needs, and
+#     chromium, the headless browser of the dashboard's tests);
 #   - starts the Podman API service on unix:///run/podman/podman.sock with the project's
 #     containers.conf, unless something already answers there;
 #   - builds the test app and the images localhost/podswitch-testapp:v1 and :v2.
@@ -29,13 +30,18 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# The dashboard's tests drive Debian's chromium headless (through chromedp) with
+# --headless --no-sandbox --disable-gpu --disable-quic --no-first-run
+# --disable-background-networking --disable-component-update --disable-sync and a fresh
+# --user-data-dir: it needs no display, no GPU and no network.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
 else
-  say "podman $(podman --version | awk '{print $3}'), runc, curl, gcc present"
+  say "podman $(podman --version | awk '{print $3}'), runc, curl, gcc, chromium present"
 fi
 
 # --- kernel ---------------------------------------------------------------------------------

@@ -67,7 +67,7 @@
   }
 
   const attn = (a, cls) => a.attention && a.attention.length
-    ? `<ul class="attn ${cls || ''}">${a.attention.map(n => `<li class="n-${esc(n.level)}">${esc(n.text)}</li>`).join('')}</ul>` : '';
+    ? `<ul class="attn ${cls || ''}">${a.attention.map(n => `<li class="n-${esc(n.level)}">${esc(n.text)}${n.at ? ' ' + when(n.at) : ''}</li>`).join('')}</ul>` : '';
 
   // ---- overview -------------------------------------------------------------------------
 
@@ -123,7 +123,10 @@
       else if (a.level === 'busy') busy++;
     }
     const parts = [`<b>${apps.size}</b> app${apps.size === 1 ? '' : 's'}`];
-    if (bad) parts.push(`<span class="bad"><b class="bad">${bad}</b> need${bad === 1 ? 's' : ''} a person</span>`);
+    if (bad) {
+      const names = [...apps.values()].filter(a => a.level === 'bad').map(a => `<a href="#/apps/${enc(a.name)}">${esc(a.name)}</a>`);
+      parts.push(`<span class="bad"><b class="bad">${bad}</b> need${bad === 1 ? 's' : ''} a person:</span> ${names.slice(0, 10).join(', ')}${names.length > 10 ? ', …' : ''}`);
+    }
     if (warn) parts.push(`${warn} with a warning`);
     if (busy) parts.push(`${busy} deploying`);
     if (!bad && !warn) parts.push('nothing needs a person');
@@ -160,7 +163,7 @@
       `<dl class="facts">${facts.map(f => `<dt>${f[0]}</dt><dd>${f[1]}</dd>`).join('')}</dl>` +
       `<h2>Containers</h2>${containers(d.containers)}` +
       `<h2>Deployments</h2>${history(a.name, d.deployments, d.deployment)}` +
-      `<section id="timeline">${d.deployment ? timeline(d.deployment) : ''}</section>`;
+      `<section id="timeline">${d.deployment ? timeline(d.deployment) : route.dep ? `<p class="muted">Deployment #${route.dep} is no longer in the history.</p>` : ''}</section>`;
     place(view);
   }
 
@@ -179,7 +182,7 @@
     if (!ds || !ds.length) return '<p class="muted">No deployment yet.</p>';
     const rows = ds.map(x => {
       const notes = [];
-      if (x.failed) notes.push(`${x.failed} failed attempt${x.failed > 1 ? 's' : ''}`);
+      if (x.failed && (x.status === 'success' || x.kind === 'restart')) notes.push(`${x.failed} failed attempt${x.failed > 1 ? 's' : ''}, retried`);
       if (x.crashed) notes.push(`${x.crashed} crashed`);
       if (x.error) notes.push(`<span class="err">${esc(x.error)}</span>`);
       const took = x.ended_at ? fmtDur(ms(x.ended_at) - ms(x.started_at)) : '…';
@@ -211,7 +214,7 @@
     if (running(d)) t1 = Math.max(t1, now());
     const span = Math.max(t1 - t0, 1);
     const x = t => Math.min(100, Math.max(0, (t - t0) / span * 100)).toFixed(3);
-    const seg = (a, b, cls, title) =>
+    const seg = (a, b, cls, title) => b <= t0 ? '' :
       `<span class="seg ${cls}" data-x="${x(Math.max(a, t0))},${Math.max(0, x(b) - x(Math.max(a, t0))).toFixed(3)}" title="${esc(title)}"></span>`;
     const sw = d.switched_at ? `<span class="sw tl-switch" data-x="${x(ms(d.switched_at))}" title="switch at +${fmtDur(ms(d.switched_at) - t0)}"></span>` : '';
     const row = (role, id, label, inner, note) => `<div class="tl-row" data-role="${role}"${id ? ` data-container="${esc(id)}"` : ''}>` +
@@ -228,12 +231,13 @@
     for (const c of [...news, ...olds]) {
       const tl = c.timeline || [];
       let inner = '';
+      // From the create call to the start: Podman's part of the boot.
+      if (c.created_at && tl.length) inner += seg(ms(c.created_at), ms(tl[0].at), 's-creating', `creating ${fmtDur(ms(tl[0].at) - ms(c.created_at))}`);
       for (let i = 0; i < tl.length; i++) {
         const s = tl[i].state, a = ms(tl[i].at);
         const b = i + 1 < tl.length ? ms(tl[i + 1].at) : t1;
         if (s === 'stopped') continue;
         if (s === 'crashed') inner += `<span class="mark" data-x="${x(a)}" title="crashed at ${esc(clock(tl[i].at))}${tl[i].note ? ': ' + esc(tl[i].note) : ''}">✕</span>`;
-        if (b < t0) continue;
         const serving = c.role === 'old' && s === 'ready' ? ' serving' : '';
         inner += seg(a, b, 's-' + s + serving, `${s} ${fmtDur(b - Math.max(a, t0))}${tl[i].note ? ': ' + tl[i].note : ''}`);
       }
@@ -244,11 +248,17 @@
         const failed = !booted && ['crashed', 'stopping', 'stopped'].includes(c.state);
         const before = failedBefore[c.process] || 0;
         if (failed) {
-          tag = ' <span class="muted">failed attempt</span>';
+          tag = ' <span class="muted">failed</span>';
           failedBefore[c.process] = before + 1;
         } else if (before) tag = ` <span class="muted">retry ${before}</span>`;
-        if (start && booted) notes.push(`${c.process === 'web' ? 'accepted a connection' : 'running'} after <b>${fmtDur(ms(booted.at) - ms(start.at))}</b>`);
-        else if (start && c.state === 'starting') notes.push(`booting for ${fmtDur(t1 - ms(start.at))}…`);
+        const born = c.created_at ? ms(c.created_at) : start ? ms(start.at) : 0;
+        const podman = c.created_at && start ? ` (Podman ${fmtDur(ms(start.at) - born)}, app ${fmtDur((booted ? ms(booted.at) : t1) - ms(start.at))})` : '';
+        if (start && booted) notes.push(`${c.process === 'web' ? 'accepted a connection' : 'running'} <b>${fmtDur(ms(booted.at) - born)}</b> after its creation${podman}`);
+        else if (start && c.state === 'starting') notes.push(`booting for ${fmtDur(t1 - born)}…${podman}`);
+        else if (start) {
+          const end = tl.find(t => t.state === 'crashed' || t.state === 'stopping');
+          if (end && !crash) notes.push(`<span class="err">${c.process === 'web' ? 'no connection accepted' : 'not running long enough'} ${fmtDur(ms(end.at) - born)} after its creation</span>`);
+        }
         const disc = tl.find(t => t.state === 'stopping' && t.note);
         if (disc && !crash) notes.push(esc(disc.note));
       } else {
@@ -257,7 +267,7 @@
         if (sp) notes.push(`stopped in <b>${fmtDur((sd ? ms(sd.at) : t1) - ms(sp.at))}</b>${sd ? '' : '…'}`);
         if (!dr && !crash) notes.push(`still ${esc(c.state)}`);
       }
-      if (crash) notes.push(`<span class="err">crashed${start ? ' after ' + fmtDur(ms(crash.at) - ms(start.at)) : ''}${crash.note ? ': ' + esc(crash.note) : ''}</span>`);
+      if (crash) notes.push(`<span class="err">crashed${start && c.role === 'new' ? ' ' + fmtDur(ms(crash.at) - ms(start.at)) + ' after its start' : ''}${crash.note ? ': ' + esc(crash.note) : ''}</span>`);
       if (c.exit_code != null && !crash) notes.push(`exit code ${c.exit_code}`);
       const label = `<span class="role">${esc(c.role)}</span><b>${esc(c.process)}</b> <span class="mono" title="${esc(c.name)}">${esc(short(c.id))}</span>${tag}`;
       rows.push(row(c.role, c.id, label, inner, notes.join(' · ')));
@@ -283,8 +293,8 @@
     facts.push(d.ended_at ? `ended after <b>${fmtDur(ms(d.ended_at) - t0)}</b>` : `running for ${fmtDur(now() - t0)}`);
     if (d.switched_at) facts.push(`switched at +${fmtDur(ms(d.switched_at) - t0)}`);
     if (d.retired_at) facts.push(`old containers gone at +${fmtDur(ms(d.retired_at) - t0)}`);
-    const legend = ['starting', 'booted', 'ready', 'draining', 'stopping'].map(s => `<span><i class="sq s-${s}"></i>${s}</span>`).join('') +
-      '<span><i class="sq s-crashed"></i>crashed ✕</span><span><i class="sw-key"></i>switch</span>';
+    const legend = ['creating', 'starting', 'booted', 'ready', 'draining', 'stopping'].map(s => `<span><i class="sq s-${s}"></i>${s}</span>`).join('') +
+      '<span><i class="sq s-crashed"></i>crashed ✕</span><span><i class="sq hook"></i>postdeploy hook</span><span><i class="sw-key"></i>switch</span>';
     return `<h2 id="tl-title" data-deployment="${d.id}">Timeline of ${esc(d.kind)} #${d.id} <span class="muted">·</span> <span class="img">${esc(d.image)}</span></h2>` +
       `<div class="tl"><div class="tl-head">${facts.join(' · ')}${d.error ? `<div class="err">${esc(d.error)}</div>` : ''}</div>` +
       (rows.length ? swLabel + rows.join('') + axis : '<p class="muted">No container yet.</p>') +

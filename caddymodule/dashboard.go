@@ -76,8 +76,11 @@ type Dashboard struct {
 	// done is closed when the server that serves the handler shuts down or
 	// its config is unloaded: every stream then ends, so that neither waits
 	// for the other (an event stream never ends by itself).
-	done    chan struct{}
-	endOnce sync.Once
+	done chan struct{}
+	// mu orders the start of a stream (streams.Add) before the end of the
+	// handler (close of done, then streams.Wait).
+	mu      sync.Mutex
+	ended   bool
 	streams sync.WaitGroup
 }
 
@@ -169,11 +172,23 @@ func (d *Dashboard) Cleanup() error {
 }
 
 func (d *Dashboard) end() {
-	d.endOnce.Do(func() {
-		if d.done != nil {
-			close(d.done)
-		}
-	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.ended && d.done != nil {
+		close(d.done)
+	}
+	d.ended = true
+}
+
+// startStream counts a stream in, unless the handler has ended.
+func (d *Dashboard) startStream() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ended {
+		return false
+	}
+	d.streams.Add(1)
+	return true
 }
 
 // dashAsset is an embedded file as served.
@@ -326,12 +341,9 @@ func (d *Dashboard) serveEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return dashError(w, http.StatusBadRequest, err.Error())
 	}
-	select {
-	case <-d.done:
+	if !d.startStream() {
 		return dashError(w, http.StatusServiceUnavailable, "the dashboard is being unloaded; try again")
-	default:
 	}
-	d.streams.Add(1)
 	defer d.streams.Done()
 	sub, unsubscribe := d.src.changes.subscribe()
 	defer unsubscribe()
@@ -659,7 +671,7 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 		cs := byProc[p]
 		last := cs[len(cs)-1].At
 		if len(cs) >= 2 {
-			bad = append(bad, dashNote{Text: fmt.Sprintf("crash loop: %s containers crashed %d times in the last %d min, the last", p, len(cs), int(crashWindow.Minutes())), At: last})
+			bad = append(bad, dashNote{Text: fmt.Sprintf("crash loop: %s containers crashed %d times in the last %d min", p, len(cs), int(crashWindow.Minutes())), At: last})
 		} else {
 			warn = append(warn, dashNote{Text: fmt.Sprintf("a %s container crashed and was replaced", p), At: last})
 		}

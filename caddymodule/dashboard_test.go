@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,11 +16,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"go.uber.org/zap"
@@ -308,14 +312,19 @@ type sseEvent struct{ name, data string }
 // channel closes when the stream ends.
 func (e *dashEnv) openStream(path string) (<-chan sseEvent, *http.Response) {
 	e.t.Helper()
-	resp, err := http.Get(e.srv.URL + path)
+	return openStreamURL(e.t, e.srv.URL+path)
+}
+
+func openStreamURL(t *testing.T, url string) (<-chan sseEvent, *http.Response) {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	e.t.Cleanup(func() { resp.Body.Close() })
+	t.Cleanup(func() { resp.Body.Close() })
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 		b, _ := io.ReadAll(resp.Body)
-		e.t.Fatalf("GET %s: %d %q %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
+		t.Fatalf("GET %s: %d %q %s", url, resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 	ch := make(chan sseEvent, 100)
 	go func() {
@@ -424,6 +433,158 @@ func TestDashboardEvents(t *testing.T) {
 	}
 	if code, _, _ := e.get("/api/events"); code != http.StatusServiceUnavailable {
 		t.Errorf("a stream after Cleanup: %d, want 503", code)
+	}
+}
+
+// The handler ends its streams when its server begins to shut down, as
+// Caddy's stop and reload do (before the config's Cleanup): a graceful
+// shutdown does not wait for an open page.
+func TestDashboardStreamsEndAtShutdown(t *testing.T) {
+	e := newBlogDash(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: e.srv.Config.Handler}
+	srv.RegisterOnShutdown(e.d.end)
+	go srv.Serve(ln)
+	ch, _ := openStreamURL(t, "http://"+ln.Addr().String()+"/api/events?app=blog")
+	if ev := next(t, ch, 5*time.Second); ev.name != "app" {
+		t.Fatalf("first event %s", ev.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown with an open stream: %v after %s", err, time.Since(t0))
+	}
+	for range ch {
+	}
+}
+
+// scriptedRuntime is the fake runtime whose next web containers fail as
+// planned: "crash" exits at once, "hang" never accepts a connection.
+type scriptedRuntime struct {
+	*apiFakeRuntime
+	mu   sync.Mutex
+	plan []string
+	hang map[string]bool // by IP
+}
+
+func (s *scriptedRuntime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.ContainerInfo, error) {
+	info, err := s.apiFakeRuntime.Run(ctx, spec)
+	if err != nil || spec.Labels[engine.LabelProcess] != engine.WebProcess {
+		return info, err
+	}
+	s.mu.Lock()
+	step := ""
+	if len(s.plan) > 0 {
+		step, s.plan = s.plan[0], s.plan[1:]
+	}
+	if step == "hang" {
+		s.hang[info.IP] = true
+	}
+	s.mu.Unlock()
+	if step == "crash" {
+		f := s.apiFakeRuntime
+		f.mu.Lock()
+		f.cs[info.ID].Running, f.cs[info.ID].ExitCode = false, 3
+		f.mu.Unlock()
+	}
+	return info, nil
+}
+
+func (s *scriptedRuntime) Probe(ctx context.Context, addr string) error {
+	host, _, _ := net.SplitHostPort(addr)
+	s.mu.Lock()
+	hang := s.hang[host]
+	s.mu.Unlock()
+	if hang {
+		return errors.New("connection refused")
+	}
+	return s.apiFakeRuntime.Probe(ctx, addr)
+}
+
+// A restart whose first new container crashes and whose second never
+// listens succeeds at its third: the dashboard counts the failed attempts
+// and the crash, and the timeline labels each attempt and marks the crash.
+func TestDashboardTimelineRetries(t *testing.T) {
+	var cfg AppConfig
+	if err := json.Unmarshal([]byte(`{"image":"localhost/retry:v1","web":1,"boot_timeout":"500ms","stop_timeout":"1s","drain_timeout":"0s","restart_attempts":3}`), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := cfg.Spec("retry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &scriptedRuntime{apiFakeRuntime: newAPIFakeRuntime(), hang: map[string]bool{}}
+	feed := newChangeFeed()
+	m := engine.NewManager(engine.Deps{Runtime: rt, Prober: rt, Logger: zap.NewNop(), Changed: feed.publish})
+	t.Cleanup(m.Close)
+	m.Apply([]engine.AppSpec{spec})
+	e := &dashEnv{t: t, rt: rt.apiFakeRuntime, m: m, crashes: newCrashLog()}
+	e.d = &Dashboard{src: dashSource{manager: m, changes: feed, crashes: e.crashes}, logger: zap.NewNop(), done: make(chan struct{})}
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _ = e.d.ServeHTTP(w, r, nil) }))
+	t.Cleanup(e.srv.Close)
+	t.Cleanup(func() { _ = e.d.Cleanup() })
+
+	deadline := time.Now().Add(20 * time.Second)
+	waitDep := func(kind string) engine.Deployment {
+		t.Helper()
+		for {
+			st := m.App("retry").Status()
+			if len(st.Deployments) > 0 && st.Deployments[0].Kind == kind && st.Deployments[0].Status.Ended() && !st.Deployments[0].RetiredAt.IsZero() == (kind == engine.KindRestart) {
+				return st.Deployments[0]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no ended %s: %+v", kind, st.Deployments)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitDep(engine.KindDeploy)
+	rt.mu.Lock()
+	rt.plan = []string{"crash", "hang"}
+	rt.mu.Unlock()
+	if _, err := m.App("retry").Restart(engine.WebProcess, ""); err != nil {
+		t.Fatal(err)
+	}
+	d := waitDep(engine.KindRestart)
+	if d.Status != engine.StatusSuccess {
+		t.Fatalf("restart: %s %s", d.Status, d.Error)
+	}
+	var v dashAppView
+	e.getJSON("/api/apps/retry", &v)
+	if s := v.Deployments[0]; s.New != 3 || s.Old != 1 || s.Failed != 2 || s.Crashed != 1 {
+		t.Errorf("restart summary: new %d old %d failed %d crashed %d, want 3 1 2 1", s.New, s.Old, s.Failed, s.Crashed)
+	}
+
+	chromium(t)
+	ctx := newBrowser(t, 1280, 900)
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/#/apps/retry")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll('#timeline .tl-row[data-role=new]').length === 3`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	labels, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#timeline .tl-row[data-role=new] .tl-label .muted')].map(e => e.innerText)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(labels, []string{"failed", "failed", "retry 2"}) {
+		t.Errorf("attempt labels %q, want failed, failed, retry 2", labels)
+	}
+	marks, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#timeline .tl-row[data-role=new] .mark').length`))
+	if err != nil || marks != 1 {
+		t.Errorf("%d crash marks (%v), want 1", marks, err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#timeline")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(screenshotDir(t), "timeline-retries.png"), png, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -761,6 +922,16 @@ func TestDashboardRender100Apps(t *testing.T) {
 	}
 	dir := screenshotDir(t)
 	if err := os.WriteFile(filepath.Join(dir, "overview-100-apps.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if png, err = chromedp.Run(ctx, chromedp.CaptureScreenshot()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "overview-100-apps-dark.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", filepath.Join(dir, "overview-100-apps.png"))

@@ -67,7 +67,7 @@
   }
 
   const attn = (a, cls) => a.attention && a.attention.length
-    ? `<ul class="attn ${cls || ''}">${a.attention.map(n => `<li class="n-${esc(n.level)}">${esc(n.text)}${n.at ? ' ' + when(n.at) : ''}</li>`).join('')}</ul>` : '';
+    ? `<ul class="attn ${cls || ''}">${a.attention.map(n => `<li class="n-${esc(n.level)}">${esc(n.text)}${n.at ? ' <span class="muted">· ' + when(n.at) + '</span>' : ''}</li>`).join('')}</ul>` : '';
 
   // ---- overview -------------------------------------------------------------------------
 
@@ -283,10 +283,11 @@
 
     const step = STEPS.find(s => span / s <= 6) || 36e5;
     let ticksHtml = '';
-    for (let t = 0; t <= span; t += step) ticksHtml += `<span class="tick${t ? '' : ' first'}" data-x="${x(t0 + t)}">${t ? '+' + fmtDur(t) : 'start'}</span>`;
+    const edge = v => v > 88 ? ' last' : '';
+    for (let t = 0; t <= span; t += step) ticksHtml += `<span class="tick${t ? edge(x(t0 + t)) : ' first'}" data-x="${x(t0 + t)}">${t ? '+' + fmtDur(t) : 'start'}</span>`;
     const axis = `<div class="tl-row axis-row"><div class="tl-label muted">time since the start</div><div class="axis">${ticksHtml}</div></div>`;
     const swLabel = d.switched_at
-      ? `<div class="tl-row"><div class="tl-label"></div><div class="axis"><span class="tick sw-label" data-x="${x(ms(d.switched_at))}">switch +${fmtDur(ms(d.switched_at) - t0)}</span></div></div>` : '';
+      ? `<div class="tl-row"><div class="tl-label"></div><div class="axis"><span class="tick sw-label${edge(x(ms(d.switched_at)))}" data-x="${x(ms(d.switched_at))}">switch +${fmtDur(ms(d.switched_at) - t0)}</span></div></div>` : '';
 
     const facts = [status(d.status), `started ${at(d.started_at)} (${when(d.started_at)})`];
     if (d.trigger) facts.push('by ' + esc(d.trigger));

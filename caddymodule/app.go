@@ -403,8 +403,8 @@ func (a *App) Cleanup() error {
 		close(a.done)
 	}
 	if a.host != nil {
+		// a.host stays set: a commit running now may still read it.
 		releaseHost()
-		a.host = nil
 	}
 	return nil
 }

@@ -29,8 +29,10 @@ type host struct {
 	target  atomic.Pointer[notifyTarget]
 	// changes tells live views (the dashboard) which apps changed.
 	changes *changeFeed
-	// stopped is closed once the host is done with the apps' containers.
+	// stopped is closed once the host is done with the apps' containers,
+	// and not before prev, the previous host's, is.
 	stopped chan struct{}
+	prev    <-chan struct{}
 
 	mu        sync.Mutex
 	committed *App
@@ -83,7 +85,8 @@ func newHost(log *zap.Logger) *host {
 		Changed:     h.changes.publish,
 	})
 	if prev := lastStopped.Swap(&h.stopped); prev != nil {
-		h.manager.After(*prev)
+		h.prev = *prev
+		h.manager.After(h.prev)
 	}
 	return h
 }
@@ -115,10 +118,12 @@ func (h *host) commitWhenActive(a *App) {
 // podswitch app the engine does not follow yet, and returns the app it
 // follows.
 func (h *host) commitActive() *App {
-	v, err := caddy.ActiveContext().AppIfConfigured("podswitch")
-	a, _ := v.(*App)
+	// Under h.mu, so that a caller that read an older running config
+	// cannot commit it after a newer one was committed.
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	v, err := caddy.ActiveContext().AppIfConfigured("podswitch")
+	a, _ := v.(*App)
 	if err != nil || a == nil || a.host != h || h.committed == a {
 		return h.committed
 	}
@@ -160,7 +165,15 @@ func (h *host) Destruct() error {
 func (h *host) close() {
 	h.manager.Close()
 	h.history.Close()
-	close(h.stopped)
+	// A host that never ran (a refused config) is done only once the
+	// host before it is: the next one must not start while that one
+	// still stops the apps' containers.
+	go func() {
+		if h.prev != nil {
+			<-h.prev
+		}
+		close(h.stopped)
+	}()
 }
 
 // currentHost returns the host, or nil when no config has podswitch.

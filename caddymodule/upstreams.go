@@ -102,7 +102,7 @@ func appPool(a *App, name string) (*engine.PoolRef, error) {
 // nothing from here: reverse_proxy counts the requests in flight to each
 // address itself.
 func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
-	if g := u.pool.Gate(); g != nil {
+	for g := u.pool.Gate(); g != nil; g = u.pool.Gate() {
 		if g.Maintenance || !g.Wait(r.Context()) {
 			return nil, nil
 		}

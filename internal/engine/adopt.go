@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"net"
 	"slices"
 	"strconv"
@@ -57,17 +59,36 @@ func (s *Supervisor) adopt() bool {
 			candidates = append(candidates, info)
 		}
 	}
-	listening := s.probeCandidates(ctx, candidates, desired.Port)
+	probes, err := s.probeCandidates(ctx, candidates, desired)
+	if err != nil {
+		// Podman did not answer an inspect: try the whole adoption again
+		// rather than take a serving container for a broken one.
+		s.setRuntimeErr(err)
+		return false
+	}
 	byRelease := map[string][]ContainerInfo{}
 	webs := map[string]int{}
+	unreachable := map[string]bool{}
 	for _, info := range candidates {
 		rel := info.Labels[LabelRelease]
 		if info.Labels[LabelProcess] == WebProcess {
-			if listening[info.ID] == "" {
+			p := probes[info.ID]
+			switch {
+			case p.ready:
+				webs[rel]++
+			case rel == servingID && p.addr != "" && !p.accepted:
+				// A container of the recorded serving release that does
+				// not answer yet (a host under load, an app paused for a
+				// moment): kept, out of the pool until the health check
+				// sees it answer.
+				unreachable[info.ID] = true
+			default:
+				// It answers TCP but not ready_path (it was booting), or
+				// it has no address, or it is of a release nothing says
+				// serves and it does not answer.
 				leftovers = append(leftovers, info)
 				continue
 			}
-			webs[rel]++
 		}
 		byRelease[rel] = append(byRelease[rel], info)
 	}
@@ -88,7 +109,8 @@ func (s *Supervisor) adopt() bool {
 			continue
 		}
 		for _, info := range infos {
-			c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: rel, Addr: listening[info.ID], grace: true}
+			c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: rel, Addr: probes[info.ID].addr,
+				grace: true, unreachable: unreachable[info.ID]}
 			s.containers[c.ID] = c
 			s.setState(c, StateReady, "adopted")
 		}
@@ -134,12 +156,24 @@ func (s *Supervisor) adopt() bool {
 	return true
 }
 
-// probeCandidates returns the dial address of every running web container
-// of infos that accepts a connection within adoptProbeTime, by ID.
-func (s *Supervisor) probeCandidates(ctx context.Context, infos []ContainerInfo, port int) map[string]string {
-	out := map[string]string{}
+// adoptProbe is what adoption found of a running web container.
+type adoptProbe struct {
+	// addr is its dial address; accepted says it accepted a TCP
+	// connection within adoptProbeTime, ready that it is ready (it also
+	// answered ready_path, when the app has one).
+	addr     string
+	accepted bool
+	ready    bool
+}
+
+// probeCandidates inspects every running web container of infos for its
+// address and checks it is ready, in parallel. An inspect that Podman
+// does not answer is an error: adoption is tried again.
+func (s *Supervisor) probeCandidates(ctx context.Context, infos []ContainerInfo, spec AppSpec) (map[string]adoptProbe, error) {
+	out := map[string]adoptProbe{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var failed error
 	slots := make(chan struct{}, maxBoots)
 	for _, info := range infos {
 		if info.Labels[LabelProcess] != WebProcess {
@@ -151,33 +185,46 @@ func (s *Supervisor) probeCandidates(ctx context.Context, infos []ContainerInfo,
 			}
 			defer func() { <-slots }()
 			cur, err := s.rt.Inspect(ctx, info.ID)
+			if errors.Is(err, ErrUnavailable) || (err != nil && ctx.Err() != nil) {
+				mu.Lock()
+				failed = cmp.Or(failed, err)
+				mu.Unlock()
+				return
+			}
 			if err != nil || !cur.Running || cur.IP == "" {
 				return
 			}
 			p := info.Labels[LabelPort]
 			if p == "" {
-				p = strconv.Itoa(port)
+				p = strconv.Itoa(spec.Port)
 			}
-			addr := net.JoinHostPort(cur.IP, p)
+			res := adoptProbe{addr: net.JoinHostPort(cur.IP, p)}
 			pctx, cancel := context.WithTimeout(ctx, adoptProbeTime)
 			defer cancel()
-			for {
-				if s.deps.Prober.Probe(pctx, addr) == nil {
-					mu.Lock()
-					out[info.ID] = addr
-					mu.Unlock()
-					return
+			for !res.ready && pctx.Err() == nil {
+				if s.deps.Prober.Probe(pctx, res.addr) == nil {
+					res.accepted = true
+					if spec.ReadyPath == "" {
+						res.ready = true
+						break
+					}
+					if code, err := httpProbe(pctx, res.addr, spec.ReadyPath); err == nil && code >= spec.ReadyStatus[0] && code <= spec.ReadyStatus[1] {
+						res.ready = true
+						break
+					}
 				}
 				select {
 				case <-pctx.Done():
-					return
 				case <-time.After(5 * probeInterval):
 				}
 			}
+			mu.Lock()
+			out[info.ID] = res
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	return out
+	return out, failed
 }
 
 // pickRelease chooses the release that serves when no record says: the one

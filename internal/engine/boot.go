@@ -56,6 +56,9 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		}
 	}()
 
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	s.lock()
 	s.creating[name] = true
 	s.unlock()
@@ -69,12 +72,22 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	runTimedOut := rctx.Err() != nil && ctx.Err() == nil
 	cancelRun()
 	s.lock()
-	delete(s.creating, name)
 	if err != nil {
 		s.unlock()
-		if info.ID != "" {
-			s.spawn(func() { s.removeQuietly(info.ID) })
-		}
+		// The name stays in creating until the container is removed, so
+		// that the app is not done (removed) before it is.
+		runErr := err
+		s.spawn(func() {
+			if info.ID != "" {
+				s.removeQuietly(info.ID)
+			} else if errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded) || errors.Is(runErr, ErrUnavailable) {
+				s.removeQuietly(name) // the call was cut: the create may have happened
+			}
+			s.lock()
+			delete(s.creating, name)
+			s.unlock()
+			s.poke()
+		})
 		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
@@ -85,6 +98,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		}
 		return nil, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", p.Name, err)}
 	}
+	delete(s.creating, name)
 	c = &Container{ID: info.ID, Name: name, Process: p.Name, Release: release, grace: true, created: t0}
 	if r != nil {
 		c.owner = r.id

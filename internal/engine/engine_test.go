@@ -644,8 +644,12 @@ func TestDeployStartError(t *testing.T) {
 				t.Errorf("old container %s no longer serves", a)
 			}
 		}
-		if n := len(h.rt.Stops()) + len(h.rt.Removes()); n != 0 {
-			t.Errorf("%d Stop/Remove calls", n)
+		old := h.containers(rel1, "")
+		h.noStopsOf(old)
+		for _, r := range h.rt.Removes() {
+			if slices.Contains(old, r.ID) {
+				t.Errorf("Remove(%s) of a serving container", r.ID)
+			}
 		}
 		if st := s.Status(); st.Release == nil || st.Release.ID != rel1 {
 			t.Errorf("release %+v", st.Release)

@@ -24,7 +24,7 @@ func (s *Supervisor) retireLocked(c *Container, e *logEntry, note string) {
 		c.retiredBy = e
 		s.setState(c, StateDraining, note)
 		s.reapLocked(c)
-	case StateStarting, StateBooted:
+	case StateStarting, StateBooted, StateCrashed:
 		s.discardLocked(c)
 	}
 }

@@ -44,6 +44,7 @@ type procState struct {
 	crashes      int
 	retryAt      time.Time
 	timer        *time.Timer
+	timerAt      time.Time
 	backoff      *backoff.ExponentialBackOff
 	crashBackoff *backoff.ExponentialBackOff
 	// gaveUp is set once the retries passed restart_attempts: no more
@@ -186,7 +187,12 @@ func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 		return
 	}
 	if wait := time.Until(ps.retryAt); wait > 0 {
+		if ps.timer != nil && ps.timerAt.After(ps.retryAt) {
+			ps.timer.Stop() // the next try moved earlier
+			ps.timer = nil
+		}
 		if ps.timer == nil {
+			ps.timerAt = ps.retryAt
 			ps.timer = time.AfterFunc(wait, func() {
 				s.lock()
 				ps.timer = nil
@@ -258,6 +264,12 @@ func (s *Supervisor) bootFailedLocked(spec AppSpec, p ProcessSpec, ps *procState
 // failedLocked counts one failed boot of process type name and sets when
 // it is tried again, or gives up.
 func (s *Supervisor) failedLocked(spec AppSpec, name string, ps *procState, msg string, c *Container) {
+	if time.Now().Before(ps.retryAt) {
+		// A sibling boot of the same round failed first and set the next
+		// try: one failure per round, or parallel boots would use up
+		// restart_attempts at once.
+		return
+	}
 	ps.failures++
 	s.backoffLocked(spec, name, ps, ps.failures, ps.backoff, msg, c)
 }
@@ -268,7 +280,11 @@ func (s *Supervisor) failedLocked(spec AppSpec, name string, ps *procState, msg 
 func (s *Supervisor) crashedInLoopLocked(spec AppSpec, c *Container, ps *procState, msg string) {
 	ps.crashes++
 	if ps.crashes == 1 {
-		ps.retryAt = time.Time{}
+		// A new incident: replaced at once, even if the type had given up
+		// (a scale-up that could not boot must not stop the replacement
+		// of the containers that did).
+		ps.retryAt, ps.gaveUp, ps.failures = time.Time{}, false, 0
+		ps.backoff.Reset()
 		return
 	}
 	s.backoffLocked(spec, c.Process, ps, ps.crashes-1, ps.crashBackoff, msg, c)
@@ -304,6 +320,7 @@ func (s *Supervisor) removeStepLocked() {
 	if r := s.rollout; r != nil {
 		r.abort("the app was removed from the config")
 	}
+	s.resetProcsLocked(nil) // ends the boots in flight
 	for _, c := range s.containers {
 		switch {
 		case c.state == StateReady:
@@ -318,7 +335,9 @@ func (s *Supervisor) removeStepLocked() {
 		s.serving = nil
 		s.poolDirty = true
 	}
-	if len(s.containers) == 0 && s.rollout == nil && !s.stopped {
+	// Done once nothing is left, being created (a create in flight makes
+	// a container that must be removed too) or abandoned.
+	if len(s.containers) == 0 && len(s.creating) == 0 && len(s.abandoned) == 0 && s.rollout == nil && !s.stopped {
 		s.stopped = true
 		if s.deps.Store != nil {
 			if err := s.deps.Store.Delete(s.name); err != nil {

@@ -51,6 +51,17 @@ func (r *rollout) abort(reason string) {
 	r.cancel()
 }
 
+// liveIDs returns the IDs of the containers of cs not stopped yet.
+func liveIDs(cs []*Container) []string {
+	var ids []string
+	for _, c := range cs {
+		if c.state != StateStopped {
+			ids = append(ids, c.ID)
+		}
+	}
+	return ids
+}
+
 // startRolloutLocked starts a deployment of spec and returns its record. A
 // deployment of a new release replaces any other in progress; the release
 // it deploys is recorded as deploying before any of its containers exists,
@@ -66,6 +77,11 @@ func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, cont
 	e.fresh = []*Container{}
 	if kind != KindRestart {
 		s.lastTried = e.d.Release
+		if prev := s.rollout; prev != nil {
+			// The deployment it replaces is no longer recorded as on its
+			// way: its containers are recorded as retiring instead.
+			s.rec.Retiring = mergeIDs(s.pruneRetiringLocked(), liveIDs(prev.e.fresh))
+		}
 		s.rec.Deploying = &DeployingRecord{Release: e.d.Release, Deployment: e.d.ID, StartedAt: e.d.StartedAt}
 		s.saveRecordLocked()
 	}
@@ -342,10 +358,15 @@ func (s *Supervisor) abandonLocked(r *rollout, err error) {
 	if s.rollout == r {
 		s.rollout = nil
 	}
-	if d := s.rec.Deploying; d != nil && d.Deployment == r.id {
+	// Its containers take up to stop_timeout to go: until they are gone
+	// they are recorded as retiring, so that a crash meanwhile never
+	// adopts them. At exit the record keeps the deployment as on its way:
+	// the next start begins it again.
+	s.rec.Retiring = mergeIDs(s.pruneRetiringLocked(), liveIDs(r.e.fresh))
+	if d := s.rec.Deploying; d != nil && d.Deployment == r.id && s.ctx.Err() == nil {
 		s.rec.Deploying = nil
-		s.saveRecordLocked()
 	}
+	s.saveRecordLocked()
 	r.err = err
 	s.abandoned[r] = true
 	s.discardedLocked(r)

@@ -1,0 +1,69 @@
+package engine
+
+import (
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// A serving-set container (scale-up / crash replacement) that exits in the
+// window between boot() returning (state booted, lock released) and
+// startBootLocked's task taking the lock is never reaped.
+func TestRegressionBootedCrashLeak(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var h *harness
+		var once sync.Once
+		armed := false
+		var mu sync.Mutex
+		h = newHarnessWith(t, nil, func(d *Deps) {
+			d.ObserveBoot = func(app, process string, took time.Duration, ok bool) {
+				mu.Lock()
+				a := armed
+				mu.Unlock()
+				if !a || !ok {
+					return
+				}
+				once.Do(func() {
+					s := h.m.App(appName)
+					s.lock()
+					var id string
+					for _, c := range s.containers {
+						if c.state == StateBooted && c.owner == 0 {
+							id = c.ID
+						}
+					}
+					s.unlock()
+					if id == "" {
+						t.Errorf("no booted serving container in ObserveBoot")
+						return
+					}
+					h.rt.Exit(id, 1) // event -> s.exited -> crashedLocked from booted
+				})
+			}
+		})
+		s, _ := h.deployFirst(appSpec(t, "localhost/blog:v1", 1))
+		mu.Lock()
+		armed = true
+		mu.Unlock()
+		if err := s.Scale(map[string]int{WebProcess: 2}); err != nil {
+			t.Fatal(err)
+		}
+		settle(time.Minute)
+		counts := s.ContainerCounts()
+		t.Logf("container counts after a minute: %v", counts)
+		if n := counts[[2]string{WebProcess, string(StateCrashed)}]; n > 0 {
+			t.Errorf("%d crashed web container(s) still held a minute later: never reaped", n)
+		}
+		// Remove the app: its owner never finishes.
+		h.m.Apply(nil)
+		done := make(chan struct{})
+		go func() { h.m.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Minute):
+			t.Errorf("Manager.Wait did not return 10 minutes after the app was removed")
+		}
+		h.m.Close()
+	})
+}

@@ -414,22 +414,23 @@ func (d *Dashboard) serveEvents(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		changed := sub.Take()
-		if len(changed) == 0 {
-			continue
-		}
-		last = time.Now()
 		listChanged := slices.Contains(changed, "")
 		switch {
+		case len(changed) == 0:
+			continue
 		case app == "" && listChanged:
 			err = send("", "overview", d.overview())
 		case app == "":
 			err = send("", "apps", d.patch(changed))
 		case listChanged || slices.Contains(changed, app):
 			err = send("", "app", d.appView(app, depID))
+		default:
+			continue // other apps changed
 		}
 		if err != nil {
 			return nil
 		}
+		last = time.Now()
 	}
 }
 

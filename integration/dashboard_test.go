@@ -262,7 +262,7 @@ http://%s {
 	podmanCLI(t, "kill", victim)
 	b.wait(fmt.Sprintf(`(%s.querySelector('.attn')?.innerText || '').includes('crashed')`, row(app.Name)), 30*time.Second)
 	c.waitSettled(app.Name, 2, 60*time.Second)
-	b.wait(fmt.Sprintf(`%s.dataset.level === 'warn' && %[1]s.querySelector('.attn').innerText.includes('web container crashed') && %[1]s.querySelector('.attn').innerText.includes('and was replaced')`, row(app.Name)), 30*time.Second)
+	b.wait(fmt.Sprintf(`%s.dataset.level === 'warn' && %[1]s.querySelector('.attn').innerText.includes('web container crashed') && %[1]s.querySelector('.attn').innerText.includes('and was replaced') && %[1]s.querySelector('[data-process=web] .words').innerText === '2 ready'`, row(app.Name)), 30*time.Second)
 	b.screenshot(filepath.Join(shots, "overview-crash.png"), false)
 
 	// A config reload ends the open streams (Caddy would otherwise keep

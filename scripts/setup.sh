@@ -35,13 +35,18 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # --disable-background-networking --disable-component-update --disable-sync and a fresh
 # --user-data-dir: it needs no display, no GPU and no network.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The fault tests count Caddy's connections to Podman with ss and find the
+# Podman service with pgrep; the install guide's test runs systemd-analyze.
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
 else
-  say "podman $(podman --version | awk '{print $3}'), runc, curl, gcc, chromium present"
+  say "podman $(podman --version | awk '{print $3}'), runc, curl, gcc, chromium, ss, pgrep, systemd-analyze present"
 fi
 
 # --- kernel ---------------------------------------------------------------------------------

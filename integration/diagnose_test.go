@@ -76,7 +76,7 @@ func TestDeployWaitPrintsSteps(t *testing.T) {
 		}
 		at += i + len(w)
 	}
-	if code, out := c.podswitchCLI("deploy", app, imageV1, "--wait", "--json"); code != 0 || strings.Contains(out, "created") {
+	if code, out := c.podswitchCLI("deploy", app, imageV1, "--wait", "--json"); code != 0 || strings.Contains(out, "created, started after") {
 		t.Errorf("deploy --wait --json prints steps or fails: exit %d: %s", code, out)
 	}
 }

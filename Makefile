@@ -21,6 +21,7 @@ build:
 	go build $(GOFLAGS) -tags "$(TAGS)" -o bin/caddy ./cmd/podswitch
 
 test: setup
+	@out=$$(gofmt -l $(ROOT)); if [ -n "$$out" ]; then echo "gofmt: these files are not formatted:"; echo "$$out"; exit 1; fi
 	go vet $(GOFLAGS) -tags "$(TAGS)" ./...
 	go test $(GOFLAGS) -race -p 1 -tags "$(TAGS)" -count=1 -timeout 40m ./...
 

@@ -187,10 +187,14 @@ func (s *Supervisor) Rollback() (DeployResult, error) {
 		return DeployResult{}, ErrNoRollback
 	}
 	s.rec.Overrides.Image = nil
-	s.rec.Overrides.Release = &ReleaseOverride{Release: prev.ID, Spec: prev.Spec, ConfigRelease: s.config.ReleaseID(), Op: OpRollback, At: time.Now()}
+	s.rec.Overrides.Release = nil
+	if prev.ID != s.config.ReleaseID() {
+		// Back to the config's own release needs no override.
+		s.rec.Overrides.Release = &ReleaseOverride{Release: prev.ID, Spec: prev.Spec, ConfigRelease: s.config.ReleaseID(), Op: OpRollback, At: time.Now()}
+	}
 	s.saveRecordLocked()
 	s.refreshDesiredLocked()
-	if s.rec.Overrides.Release == nil {
+	if s.desired.ReleaseID() != prev.ID && s.rec.Overrides.Release == nil {
 		return DeployResult{}, fmt.Errorf("release %s cannot be run again: its env does not resolve any more", prev.ID)
 	}
 	s.lastTried = ""

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -28,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/podswitch/podswitch/internal/browsertest"
 	"github.com/podswitch/podswitch/internal/engine"
 )
 
@@ -559,8 +559,8 @@ func TestDashboardTimelineRetries(t *testing.T) {
 		t.Errorf("restart summary: new %d old %d failed %d crashed %d, want 3 1 2 1", s.New, s.Old, s.Failed, s.Crashed)
 	}
 
-	chromium(t)
-	ctx := newBrowser(t, 1280, 900)
+	browsertest.Path(t)
+	ctx := browsertest.New(t, 1280, 900)
 	if err := chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/#/apps/retry")); err != nil {
 		t.Fatal(err)
 	}
@@ -583,7 +583,7 @@ func TestDashboardTimelineRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(screenshotDir(t), "timeline-retries.png"), png, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(browsertest.ScreenshotDir(t), "timeline-retries.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -763,72 +763,12 @@ func TestDashboardCaddyfile(t *testing.T) {
 }
 
 // chromium returns the path of Chromium, or skips the test.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("no chromium (scripts/setup.sh installs it)")
-	return ""
-}
-
-// newBrowser starts a headless Chromium with a fresh profile, ended with
-// the test.
-func newBrowser(t *testing.T, width, height int) context.Context {
-	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(width, height),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	return ctx
-}
-
-// screenshotDir is where screenshots go: $PODSWITCH_SCREENSHOTS, else a
-// folder of the test's copied to /tmp/podswitch-screenshots at its end.
-func screenshotDir(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("PODSWITCH_SCREENSHOTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	d := filepath.Join(t.TempDir(), "screenshots")
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		const keep = "/tmp/podswitch-screenshots"
-		_ = os.MkdirAll(keep, 0o755)
-		files, _ := os.ReadDir(d)
-		for _, f := range files {
-			if b, err := os.ReadFile(filepath.Join(d, f.Name())); err == nil {
-				_ = os.WriteFile(filepath.Join(keep, f.Name()), b, 0o644)
-			}
-		}
-		t.Logf("screenshots copied to %s", keep)
-	})
-	return d
-}
-
 // The overview of 100 apps, some failing, crashing, paused or in
 // maintenance, rendered by a real Chromium: every app is listed, and the
 // time from navigation to the rows being in the DOM is logged (a figure,
 // not a limit).
 func TestDashboardRender100Apps(t *testing.T) {
-	chromium(t)
+	browsertest.Path(t)
 	if testing.Short() {
 		t.Skip("short")
 	}
@@ -880,7 +820,7 @@ func TestDashboardRender100Apps(t *testing.T) {
 	b, _ := json.Marshal(ov)
 	t.Logf("overview of %d apps: %d bytes of JSON, built and served in %s", len(ov.Apps), len(b), time.Since(t0).Round(time.Microsecond))
 
-	ctx := newBrowser(t, 1280, 900)
+	ctx := browsertest.New(t, 1280, 900)
 	const observe = `new MutationObserver((_, o) => {
 		if (document.querySelectorAll('li.app').length >= 100) { window.__rendered = performance.now(); o.disconnect(); }
 	}).observe(document, {childList: true, subtree: true});`
@@ -920,7 +860,7 @@ func TestDashboardRender100Apps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := screenshotDir(t)
+	dir := browsertest.ScreenshotDir(t)
 	if err := os.WriteFile(filepath.Join(dir, "overview-100-apps.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}

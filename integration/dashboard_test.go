@@ -22,6 +22,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/podswitch/podswitch/internal/browsertest"
 	"github.com/podswitch/podswitch/internal/engine"
 )
 
@@ -35,7 +36,7 @@ import (
 // it), a stop (which does not wait for it either) and a restart.
 // Screenshots go to $PODSWITCH_SCREENSHOTS or /tmp/podswitch-screenshots.
 func TestDashboard(t *testing.T) {
-	browser := chromiumPath(t)
+	browsertest.Path(t)
 	app := appCfg{Name: uniqueName("dash"), Image: imageV1, Web: 2, Lines: []string{
 		"env LISTEN_DELAY 1s", "env HOOK_DELAY 500ms", "postdeploy /app hook",
 		"process worker 1 /app worker", "worker_ready_time 500ms", "drain_timeout 2s", "stop_timeout 5s"}}
@@ -117,8 +118,8 @@ http://%s {
 		t.Errorf("GET /api/apps/%s of the root-mounted dashboard: %d %s", app.Name, code, body)
 	}
 
-	shots := screenshotDir(t)
-	ctx := newBrowser(t, browser, 1280, 900)
+	shots := browsertest.ScreenshotDir(t)
+	ctx := browsertest.New(t, 1280, 900)
 	b := &page_{t: t, ctx: ctx}
 	if _, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}}); err != nil {
 		t.Fatal(err)
@@ -412,66 +413,6 @@ func openEvents(t *testing.T, url, auth string) <-chan struct{} {
 
 // chromiumPath returns the path of Chromium, which scripts/setup.sh
 // installs.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatal("no chromium: run scripts/setup.sh, which installs it")
-	return ""
-}
-
-// newBrowser starts a headless Chromium with a fresh profile, ended with
-// the test.
-func newBrowser(t *testing.T, path string, width, height int) context.Context {
-	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(width, height),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	return ctx
-}
-
-// screenshotDir is where screenshots go: $PODSWITCH_SCREENSHOTS, else a
-// folder of the test's copied to /tmp/podswitch-screenshots at its end.
-func screenshotDir(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("PODSWITCH_SCREENSHOTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	d := filepath.Join(t.TempDir(), "screenshots")
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		const keep = "/tmp/podswitch-screenshots"
-		_ = os.MkdirAll(keep, 0o755)
-		files, _ := os.ReadDir(d)
-		for _, f := range files {
-			if b, err := os.ReadFile(filepath.Join(d, f.Name())); err == nil {
-				_ = os.WriteFile(filepath.Join(keep, f.Name()), b, 0o644)
-			}
-		}
-		t.Logf("screenshots copied to %s", keep)
-	})
-	return d
-}
-
 // page_ drives one tab.
 type page_ struct {
 	t   *testing.T

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -365,20 +366,11 @@ func scaled(st engine.AppStatus) bool {
 		ready[c.Process]++
 	}
 	for p, n := range st.Processes {
-		if ready[p] != n && !containsString(st.GaveUp, p) {
+		if ready[p] != n && !slices.Contains(st.GaveUp, p) {
 			return false
 		}
 	}
 	return true
-}
-
-func containsString(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {

@@ -938,6 +938,16 @@ func TestAdminLogs(t *testing.T) {
 	if len(opts) != 6 || opts[2] != (engine.LogOptions{Tail: 5}) || opts[0] != (engine.LogOptions{Tail: 100}) {
 		t.Errorf("Logs calls with %+v, want tail 100 by default and 5 with ?tail=5, no follow", opts)
 	}
+
+	// Following is bounded: each followed container is a connection to
+	// Podman for as long as the request lasts.
+	if code, body := e.do("POST", "/podswitch/apps/blog/scale?wait=1", fmt.Sprintf(`{"web": %d}`, maxFollow+1)); code != 200 {
+		t.Fatalf("scale to %d: %d %s", maxFollow+1, code, body)
+	}
+	code, body = e.do("GET", "/podswitch/apps/blog/logs?process=web&follow=1", "")
+	if code != 400 || !strings.Contains(string(body), "narrow it") {
+		t.Errorf("follow of %d containers: %d %s, want 400", maxFollow+1, code, body)
+	}
 }
 
 // ?wait=1 is not cut by the admin server's ReadTimeout.

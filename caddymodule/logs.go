@@ -13,6 +13,10 @@ import (
 // maxLogTail bounds ?tail of the logs route.
 const maxLogTail = 10000
 
+// maxFollow bounds the containers one ?follow request streams: each is a
+// connection to Podman for as long as the request lasts.
+const maxFollow = 32
+
 // serveLogs streams the output of an app's containers through Podman's
 // API, one line per output line, prefixed with the container's process type
 // and short id: `web.1a2b3c4d5e6f | listening on :5000`. ?process= and
@@ -56,6 +60,9 @@ func serveLogs(w http.ResponseWriter, r *http.Request, rt engine.Runtime, s *eng
 			return apiErr(http.StatusNotFound, "app %s has no container of process type %q", s.Name(), process)
 		}
 		return apiErr(http.StatusNotFound, "app %s has no container", s.Name())
+	}
+	if follow && len(targets) > maxFollow {
+		return apiErr(http.StatusBadRequest, "follow streams at most %d containers, and app %s has %d: narrow it with process or container", maxFollow, s.Name(), len(targets))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -143,14 +143,14 @@ http://%s {
 
 	// An API deploy shows on the open page, without a reload: starting,
 	// then success with the new image.
-	b.eval(fmt.Sprintf(`window.__marker = 'same page'; window.__seen = {};
+	b.eval(`window.__marker = 'same page'; window.__seen = {};
 		window.__record = () => { for (const li of document.querySelectorAll('li.app')) {
 			const s = li.querySelector('.a-last [data-last]'); if (!s) continue;
 			const v = s.dataset.image + ' ' + s.querySelector('[data-status]').dataset.status;
 			const seen = window.__seen[li.dataset.app] = window.__seen[li.dataset.app] || [];
 			if (seen[seen.length - 1] !== v) seen.push(v); } };
 		new MutationObserver(window.__record).observe(document.getElementById('view'), {childList: true, subtree: true});
-		window.__record(); true`))
+		window.__record(); true`)
 	t0 := time.Now()
 	if code, body := c.post("/podswitch/apps/"+app.Name+"/deploy", "application/json", `{"image": "`+imageV2+`"}`); code != http.StatusAccepted {
 		t.Fatalf("deploy: %d %s", code, body)

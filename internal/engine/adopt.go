@@ -172,58 +172,57 @@ type adoptProbe struct {
 func (s *Supervisor) probeCandidates(ctx context.Context, infos []ContainerInfo, spec AppSpec) (map[string]adoptProbe, error) {
 	out := map[string]adoptProbe{}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
 	var failed error
-	slots := make(chan struct{}, maxBoots)
+	var webs []ContainerInfo
 	for _, info := range infos {
-		if info.Labels[LabelProcess] != WebProcess {
-			continue
+		if info.Labels[LabelProcess] == WebProcess {
+			webs = append(webs, info)
 		}
-		wg.Go(func() {
-			if acquire(ctx, slots) != nil {
-				return
-			}
-			defer func() { <-slots }()
-			cur, err := s.rt.Inspect(ctx, info.ID)
-			if errors.Is(err, ErrUnavailable) || (err != nil && ctx.Err() != nil) {
-				mu.Lock()
-				failed = cmp.Or(failed, err)
-				mu.Unlock()
-				return
-			}
-			if err != nil || !cur.Running || cur.IP == "" {
-				return
-			}
-			p := info.Labels[LabelPort]
-			if p == "" {
-				p = strconv.Itoa(spec.Port)
-			}
-			res := adoptProbe{addr: net.JoinHostPort(cur.IP, p)}
-			pctx, cancel := context.WithTimeout(ctx, adoptProbeTime)
-			defer cancel()
-			for !res.ready && pctx.Err() == nil {
-				if s.deps.Prober.Probe(pctx, res.addr) == nil {
-					res.accepted = true
-					if spec.ReadyPath == "" {
-						res.ready = true
-						break
-					}
-					if code, err := httpProbe(pctx, res.addr, spec.ReadyPath); err == nil && code >= spec.ReadyStatus[0] && code <= spec.ReadyStatus[1] {
-						res.ready = true
-						break
-					}
-				}
-				select {
-				case <-pctx.Done():
-				case <-time.After(5 * probeInterval):
-				}
-			}
-			mu.Lock()
-			out[info.ID] = res
-			mu.Unlock()
-		})
 	}
-	wg.Wait()
+	each(ctx, make(chan struct{}, maxBoots), webs, func(_ int, info ContainerInfo) {
+		cur, err := s.rt.Inspect(ctx, info.ID)
+		if errors.Is(err, ErrUnavailable) || (err != nil && ctx.Err() != nil) {
+			mu.Lock()
+			failed = cmp.Or(failed, err)
+			mu.Unlock()
+			return
+		}
+		if err != nil || !cur.Running || cur.IP == "" {
+			return
+		}
+		p := info.Labels[LabelPort]
+		if p == "" {
+			p = strconv.Itoa(spec.Port)
+		}
+		res := adoptProbe{addr: net.JoinHostPort(cur.IP, p)}
+		pctx, cancel := context.WithTimeout(ctx, adoptProbeTime)
+		defer cancel()
+		for !res.ready && pctx.Err() == nil {
+			if s.deps.Prober.Probe(pctx, res.addr) == nil {
+				res.accepted = true
+				if spec.ReadyPath == "" {
+					res.ready = true
+					break
+				}
+				if code, err := httpProbe(pctx, res.addr, spec.ReadyPath); err == nil && code >= spec.ReadyStatus[0] && code <= spec.ReadyStatus[1] {
+					res.ready = true
+					break
+				}
+			}
+			select {
+			case <-pctx.Done():
+			case <-time.After(5 * probeInterval):
+			}
+		}
+		mu.Lock()
+		out[info.ID] = res
+		mu.Unlock()
+	})
+	if failed == nil && ctx.Err() != nil {
+		// Not every container was looked at: try again rather than take
+		// one not looked at for a broken one.
+		failed = ctx.Err()
+	}
 	return out, failed
 }
 

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -50,19 +49,11 @@ func (s *Supervisor) healthPass() {
 		return
 	}
 	ok := make([]bool, len(cs))
-	var wg sync.WaitGroup
-	for i, addr := range addrs {
-		wg.Go(func() {
-			if acquire(s.ctx, s.probes) != nil {
-				return
-			}
-			defer func() { <-s.probes }()
-			ctx, cancel := context.WithTimeout(s.ctx, healthTimeout)
-			defer cancel()
-			ok[i] = s.deps.Prober.Probe(ctx, addr) == nil
-		})
-	}
-	wg.Wait()
+	each(s.ctx, s.probes, addrs, func(i int, addr string) {
+		ctx, cancel := context.WithTimeout(s.ctx, healthTimeout)
+		defer cancel()
+		ok[i] = s.deps.Prober.Probe(ctx, addr) == nil
+	})
 	if s.ctx.Err() != nil {
 		return
 	}

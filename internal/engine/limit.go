@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -49,6 +50,24 @@ func limit(rt Runtime, l Limits) *limited {
 		stop:  make(chan struct{}, l.Stop),
 		other: make(chan struct{}, l.Other),
 	}
+}
+
+// each runs fn(i, items[i]) for every item, each in a goroutine of its own
+// that starts only once a slot of slots is free: a long list never means
+// as many goroutines at once. It stops starting new ones when ctx ends
+// and returns when the ones started have.
+func each[T any](ctx context.Context, slots chan struct{}, items []T, fn func(int, T)) {
+	var wg sync.WaitGroup
+	for i, item := range items {
+		if acquire(ctx, slots) != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			fn(i, item)
+		})
+	}
+	wg.Wait()
 }
 
 // acquire waits for a slot of sem, or for ctx to end.

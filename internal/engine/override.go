@@ -112,17 +112,3 @@ func (o *Overrides) list(config AppSpec) []OverrideStatus {
 	}
 	return out
 }
-
-func (o Overrides) clone() Overrides {
-	c := o
-	if o.Image != nil {
-		im := *o.Image
-		c.Image = &im
-	}
-	if o.Release != nil {
-		r := *o.Release
-		c.Release = &r
-	}
-	c.Counts = maps.Clone(o.Counts)
-	return c
-}

@@ -166,22 +166,14 @@ func (s *Supervisor) bootAll(r *rollout) error {
 	defer cancel()
 	slots := make(chan struct{}, maxBoots)
 	var (
-		wg      sync.WaitGroup
 		once    sync.Once
 		failure error
 	)
-	for _, p := range r.jobs() {
-		wg.Go(func() {
-			if acquire(ctx, slots) != nil {
-				return
-			}
-			defer func() { <-slots }()
-			if err := s.bootRetry(ctx, r, p, attempts); err != nil {
-				once.Do(func() { failure = err; cancel() })
-			}
-		})
-	}
-	wg.Wait()
+	each(ctx, slots, r.jobs(), func(_ int, p ProcessSpec) {
+		if err := s.bootRetry(ctx, r, p, attempts); err != nil {
+			once.Do(func() { failure = err; cancel() })
+		}
+	})
 	if r.ctx.Err() != nil {
 		return errAborted
 	}

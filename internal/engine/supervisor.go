@@ -378,11 +378,7 @@ func (s *Supervisor) exit() {
 	s.unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), exitKillTimeout)
 	defer cancel()
-	var wg sync.WaitGroup
-	for _, id := range ids {
-		wg.Go(func() { _ = s.rt.Kill(ctx, id, "SIGTERM") })
-	}
-	wg.Wait()
+	each(ctx, make(chan struct{}, maxBoots), ids, func(_ int, id string) { _ = s.rt.Kill(ctx, id, "SIGTERM") })
 }
 
 // setRuntimeErr records whether the runtime answered.

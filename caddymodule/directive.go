@@ -209,12 +209,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	gate := g.pool.Gate()
-	// A pause lifted by another gate (maintenance, another pause) is
-	// looked at again.
-	for gate != nil && !gate.Maintenance && gate.Wait(r.Context()) {
-		gate = g.pool.Gate()
-	}
+	gate := g.pool.Pass(r.Context())
 	if gate == nil {
 		return next.ServeHTTP(w, r)
 	}

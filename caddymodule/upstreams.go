@@ -103,10 +103,8 @@ func appPool(a *App, name string) (*engine.PoolRef, error) {
 // nothing from here: reverse_proxy counts the requests in flight to each
 // address itself.
 func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
-	for g := u.pool.Gate(); g != nil; g = u.pool.Gate() {
-		if g.Maintenance || !g.Wait(r.Context()) {
-			return nil, nil
-		}
+	if u.pool.Pass(r.Context()) != nil {
+		return nil, nil
 	}
 	p := u.pool.Load()
 	if p == nil || len(p.Addrs) == 0 {

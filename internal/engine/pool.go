@@ -68,6 +68,18 @@ func (g *Gate) Wait(ctx context.Context) bool {
 	}
 }
 
+// Pass waits while the app is paused, off any lock, and returns nil when
+// the request may go on, or the gate that holds it back: maintenance, or a
+// pause whose timeout passed (or ctx ended). A pause lifted for another
+// gate (maintenance, a new pause) is looked at again.
+func (r *PoolRef) Pass(ctx context.Context) *Gate {
+	g := r.Gate()
+	for g != nil && !g.Maintenance && g.Wait(ctx) {
+		g = r.Gate()
+	}
+	return g
+}
+
 // setGate installs g (nil lifts the gate) and wakes the requests waiting
 // behind the gate it replaces.
 func (r *PoolRef) setGate(g *Gate) {

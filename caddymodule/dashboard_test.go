@@ -762,7 +762,6 @@ func TestDashboardCaddyfile(t *testing.T) {
 	}
 }
 
-// chromium returns the path of Chromium, or skips the test.
 // The overview of 100 apps, some failing, crashing, paused or in
 // maintenance, rendered by a real Chromium: every app is listed, and the
 // time from navigation to the rows being in the DOM is logged (a figure,

@@ -14,6 +14,18 @@
 //	UP_STATUS     status GET /up answers (default 200), for ready_path
 //	EXIT_AFTER    Go duration after which a listening web container exits
 //	              with code 5 (a crash after it served)
+//	TERM_DELAY    Go duration a worker (or a web container, after its
+//	              graceful shutdown) waits after SIGTERM before it exits 0
+//	PRINT_ENV     name of an env var whose value the app prints at start
+//	              (as an app printing a connection string would)
+//
+// Web containers answer control requests, so that a test can change them
+// while they run (send them to the container's own address):
+//
+//	POST /control/up?status=N   GET /up answers N from now on
+//	POST /control/close         closes the listener; the process lives on
+//	POST /control/hang          every later request hangs (a deadlock):
+//	                            the kernel still accepts connections
 //
 // Arguments: "hook" prints "hook ran" and exits with $HOOK_EXIT; "worker"
 // behaves as MODE=worker.
@@ -35,6 +47,8 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -44,6 +58,9 @@ func main() {
 	log.SetPrefix("testapp: ")
 	log.SetOutput(os.Stdout)
 
+	if k := os.Getenv("PRINT_ENV"); k != "" {
+		fmt.Fprintf(os.Stderr, "testapp: connecting with %s=%s\n", k, os.Getenv(k))
+	}
 	mode := os.Getenv("MODE")
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
@@ -122,7 +139,10 @@ func runWorker() {
 	for {
 		select {
 		case s := <-sig:
-			log.Printf("worker got %v, exiting", s)
+			d := termDelay()
+			log.Printf("worker got %v, exiting in %s", s, d)
+			time.Sleep(d)
+			log.Printf("worker exiting")
 			os.Exit(0)
 		case <-t.C:
 			log.Printf("worker tick")
@@ -136,6 +156,20 @@ func runNeverListen() {
 	s := <-sig
 	log.Printf("got %v, exiting", s)
 	os.Exit(0)
+}
+
+// termDelay is TERM_DELAY: how long the app takes to exit after SIGTERM.
+func termDelay() time.Duration {
+	s := os.Getenv("TERM_DELAY")
+	if s == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testapp: bad TERM_DELAY %q: %v\n", s, err)
+		os.Exit(2)
+	}
+	return d
 }
 
 func listenDelay() time.Duration {
@@ -206,18 +240,37 @@ func runWeb(mode string) {
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, os.Getenv(r.URL.Query().Get("k")))
 	})
-	upStatus := http.StatusOK
+	var upStatus atomic.Int64
+	upStatus.Store(http.StatusOK)
 	if s := os.Getenv("UP_STATUS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "testapp: bad UP_STATUS %q: %v\n", s, err)
 			os.Exit(2)
 		}
-		upStatus = n
+		upStatus.Store(int64(n))
 	}
 	mux.HandleFunc("/up", func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(upStatus)
-		fmt.Fprintf(w, "up status %d\n", upStatus)
+		n := int(upStatus.Load())
+		w.WriteHeader(n)
+		fmt.Fprintf(w, "up status %d\n", n)
+	})
+	mux.HandleFunc("POST /control/up", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("status"))
+		if err != nil || n < 100 || n > 599 {
+			http.Error(w, "want ?status=100..599", http.StatusBadRequest)
+			return
+		}
+		upStatus.Store(int64(n))
+		log.Printf("control: /up answers %d from now on", n)
+		fmt.Fprintf(w, "up status %d\n", n)
+	})
+	hung := make(chan struct{})
+	var hangOnce sync.Once
+	mux.HandleFunc("POST /control/hang", func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("control: every later request hangs")
+		fmt.Fprintln(w, "hanging from now on")
+		hangOnce.Do(func() { close(hung) })
 	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) { serveEcho(w, r, host) })
 
@@ -227,7 +280,24 @@ func runWeb(mode string) {
 		fmt.Fprintf(os.Stderr, "testapp: listen %s: %v\n", addr, err)
 		os.Exit(1)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hung:
+			<-r.Context().Done() // a deadlock: the request never gets an answer
+			return
+		default:
+		}
+		mux.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("POST /control/close", func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("control: closing the listener, the process lives on")
+		fmt.Fprintln(w, "listener closed")
+		go func() {
+			time.Sleep(50 * time.Millisecond) // the answer goes out first
+			_ = ln.Close()
+		}()
+	})
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	log.Printf("listening on %s (version=%s mode=%s)", addr, version, mode)
 
 	errc := make(chan error, 1)
@@ -245,28 +315,48 @@ func runWeb(mode string) {
 		}()
 	}
 
-	select {
-	case err := <-errc:
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintf(os.Stderr, "testapp: serve: %v\n", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	case s := <-sig:
-		if mode == "quick-exit" {
-			log.Printf("got %v, MODE=quick-exit: exiting immediately", s)
+	errs := errc
+	for {
+		select {
+		case err := <-errs:
+			if errors.Is(err, net.ErrClosed) {
+				// The listener was closed on request: live on, serving no
+				// new connection, until a signal.
+				log.Printf("listener closed: no new connections")
+				errs = nil
+				continue
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fmt.Fprintf(os.Stderr, "testapp: serve: %v\n", err)
+				os.Exit(1)
+			}
 			os.Exit(0)
+		case s := <-sig:
+			shutdown(srv, mode, s)
 		}
-		log.Printf("got %v, shutting down gracefully", s)
-		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			log.Printf("shutdown: %v", err)
-			os.Exit(1)
-		}
-		log.Printf("shutdown complete")
+	}
+}
+
+// shutdown ends the web app after signal s: at once with MODE=quick-exit,
+// else after the requests in flight ended, then TERM_DELAY.
+func shutdown(srv *http.Server, mode string, s os.Signal) {
+	if mode == "quick-exit" {
+		log.Printf("got %v, MODE=quick-exit: exiting immediately", s)
 		os.Exit(0)
 	}
+	log.Printf("got %v, shutting down gracefully", s)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Printf("shutdown: %v", err)
+		os.Exit(1)
+	}
+	if d := termDelay(); d > 0 {
+		log.Printf("TERM_DELAY=%s: waiting before exiting", d)
+		time.Sleep(d)
+	}
+	log.Printf("shutdown complete")
+	os.Exit(0)
 }
 
 // serveEcho switches the connection to a line echo, as the package doc

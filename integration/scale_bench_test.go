@@ -2,8 +2,10 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -155,4 +157,141 @@ func envInt(b testing.TB, name string, def int) int {
 		b.Fatalf("%s: want a positive number, got %q", name, v)
 	}
 	return n
+}
+
+// BenchmarkScaleApps runs PODSWITCH_BENCH_APPS apps (default 100) of `web 1`
+// with ready_path in one Caddy and reports: the time until every app
+// serves, against the time Podman alone takes to create and start as many
+// containers 3 at a time (measured first, in the same run); an unchanged
+// reload; one app's deploy; the time to adopt every app after a kill -9
+// (and that no container was replaced); Caddy's RSS; and the CPU Caddy
+// spends at rest (health checks), as a share of one core. Not part of
+// `make test`; run it with
+//
+//	PODSWITCH_TEST_RACE=0 PODSWITCH_BENCH_APPS=1000 go test -tags "$TAGS" -run '^$' -bench ScaleApps -benchtime 1x -timeout 60m ./integration/
+func BenchmarkScaleApps(b *testing.B) {
+	n := envInt(b, "PODSWITCH_BENCH_APPS", 100)
+	prefix := uniqueName("scale")
+	base := runBatch(b, prefix+"-base", n, 3)
+	removeApp(prefix + "-base")
+	b.Logf("podman alone: %d containers created and started (3 in flight) in %.2fs, all accept TCP after %.2fs", n, base.run.Seconds(), base.ready.Seconds())
+
+	apps := make([]appCfg, n)
+	for i := range apps {
+		apps[i] = appCfg{Name: fmt.Sprintf("%s-%d", prefix, i), Image: imageV1, Web: 1, Lines: []string{"ready_path /up"}}
+	}
+	c := newCaddyProc(b, caddyOpts{}, apps...)
+	b.Cleanup(func() {
+		c.stop()
+		for _, a := range apps {
+			removeApp(a.Name)
+		}
+		c.apps = nil
+	})
+	for range b.N {
+		t0 := time.Now()
+		c.start(apps...)
+		ids := waitAllServing(b, c, n, 30*time.Minute)
+		serve := time.Since(t0)
+		b.Logf("%d apps serving %.2fs after the start (%.2fx podman alone)", n, serve.Seconds(), serve.Seconds()/base.ready.Seconds())
+
+		rss := procRSS(b, c.cmd.Process.Pid)
+		cpu := procCPU(b, c.cmd.Process.Pid, 20*time.Second)
+		b.Logf("at rest: caddy RSS %.1f MiB, CPU %.2f%% of one core over 20s (health checks of %d containers)", float64(rss)/(1<<20), cpu*100, n)
+
+		t1 := time.Now()
+		c.reload(apps...)
+		b.Logf("unchanged reload: %v", time.Since(t1).Round(time.Millisecond))
+
+		t2 := time.Now()
+		code, body := c.post("/podswitch/apps/"+apps[0].Name+"/deploy?wait=1", "application/json", `{"image":"`+imageV2+`"}`)
+		if code != 200 {
+			b.Fatalf("deploy: %d %s", code, body)
+		}
+		b.Logf("one app's deploy with %d apps running: %v", n, time.Since(t2).Round(time.Millisecond))
+		ids = waitAllServing(b, c, n, 5*time.Minute)
+
+		c.kill()
+		t3 := time.Now()
+		c.launch()
+		again := waitAllServing(b, c, n, 30*time.Minute)
+		b.Logf("adoption after kill -9: %d apps serving %.2fs after the start", n, time.Since(t3).Seconds())
+		replaced := 0
+		for app, id := range ids {
+			if again[app] != id {
+				replaced++
+			}
+		}
+		if replaced > 0 {
+			b.Errorf("adoption replaced %d of %d containers", replaced, n)
+		}
+	}
+}
+
+// waitAllServing waits until every one of the n apps of c serves from one
+// ready web container and returns each app's container ID.
+func waitAllServing(b *testing.B, c *caddyProc, n int, timeout time.Duration) map[string]string {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get("http://" + c.admin + "/podswitch/apps")
+		if err == nil {
+			var apps []engine.AppStatus
+			derr := json.NewDecoder(resp.Body).Decode(&apps)
+			resp.Body.Close()
+			ids := map[string]string{}
+			for _, st := range apps {
+				if st.Release == nil {
+					continue
+				}
+				for _, ct := range st.Containers {
+					if ct.Process == engine.WebProcess && ct.State == engine.StateReady {
+						ids[st.Name] = ct.ID
+					}
+				}
+			}
+			if derr == nil && len(ids) == n {
+				return ids
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not every app serves after %v", timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// procRSS returns the resident memory of process pid, in bytes.
+func procRSS(b *testing.B, pid int) int64 {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for l := range strings.SplitSeq(string(s), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+// procCPU returns the CPU time process pid spent over d, as a share of one
+// core.
+func procCPU(b *testing.B, pid int, d time.Duration) float64 {
+	ticks := func() int64 {
+		s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command (which may hold spaces) in parentheses.
+		f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+2:]))
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		sys, _ := strconv.ParseInt(f[12], 10, 64)
+		return u + sys
+	}
+	t0, c0 := time.Now(), ticks()
+	time.Sleep(d)
+	// Linux counts CPU time in clock ticks of 1/100 s (USER_HZ).
+	return float64(ticks()-c0) / 100 / time.Since(t0).Seconds()
 }

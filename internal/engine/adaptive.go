@@ -84,17 +84,29 @@ func (a *adaptiveLimit) acquire(ctx context.Context) error {
 	}
 }
 
+// callResult is how a call admitted by an adaptiveLimit ended.
+type callResult int
+
+const (
+	// answered: the runtime did what was asked; its time counts.
+	answered callResult = iota
+	// refused: the runtime answered with an error of the caller's (a
+	// missing image, a bad command): its time says nothing of the load.
+	refused
+	// unanswered: the runtime could not be reached or did not answer
+	// within the call's deadline.
+	unanswered
+)
+
 // release gives back a slot taken by acquire; took is how long the call
-// took, unanswered whether the runtime failed to answer it (unavailable or
-// cut by a deadline). A call that failed for another reason (the app's
-// image is missing) says nothing of the service's load and is passed with
-// its time like any answer.
-func (a *adaptiveLimit) release(took time.Duration, unanswered bool) {
+// took.
+func (a *adaptiveLimit) release(took time.Duration, res callResult) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.inflight--
 	switch {
-	case unanswered:
+	case res == refused:
+	case res == unanswered:
 		a.limit = max(float64(a.min), a.limit/2)
 	case a.base == 0 || took < a.base:
 		a.base = took

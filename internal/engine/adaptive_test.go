@@ -12,7 +12,7 @@ import (
 func TestAdaptiveLimitFollowsAnswerTimes(t *testing.T) {
 	a := newAdaptiveLimit(3, 1, 16)
 	ctx := context.Background()
-	round := func(took time.Duration, unanswered bool) {
+	round := func(took time.Duration, res callResult) {
 		n := a.Limit()
 		for range n {
 			if err := a.acquire(ctx); err != nil {
@@ -20,38 +20,47 @@ func TestAdaptiveLimitFollowsAnswerTimes(t *testing.T) {
 			}
 		}
 		for range n {
-			a.release(took, unanswered)
+			a.release(took, res)
 		}
 	}
 	for range 5 {
-		round(200*time.Millisecond, false)
+		round(200*time.Millisecond, answered)
 	}
 	if got := a.Limit(); got < 5 {
 		t.Fatalf("after fast saturated rounds the limit is %d, want it grown past 5", got)
 	}
 	grown := a.Limit()
 	for range 3 {
-		round(time.Second, false) // 5x the fastest: calls queue in the service
+		round(time.Second, answered) // 5x the fastest: calls queue in the service
 	}
 	if got := a.Limit(); got >= grown {
 		t.Fatalf("after slow rounds the limit is %d, want below %d", got, grown)
 	}
 	slow := a.Limit()
-	round(0, true)
+	round(0, unanswered)
 	if got := a.Limit(); got > max(1, slow/2) {
 		t.Fatalf("after unanswered calls the limit is %d, want at most %d", got, max(1, slow/2))
 	}
 	for range 40 {
-		round(time.Second, true)
+		round(time.Second, unanswered)
 	}
 	if got := a.Limit(); got != 1 {
 		t.Fatalf("limit fell to %d, want the floor 1", got)
 	}
 	for range 400 {
-		round(100*time.Millisecond, false)
+		round(100*time.Millisecond, answered)
 	}
 	if got := a.Limit(); got != 16 {
 		t.Fatalf("limit rose to %d, want the ceiling 16", got)
+	}
+	// Calls the runtime refused (a missing image answers at once) move
+	// neither the bound nor the fastest answer.
+	for range 10 {
+		round(time.Millisecond, refused)
+	}
+	round(100*time.Millisecond, answered)
+	if got := a.Limit(); got != 16 {
+		t.Fatalf("limit %d after refused calls, want 16", got)
 	}
 }
 
@@ -63,7 +72,7 @@ func TestAdaptiveLimitGrowsOnlyWhenInUse(t *testing.T) {
 		if err := a.acquire(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		a.release(10*time.Millisecond, false)
+		a.release(10*time.Millisecond, answered)
 	}
 	if got := a.Limit(); got != 3 {
 		t.Fatalf("limit %d after calls one at a time, want 3", got)
@@ -106,15 +115,15 @@ func TestAdaptiveLimitQueue(t *testing.T) {
 	if err := <-gaveUp; err == nil {
 		t.Fatal("a cancelled acquire took a slot")
 	}
-	a.release(time.Millisecond, false)
+	a.release(time.Millisecond, answered)
 	if first := <-order; first != 0 {
 		t.Fatalf("waiter %d served first, want 0", first)
 	}
-	a.release(time.Millisecond, false)
+	a.release(time.Millisecond, answered)
 	if second := <-order; second != 1 {
 		t.Fatalf("waiter %d served second, want 1", second)
 	}
-	a.release(time.Millisecond, false)
+	a.release(time.Millisecond, answered)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.inflight != 0 || len(a.waiters) != 0 {

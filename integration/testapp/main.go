@@ -141,8 +141,10 @@ func runWorker() {
 		case s := <-sig:
 			d := termDelay()
 			log.Printf("worker got %v, exiting in %s", s, d)
-			time.Sleep(d)
-			log.Printf("worker exiting")
+			if d > 0 {
+				time.Sleep(d)
+				log.Printf("worker exiting")
+			}
 			os.Exit(0)
 		case <-t.C:
 			log.Printf("worker tick")

@@ -181,10 +181,11 @@ func (s *Supervisor) removeContainer(id string) bool {
 type stopResult struct {
 	// code is the exit code, -1 when not known (gone, or not answered).
 	code int
-	// killed says SIGKILL was sent; gone that the container was gone
-	// before its SIGTERM; took is from the accepted SIGTERM to the exit.
-	killed, gone bool
-	took         time.Duration
+	// killed says SIGKILL was sent, killAfter how long after the
+	// accepted SIGTERM; gone that the container was gone before its
+	// SIGTERM; took is from the accepted SIGTERM to the exit seen.
+	killed, gone    bool
+	killAfter, took time.Duration
 }
 
 func (r stopResult) note() string {
@@ -202,7 +203,11 @@ func (r stopResult) note() string {
 }
 
 func (r stopResult) fields() []zap.Field {
-	return []zap.Field{zap.Int("exit_code", r.code), zap.Bool("sigkill", r.killed), zap.Duration("took", r.took)}
+	f := []zap.Field{zap.Int("exit_code", r.code), zap.Bool("sigkill", r.killed), zap.Duration("took", r.took)}
+	if r.killed {
+		f = append(f, zap.Duration("sigkill_after", r.killAfter))
+	}
+	return f
 }
 
 // stop applies the platform's rule to container id: its stop signal,
@@ -231,17 +236,17 @@ func (s *Supervisor) stop(id string, timeout time.Duration) (stopResult, error) 
 		return res, s.ctx.Err()
 	}
 	// stop_timeout passed (or the exit could not be told): SIGKILL.
-	res.killed = true
+	res.killed, res.killAfter = true, time.Since(sent)
 	if err := s.signal(id, "SIGKILL"); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return res, nil
 		}
 		return res, err
 	}
-	res.took = time.Since(sent)
 	if code, err := s.waitExit(id, time.Now().Add(killedWait)); err == nil {
 		res.code = code
 	}
+	res.took = time.Since(sent)
 	return res, nil
 }
 

@@ -325,18 +325,37 @@ func (r *Runtime) List(ctx context.Context, app string) ([]engine.ContainerInfo,
 	return out, nil
 }
 
-// Wait implements engine.Runtime.
+// Wait implements engine.Runtime. It returns as soon as ctx ends: the
+// bindings try a failed request three times, sleeping 600 ms in all, even
+// once its context has ended, and the stop rule's SIGKILL must not wait
+// for that. The call then ends in the background.
 func (r *Runtime) Wait(ctx context.Context, id string) (int, error) {
 	cctx, cancel, err := r.call(ctx)
 	if err != nil {
 		return -1, err
 	}
 	defer cancel()
-	code, err := containers.Wait(cctx, id, &containers.WaitOptions{Conditions: []string{"exited", "stopped"}})
-	if err != nil {
-		return -1, r.check(err)
+	type result struct {
+		code int32
+		err  error
 	}
-	return int(code), nil
+	done := make(chan result, 1)
+	go func() {
+		code, err := containers.Wait(cctx, id, &containers.WaitOptions{Conditions: []string{"exited", "stopped"}})
+		done <- result{code, err}
+	}()
+	select {
+	case res := <-done:
+		if res.err != nil {
+			if ctx.Err() != nil {
+				return -1, ctx.Err()
+			}
+			return -1, r.check(res.err)
+		}
+		return int(res.code), nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
 }
 
 // Events implements engine.Runtime: it follows the "died" events of the

@@ -28,6 +28,9 @@ var (
 	killedWait = 5 * time.Second
 )
 
+// exitSIGKILL is the exit code of a process ended by SIGKILL.
+const exitSIGKILL = 137
+
 // stopSignal is what a container gets first when it is stopped. Podman
 // creates every container with it as its stop signal, so that a `podman
 // stop` by hand agrees.
@@ -181,8 +184,9 @@ func (s *Supervisor) removeContainer(id string) bool {
 type stopResult struct {
 	// code is the exit code, -1 when not known (gone, or not answered).
 	code int
-	// killed says SIGKILL was sent, killAfter how long after the
-	// accepted SIGTERM; gone that the container was gone before its
+	// killed says SIGKILL was sent and ended the container (or its end
+	// is not known), killAfter how long after the accepted SIGTERM it was
+	// sent (zero when it was not); gone that the container was gone before its
 	// SIGTERM; took is from the accepted SIGTERM to the exit seen.
 	killed, gone    bool
 	killAfter, took time.Duration
@@ -204,7 +208,7 @@ func (r stopResult) note() string {
 
 func (r stopResult) fields() []zap.Field {
 	f := []zap.Field{zap.Int("exit_code", r.code), zap.Bool("sigkill", r.killed), zap.Duration("took", r.took)}
-	if r.killed {
+	if r.killAfter > 0 {
 		f = append(f, zap.Duration("sigkill_after", r.killAfter))
 	}
 	return f
@@ -245,6 +249,10 @@ func (s *Supervisor) stop(id string, timeout time.Duration) (stopResult, error) 
 	}
 	if code, err := s.waitExit(id, time.Now().Add(killedWait)); err == nil {
 		res.code = code
+		// Podman can be late to report an exit (seconds, with many
+		// containers exiting at once on a busy host): a code other than
+		// SIGKILL's says the container had exited by itself before it.
+		res.killed = code == exitSIGKILL
 	}
 	res.took = time.Since(sent)
 	return res, nil

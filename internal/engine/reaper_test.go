@@ -244,3 +244,59 @@ func TestKillDuringScaleDownDrain(t *testing.T) {
 		}
 	})
 }
+
+// lateWait is the fake runtime whose Wait reports an exit lag late, as a
+// busy Podman does with many containers exiting at once.
+type lateWait struct {
+	*fakeRuntime
+	lag time.Duration
+}
+
+func (r lateWait) Wait(ctx context.Context, id string) (int, error) {
+	code, err := r.fakeRuntime.Wait(ctx, id)
+	if err != nil {
+		return code, err
+	}
+	select {
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	case <-time.After(r.lag):
+		return code, nil
+	}
+}
+
+// A container that exited by itself just before stop_timeout, which
+// Podman reports late: SIGKILL goes out at stop_timeout (harmless to an
+// exited container), and the stop says it exited by itself with its code.
+func TestStopExitReportedLate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		h := newHarnessWith(t, rt, func(d *Deps) { d.Runtime = lateWait{rt, 3 * time.Second} })
+		defer h.shutdown()
+		rt.OnProcess("worker", behavior{TermDelay: 28 * time.Second})
+		spec := appSpec(t, "localhost/blog:v1", 1, worker(1))
+		spec.StopTimeout = 30 * time.Second
+		s, _ := h.deployFirst(spec)
+		id := h.containers("", "worker")[0]
+		res, err := s.stop(id, spec.StopTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.killed || res.code != 0 || res.killAfter != spec.StopTimeout {
+			t.Errorf("stop %+v, want exit code 0, SIGKILL sent at %s but not counted", res, spec.StopTimeout)
+		}
+		// And one that SIGKILL did end says so.
+		rt.OnProcess("worker", behavior{IgnoreTerm: true})
+		s.Update(scaleTo(spec, "worker", 2))
+		waitFor(t, "second worker", time.Minute, func() bool { return len(h.containers("", "worker")) == 2 })
+		var deaf string
+		for _, w := range h.containers("", "worker") {
+			if w != id {
+				deaf = w
+			}
+		}
+		if res, err = s.stop(deaf, time.Second); err != nil || !res.killed || res.code != exitSIGKILL {
+			t.Errorf("stop of a deaf container: %+v %v, want killed with 137", res, err)
+		}
+	})
+}

@@ -108,12 +108,15 @@ func (s *Supervisor) reap(c *Container) {
 	}
 	s.lock()
 	crashed, grace := c.state == StateCrashed, c.grace
+	// A crashed container whose exit was seen needs no stop; one taken
+	// for crashed while it may still run (no exit code) gets the rule.
+	exited := crashed && c.exitCode != nil
 	s.unlock()
 	if crashed {
 		s.reportCrash(c)
 	}
 	note := ""
-	if !crashed && grace {
+	if grace && !exited {
 		res, err := s.stop(c.ID, stopTimeout)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			if s.ctx.Err() != nil {

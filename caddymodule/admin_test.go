@@ -935,8 +935,8 @@ func TestAdminLogs(t *testing.T) {
 	e.rt.mu.Lock()
 	opts := slices.Clone(e.rt.logOpts)
 	e.rt.mu.Unlock()
-	if len(opts) != 6 || opts[2] != (engine.LogOptions{Tail: 5}) || opts[0] != (engine.LogOptions{Tail: 100}) {
-		t.Errorf("Logs calls with %+v, want tail 100 by default and 5 with ?tail=5, no follow", opts)
+	if len(opts) != 6 || opts[2] != (engine.LogOptions{Tail: 5, Stream: true}) || opts[0] != (engine.LogOptions{Tail: 100, Stream: true}) {
+		t.Errorf("Logs calls with %+v, want tail 100 by default and 5 with ?tail=5, no follow, as streams (off the shared call slots)", opts)
 	}
 
 	// Following is bounded: each followed container is a connection to

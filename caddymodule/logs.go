@@ -1,17 +1,23 @@
 package caddymodule
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/podswitch/podswitch/internal/engine"
 )
 
 // maxLogTail bounds ?tail of the logs route.
 const maxLogTail = 10000
+
+// logsReadTimeout bounds a request for past lines (without follow), the
+// client's reading included.
+const logsReadTimeout = 5 * time.Minute
 
 // maxFollow bounds the containers one ?follow request streams: each is a
 // connection to Podman for as long as the request lasts.
@@ -78,8 +84,15 @@ func serveLogs(w http.ResponseWriter, r *http.Request, rt engine.Runtime, s *eng
 		}
 	}
 	ctx := r.Context()
-	opts := engine.LogOptions{Tail: tail, Follow: follow}
+	// The lines go to a client that may read slowly: Stream keeps these
+	// calls off the slots that deploys, stops and the resync need. A
+	// read of past lines has a deadline; a follow lasts as the client
+	// does.
+	opts := engine.LogOptions{Tail: tail, Follow: follow, Stream: true}
 	if !follow {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, logsReadTimeout)
+		defer cancel()
 		for _, c := range targets {
 			prefix := c.Process + "." + shortID(c.ID)
 			if err := rt.Logs(ctx, c.ID, opts, func(l engine.LogLine) { write(prefix, l) }); err != nil && ctx.Err() == nil {

@@ -457,8 +457,8 @@ func TestDeployNewImage(t *testing.T) {
 			t.Fatalf("stopped %v, want the old containers %v", stoppedIDs(stops), sorted(old))
 		}
 		for _, c := range stops {
-			if c.Timeout != 7*time.Second {
-				t.Errorf("Stop(%s) timeout %s, want the spec's 7s", c.ID, c.Timeout)
+			if ks := h.rt.Signals(c.ID); len(ks) != 1 || ks[0].Signal != "SIGTERM" {
+				t.Errorf("signals to %s: %+v, want one SIGTERM (it exits at once)", c.ID, ks)
 			}
 		}
 		if !slices.Equal(removedIDs(h.rt.Removes()), sorted(old)) {
@@ -805,12 +805,17 @@ func TestScale(t *testing.T) {
 		}
 
 		// Down, with requests in flight to every web container: every
-		// container goes but the oldest web one; each surplus web
-		// container waits for its own requests, the workers for none, and
-		// the request to the one that stays holds nobody back.
+		// container goes but the newest web one (a surplus is cut oldest
+		// first); each surplus web container waits for its own requests,
+		// the workers for none, and the request to the one that stays
+		// holds nobody back.
+		keep := webs[len(webs)-1]
+		if keep == first[0] {
+			t.Fatalf("webs %v: the newest is the first", webs)
+		}
 		var surplus, surplusWeb []string
 		for _, id := range h.containers("", "") {
-			if id != first[0] {
+			if id != keep {
 				surplus = append(surplus, id)
 				if slices.Contains(webs, id) {
 					surplusWeb = append(surplusWeb, id)
@@ -825,7 +830,7 @@ func TestScale(t *testing.T) {
 			t.Fatalf("scaling started deployment %d", d.ID)
 		}
 		synctest.Wait()
-		assertPool(t, ref, rel, h.addrs(first, 5000))
+		assertPool(t, ref, rel, h.addrs([]string{keep}, 5000))
 		settle(10 * time.Second)
 		if got, want := stoppedIDs(h.rt.Stops()), sorted(h.containers(rel, "worker")); len(got) != 2 || slices.ContainsFunc(got, func(id string) bool { return slices.Contains(surplusWeb, id) }) {
 			t.Fatalf("stopped %v with requests in flight to %v (workers %v)", got, surplusWeb, want)
@@ -844,8 +849,8 @@ func TestScale(t *testing.T) {
 		if !slices.Equal(stoppedIDs(h.rt.Stops()), surplus) {
 			t.Errorf("stopped %v, want %v", stoppedIDs(h.rt.Stops()), surplus)
 		}
-		if got := h.containers("", ""); !slices.Equal(got, first) {
-			t.Errorf("remaining containers %v, want the oldest web %v", got, first)
+		if got := h.containers("", ""); !slices.Equal(got, []string{keep}) {
+			t.Errorf("remaining containers %v, want the newest web %v", got, keep)
 		}
 		if n := len(s.Status().Deployments); n != 1 {
 			t.Errorf("%d deployments, want 1", n)
@@ -951,8 +956,8 @@ func TestRemoveApp(t *testing.T) {
 			t.Errorf("stopped %v, want %v", stoppedIDs(h.rt.Stops()), all)
 		}
 		for _, c := range h.rt.Stops() {
-			if c.Timeout != 7*time.Second {
-				t.Errorf("Stop(%s) timeout %s", c.ID, c.Timeout)
+			if ks := h.rt.Signals(c.ID); len(ks) != 1 || ks[0].Signal != "SIGTERM" {
+				t.Errorf("signals to %s: %+v, want one SIGTERM", c.ID, ks)
 			}
 		}
 		if !slices.Equal(removedIDs(h.rt.Removes()), sorted(all)) {
@@ -1307,8 +1312,8 @@ func TestCloseDuringDeploy(t *testing.T) {
 				t.Errorf("serving container %s stopped", id)
 			}
 		}
-		if n := len(h.rt.Stops()); n != 0 {
-			t.Errorf("%d Stop calls", n)
+		if n := len(h.rt.Removes()); n != 0 {
+			t.Errorf("%d Remove calls at exit", n)
 		}
 		var killed []string
 		for _, k := range h.rt.Kills() {

@@ -31,6 +31,11 @@ type behavior struct {
 	Output []string
 	// NoImage makes ImageExists say the image is missing.
 	NoImage bool
+	// TermDelay makes the container exit with code 0 that long after its
+	// SIGTERM (at once, with code 143, when zero).
+	TermDelay time.Duration
+	// IgnoreTerm makes the container ignore SIGTERM: only SIGKILL ends it.
+	IgnoreTerm bool
 }
 
 type fakeContainer struct {
@@ -40,12 +45,31 @@ type fakeContainer struct {
 	output    []string
 	// port is what the app listens on: the PORT it was given.
 	port string
+	// b is how it acts; exited is closed once it runs no more (or is
+	// removed); termed is set once it got SIGTERM.
+	b      behavior
+	exited chan struct{}
+	termed bool
 }
 
+// exitLocked ends c with code, once.
+func (c *fakeContainer) exitLocked(code int) {
+	if c.info.Running {
+		c.info.Running = false
+		c.info.ExitCode = code
+	}
+	c.listening = false
+	select {
+	case <-c.exited:
+	default:
+		close(c.exited)
+	}
+}
+
+// stopCall is a stop: a Stop call, or a SIGTERM sent by Kill.
 type stopCall struct {
-	ID      string
-	Timeout time.Duration
-	At      time.Time
+	ID string
+	At time.Time
 }
 
 type removeCall struct {
@@ -72,6 +96,8 @@ type fakeRuntime struct {
 	stops      []stopCall
 	removes    []removeCall
 	kills      []killCall
+	// exitedOf keeps the removed containers, for ExitCode.
+	exitedOf map[string]*fakeContainer
 	// inflight counts Run calls in flight, and maxInflight the most seen.
 	inflight, maxInflight int
 	// runDelay makes every Run take that long.
@@ -99,6 +125,7 @@ func newFakeRuntime() *fakeRuntime {
 		byImage:    map[string]behavior{},
 		byEnv:      map[string]behavior{},
 		byProcess:  map[string]behavior{},
+		exitedOf:   map[string]*fakeContainer{},
 	}
 }
 
@@ -187,12 +214,16 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 		port:      spec.Env["PORT"],
 		listening: !b.Crash && !b.NoListen && !b.Hold,
 		output:    slices.Clone(b.Output),
+		b:         b,
+		exited:    make(chan struct{}),
 	}
 	if b.Crash {
-		c.info.ExitCode = 3
+		c.info.Running = true
+		c.exitLocked(3)
 	}
 	if spec.Labels[LabelProcess] == HookProcess {
-		c.info.Running, c.listening, c.info.ExitCode = false, false, b.HookExit
+		c.info.Running = true
+		c.exitLocked(b.HookExit)
 	}
 	r.containers[id] = c
 	return c.copyInfo(), nil
@@ -215,11 +246,12 @@ func (r *fakeRuntime) Wait(ctx context.Context, id string) (int, error) {
 			r.mu.Unlock()
 			return code, nil
 		}
+		exited := c.exited
 		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return -1, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-exited:
 		}
 	}
 }
@@ -271,16 +303,12 @@ func (r *fakeRuntime) Stop(ctx context.Context, id string, timeout time.Duration
 	if r.down {
 		return errDown
 	}
-	r.stops = append(r.stops, stopCall{ID: id, Timeout: timeout, At: time.Now()})
+	r.stops = append(r.stops, stopCall{ID: id, At: time.Now()})
 	c := r.containers[id]
 	if c == nil {
 		return fmt.Errorf("stopping %s: %w", id, ErrNotFound)
 	}
-	if c.info.Running {
-		c.info.Running = false
-		c.info.ExitCode = 143
-	}
-	c.listening = false
+	c.exitLocked(143)
 	return nil
 }
 
@@ -294,9 +322,12 @@ func (r *fakeRuntime) Remove(ctx context.Context, id string) error {
 		return errDown
 	}
 	r.removes = append(r.removes, removeCall{ID: id, At: time.Now()})
-	if r.containers[id] == nil {
+	c := r.containers[id]
+	if c == nil {
 		return fmt.Errorf("removing %s: %w", id, ErrNotFound)
 	}
+	c.exitLocked(137)
+	r.exitedOf[id] = c
 	delete(r.containers, id)
 	return nil
 }
@@ -332,10 +363,61 @@ func (r *fakeRuntime) Kill(ctx context.Context, id, signal string) error {
 		return errDown
 	}
 	r.kills = append(r.kills, killCall{ID: id, Signal: signal, At: time.Now()})
-	if r.containers[id] == nil {
+	c := r.containers[id]
+	if c == nil {
 		return fmt.Errorf("killing %s: %w", id, ErrNotFound)
 	}
+	if !c.info.Running {
+		return nil
+	}
+	switch {
+	case signal == "SIGKILL":
+		c.exitLocked(137)
+	case signal != "SIGTERM" || c.termed:
+	case c.b.IgnoreTerm:
+		c.termed = true
+		r.stops = append(r.stops, stopCall{ID: id, At: time.Now()})
+	case c.b.TermDelay > 0:
+		c.termed = true
+		r.stops = append(r.stops, stopCall{ID: id, At: time.Now()})
+		time.AfterFunc(c.b.TermDelay, func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			c.exitLocked(0)
+		})
+	default:
+		r.stops = append(r.stops, stopCall{ID: id, At: time.Now()})
+		c.exitLocked(143)
+	}
 	return nil
+}
+
+// Signals returns the signals Kill sent to container id, in order.
+func (r *fakeRuntime) Signals(id string) []killCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []killCall
+	for _, k := range r.kills {
+		if k.ID == id {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// ExitCode returns the exit code of container id and whether it exited
+// (false when it runs or is unknown). Removed containers are kept for it.
+func (r *fakeRuntime) ExitCode(id string) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.exitedOf[id]
+	if c == nil {
+		c = r.containers[id]
+	}
+	if c == nil || c.info.Running {
+		return 0, false
+	}
+	return c.info.ExitCode, true
 }
 
 func (r *fakeRuntime) Logs(ctx context.Context, id string, opts LogOptions, fn func(LogLine)) error {
@@ -408,9 +490,8 @@ func (r *fakeRuntime) Exit(id string, code int) {
 	c := r.containers[id]
 	var subs []func(ContainerEvent)
 	if c != nil {
-		c.info.Running = false
-		c.info.ExitCode = code
-		c.listening = false
+		c.info.Running = true
+		c.exitLocked(code)
 		for _, f := range r.subs {
 			subs = append(subs, f)
 		}
@@ -427,9 +508,8 @@ func (r *fakeRuntime) ExitQuietly(id string, code int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c := r.containers[id]; c != nil {
-		c.info.Running = false
-		c.info.ExitCode = code
-		c.listening = false
+		c.info.Running = true
+		c.exitLocked(code)
 	}
 }
 
@@ -446,6 +526,11 @@ func (r *fakeRuntime) Add(image string, labels map[string]string, running, liste
 		},
 		port:      port,
 		listening: running && listening,
+		b:         r.byImage[image],
+		exited:    make(chan struct{}),
+	}
+	if !running {
+		close(c.exited)
 	}
 	r.containers[id] = c
 	return c.copyInfo()

@@ -10,17 +10,32 @@ import (
 // number of apps and containers: a scale to hundreds of containers, or a
 // hundred apps booting at once, queues instead of opening thousands of
 // connections to the Podman service (which runs out of files and wedges).
-// Long calls that wait for something (Wait, Events, Logs that follow) are
-// not counted: there is one per hook or stream.
+//
+// Calls are bounded by class, so that a class whose calls last long never
+// holds a slot another class needs: signals (quick) never wait behind
+// stops or removes; waits for an exit take no slot at all (there is one
+// per container being stopped or hook running, each with a deadline); the
+// streams of the logs route (whose callback writes to a client that may
+// read slowly) and the event stream never take a slot that deploys, stops
+// or the resync need.
 type Limits struct {
 	// Run bounds creates and starts. Default 3: Podman 4 serialises the
 	// start of containers anyway.
 	Run int
-	// Stop bounds stops (which wait up to stop_timeout). Default 8.
+	// Stop bounds Podman's own stop calls (which wait up to the stop
+	// timeout). Default 8. The engine stops containers with Kill and
+	// Wait; this class is for a caller that asks Podman to stop.
 	Stop int
-	// Other bounds inspects, lists, removes, kills, image checks and log
-	// reads. Default 4.
+	// Signal bounds kills (SIGTERM, SIGKILL), which Podman answers at
+	// once. Default 32.
+	Signal int
+	// Other bounds inspects, lists, removes, image checks and the short
+	// log reads of the engine (the last lines of a crashed container).
+	// Default 4.
 	Other int
+	// Streams bounds the log streams of the logs route (LogOptions.Stream
+	// or Follow). Default 256.
+	Streams int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -30,25 +45,40 @@ func (l Limits) withDefaults() Limits {
 	if l.Stop <= 0 {
 		l.Stop = 8
 	}
+	if l.Signal <= 0 {
+		l.Signal = 32
+	}
 	if l.Other <= 0 {
 		l.Other = 4
+	}
+	if l.Streams <= 0 {
+		l.Streams = 256
 	}
 	return l
 }
 
+// Deadlines of the bounded calls whose caller set none, so that a runtime
+// that never answers frees the slot: no call holds one for ever.
+var (
+	runCallTimeout   = 5 * time.Minute
+	shortCallTimeout = time.Minute
+)
+
 // limited is a Runtime whose calls wait for a free slot of their class.
 type limited struct {
-	rt               Runtime
-	run, stop, other chan struct{}
+	rt                                Runtime
+	run, stop, signal, other, streams chan struct{}
 }
 
 func limit(rt Runtime, l Limits) *limited {
 	l = l.withDefaults()
 	return &limited{
-		rt:    rt,
-		run:   make(chan struct{}, l.Run),
-		stop:  make(chan struct{}, l.Stop),
-		other: make(chan struct{}, l.Other),
+		rt:      rt,
+		run:     make(chan struct{}, l.Run),
+		stop:    make(chan struct{}, l.Stop),
+		signal:  make(chan struct{}, l.Signal),
+		other:   make(chan struct{}, l.Other),
+		streams: make(chan struct{}, l.Streams),
 	}
 }
 
@@ -80,72 +110,106 @@ func acquire(ctx context.Context, sem chan struct{}) error {
 	}
 }
 
+// slot waits for a slot of sem and returns ctx with a deadline of d when
+// it had none, and the function that gives both back.
+func slot(ctx context.Context, sem chan struct{}, d time.Duration) (context.Context, func(), error) {
+	if err := acquire(ctx, sem); err != nil {
+		return ctx, nil, err
+	}
+	cancel := func() {}
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, d)
+	}
+	return ctx, func() { cancel(); <-sem }, nil
+}
+
 func (l *limited) Run(ctx context.Context, spec ContainerSpec) (ContainerInfo, error) {
-	if err := acquire(ctx, l.run); err != nil {
+	ctx, release, err := slot(ctx, l.run, runCallTimeout)
+	if err != nil {
 		return ContainerInfo{}, err
 	}
-	defer func() { <-l.run }()
+	defer release()
 	return l.rt.Run(ctx, spec)
 }
 
 func (l *limited) Inspect(ctx context.Context, id string) (ContainerInfo, error) {
-	if err := acquire(ctx, l.other); err != nil {
+	ctx, release, err := slot(ctx, l.other, shortCallTimeout)
+	if err != nil {
 		return ContainerInfo{}, err
 	}
-	defer func() { <-l.other }()
+	defer release()
 	return l.rt.Inspect(ctx, id)
 }
 
 func (l *limited) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	if err := acquire(ctx, l.stop); err != nil {
+	ctx, release, err := slot(ctx, l.stop, timeout+shortCallTimeout)
+	if err != nil {
 		return err
 	}
-	defer func() { <-l.stop }()
+	defer release()
 	return l.rt.Stop(ctx, id, timeout)
 }
 
 func (l *limited) Remove(ctx context.Context, id string) error {
-	if err := acquire(ctx, l.other); err != nil {
+	ctx, release, err := slot(ctx, l.other, shortCallTimeout)
+	if err != nil {
 		return err
 	}
-	defer func() { <-l.other }()
+	defer release()
 	return l.rt.Remove(ctx, id)
 }
 
 func (l *limited) List(ctx context.Context, app string) ([]ContainerInfo, error) {
-	if err := acquire(ctx, l.other); err != nil {
+	ctx, release, err := slot(ctx, l.other, shortCallTimeout)
+	if err != nil {
 		return nil, err
 	}
-	defer func() { <-l.other }()
+	defer release()
 	return l.rt.List(ctx, app)
 }
 
 func (l *limited) Kill(ctx context.Context, id, signal string) error {
-	if err := acquire(ctx, l.other); err != nil {
+	ctx, release, err := slot(ctx, l.signal, shortCallTimeout)
+	if err != nil {
 		return err
 	}
-	defer func() { <-l.other }()
+	defer release()
 	return l.rt.Kill(ctx, id, signal)
 }
 
 func (l *limited) ImageExists(ctx context.Context, image string) error {
-	if err := acquire(ctx, l.other); err != nil {
+	ctx, release, err := slot(ctx, l.other, shortCallTimeout)
+	if err != nil {
 		return err
 	}
-	defer func() { <-l.other }()
+	defer release()
 	return l.rt.ImageExists(ctx, image)
 }
 
+// Logs takes a slot of the stream class for a stream to a client (which
+// may read slowly, and whose end the client decides), of the other class
+// for a short read of the engine, with a deadline.
 func (l *limited) Logs(ctx context.Context, id string, opts LogOptions, fn func(LogLine)) error {
-	if !opts.Follow {
-		if err := acquire(ctx, l.other); err != nil {
-			return err
+	sem := l.other
+	if opts.Stream || opts.Follow {
+		sem = l.streams
+	}
+	if err := acquire(ctx, sem); err != nil {
+		return err
+	}
+	defer func() { <-sem }()
+	if !opts.Stream && !opts.Follow {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, shortCallTimeout)
+			defer cancel()
 		}
-		defer func() { <-l.other }()
 	}
 	return l.rt.Logs(ctx, id, opts, fn)
 }
 
+// Wait takes no slot: it waits for an exit, with the caller's deadline
+// (stop_timeout, postdeploy_timeout).
 func (l *limited) Wait(ctx context.Context, id string) (int, error) { return l.rt.Wait(ctx, id) }
 
 func (l *limited) Events(ctx context.Context, fn func(ContainerEvent)) error {

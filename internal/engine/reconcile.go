@@ -155,8 +155,8 @@ func (s *Supervisor) servingSpecLocked() AppSpec {
 }
 
 // reconcileProcessLocked brings process type p of the serving release to
-// its count: surplus containers retire (those not serving yet first, then
-// the newest), missing ones boot (as many at a time as maxBoots allows),
+// its count: surplus containers retire (see surplusOrder), missing ones
+// boot (as many at a time as maxBoots allows),
 // unless the type is waiting for its next retry or gave up.
 func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 	ps := s.proc(p.Name)
@@ -167,16 +167,9 @@ func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 		}
 	}
 	if n := len(live) - p.Count; n > 0 {
-		slices.SortFunc(live, func(a, b *Container) int {
-			ar, br := a.state == StateReady, b.state == StateReady
-			if ar != br {
-				if ar {
-					return 1
-				}
-				return -1
-			}
-			return b.entered(StateStarting).Compare(a.entered(StateStarting))
-		})
+		slices.SortFunc(live, s.surplusOrder)
+		// Recorded as retiring in one write before any of them stops.
+		s.recordRetiringLocked(live[:n])
 		for _, c := range live[:n] {
 			s.retireLocked(c, nil, "scaled down")
 		}
@@ -321,6 +314,13 @@ func (s *Supervisor) removeStepLocked() {
 		r.abort("the app was removed from the config")
 	}
 	s.resetProcsLocked(nil) // ends the boots in flight
+	var going []*Container
+	for _, c := range s.containers {
+		if c.state == StateReady || (c.owner == 0 && (c.state == StateStarting || c.state == StateBooted)) {
+			going = append(going, c)
+		}
+	}
+	s.recordRetiringLocked(going) // one write before any of them stops
 	for _, c := range s.containers {
 		switch {
 		case c.state == StateReady:
@@ -346,6 +346,31 @@ func (s *Supervisor) removeStepLocked() {
 		}
 		s.log.Info("app removed")
 	}
+}
+
+// surplusOrder orders the containers of a process type in the order a
+// surplus is cut: those not serving yet first, then those of the oldest
+// release (the order of the app record's releases; one it does not know
+// counts as the oldest), then the oldest container. The newest serving
+// containers, which a restart or crash replacement just brought, stay.
+func (s *Supervisor) surplusOrder(a, b *Container) int {
+	ar, br := a.state == StateReady, b.state == StateReady
+	if ar != br {
+		if ar {
+			return 1
+		}
+		return -1
+	}
+	if a.Release != b.Release {
+		return cmp.Compare(s.releaseAge(a.Release), s.releaseAge(b.Release))
+	}
+	return byStart(a, b)
+}
+
+// releaseAge is the position of release id among the releases the app
+// record keeps, oldest first; -1 when it keeps none of that id.
+func (s *Supervisor) releaseAge(id string) int {
+	return slices.IndexFunc(s.rec.Releases, func(r ReleaseRecord) bool { return r.ID == id })
 }
 
 // byStart orders containers by when they started, oldest first.

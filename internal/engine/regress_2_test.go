@@ -1,20 +1,10 @@
 package engine
 
 import (
-	"context"
 	"testing"
 	"testing/synctest"
 	"time"
 )
-
-// slowStop is the fake runtime whose Stop hangs until ctx ends (an app that
-// ignores SIGTERM for its whole stop_timeout).
-type slowStop struct{ *fakeRuntime }
-
-func (r slowStop) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	<-ctx.Done()
-	return ctx.Err()
-}
 
 // The first deployment of an app fails its postdeploy hook; while its
 // containers are being discarded, the process is killed (-9). The next start
@@ -23,8 +13,10 @@ func TestRegressionAdoptsDiscardedRelease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := newFakeRuntime()
 		store1 := newMemStore()
-		h1 := newHarnessWith(t, rt, func(d *Deps) { d.Store = store1; d.Runtime = slowStop{rt} })
+		h1 := newHarnessWith(t, rt, func(d *Deps) { d.Store = store1 })
 		spec := appSpecKept(t, "localhost/blog:v1", 2)
+		// Its containers ignore SIGTERM for their whole stop_timeout.
+		rt.OnImage(spec.Image, behavior{IgnoreTerm: true})
 		spec.Postdeploy = []string{"/app/migrate"}
 		rt.OnProcess(HookProcess, behavior{HookExit: 1})
 		h1.m.Apply([]AppSpec{spec})

@@ -248,6 +248,12 @@ func (s *Supervisor) switchLocked(r *rollout) error {
 		s.setState(c, StateReady, "switched in")
 	}
 	e := r.e
+	if r.kind == KindRestart {
+		// A new release recorded its old containers with the serving
+		// release above; a restart's are recorded here, in one write,
+		// before any of them drains.
+		s.recordRetiringLocked(old)
+	}
 	for _, c := range old {
 		if c.state == StateReady {
 			e.old = append(e.old, c)

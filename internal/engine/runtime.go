@@ -40,7 +40,9 @@ type Runtime interface {
 	// Inspect returns the container's current state; ErrNotFound when it
 	// is gone.
 	Inspect(ctx context.Context, id string) (ContainerInfo, error)
-	// Stop sends SIGTERM, waits up to timeout, then sends SIGKILL.
+	// Stop sends SIGTERM, waits up to timeout, then sends SIGKILL, all
+	// within Podman (which counts whole seconds). The engine stops its
+	// containers with Kill and Wait instead, to the millisecond.
 	Stop(ctx context.Context, id string, timeout time.Duration) error
 	// Remove deletes the container, killing it first if it still runs.
 	Remove(ctx context.Context, id string) error
@@ -49,13 +51,15 @@ type Runtime interface {
 	// takes an inspect per container): ask Inspect for it.
 	List(ctx context.Context, app string) ([]ContainerInfo, error)
 	// Wait blocks until the container has exited and returns its exit
-	// code.
+	// code (at once for one that exited already); ErrNotFound when it is
+	// gone.
 	Wait(ctx context.Context, id string) (int, error)
 	// Events calls fn for each container of podswitch that exits, until
 	// ctx ends or the stream breaks (then it returns the error).
 	Events(ctx context.Context, fn func(ContainerEvent)) error
 	// Kill sends signal (for example "SIGTERM") to the container's main
-	// process and returns without waiting for it to exit.
+	// process and returns without waiting for it to exit. A container
+	// that does not run is not an error; one that is gone is ErrNotFound.
 	Kill(ctx context.Context, id, signal string) error
 	// Logs calls fn with the container's output lines (stdout and stderr),
 	// the last Tail lines first (all of them when Tail is negative), then,
@@ -74,6 +78,10 @@ type LogOptions struct {
 	Tail int
 	// Follow keeps the stream open for new lines.
 	Follow bool
+	// Stream says the lines go on to a client that may read slowly (the
+	// logs route): the call then never takes a slot that deploys, stops
+	// or the resync need (see Limits). Follow implies it.
+	Stream bool
 }
 
 // LogLine is one line of a container's output.

@@ -166,9 +166,12 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 	if len(spec.Command) > 0 {
 		s.Command = spec.Command
 	}
+	// The engine stops containers itself (SIGTERM, stop_timeout to the
+	// millisecond, SIGKILL); these are for a `podman stop` by hand, which
+	// then gives at least stop_timeout too.
 	sig := syscall.SIGTERM
 	s.StopSignal = &sig
-	stop := uint(spec.StopTimeout.Round(time.Second) / time.Second)
+	stop := wholeSeconds(spec.StopTimeout)
 	s.StopTimeout = &stop
 	noNew := true
 	s.NoNewPrivileges = &noNew
@@ -197,6 +200,16 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 		return info, err
 	}
 	return got, nil
+}
+
+// wholeSeconds returns d in whole seconds, rounded up: Podman counts stop
+// timeouts in seconds, and a timeout must never shrink (400ms rounded
+// down would be an immediate SIGKILL).
+func wholeSeconds(d time.Duration) uint {
+	if d <= 0 {
+		return 0
+	}
+	return uint((d + time.Second - 1) / time.Second)
 }
 
 // createRefused tells whether the service's answer to a create says that it
@@ -258,14 +271,15 @@ func (r *Runtime) inspect(cctx context.Context, id string) (engine.ContainerInfo
 	return info, nil
 }
 
-// Stop implements engine.Runtime: SIGTERM, then SIGKILL after timeout.
+// Stop implements engine.Runtime: SIGTERM, then SIGKILL after timeout
+// rounded up to whole seconds (Podman's unit).
 func (r *Runtime) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	cctx, cancel, err := r.call(ctx)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	t := uint(timeout.Round(time.Second) / time.Second)
+	t := wholeSeconds(timeout)
 	ignore := true
 	return r.check(containers.Stop(cctx, id, &containers.StopOptions{Timeout: &t, Ignore: &ignore}))
 }
@@ -311,18 +325,37 @@ func (r *Runtime) List(ctx context.Context, app string) ([]engine.ContainerInfo,
 	return out, nil
 }
 
-// Wait implements engine.Runtime.
+// Wait implements engine.Runtime. It returns as soon as ctx ends: the
+// bindings try a failed request three times, sleeping 600 ms in all, even
+// once its context has ended, and the stop rule's SIGKILL must not wait
+// for that. The call then ends in the background.
 func (r *Runtime) Wait(ctx context.Context, id string) (int, error) {
 	cctx, cancel, err := r.call(ctx)
 	if err != nil {
 		return -1, err
 	}
 	defer cancel()
-	code, err := containers.Wait(cctx, id, &containers.WaitOptions{Conditions: []string{"exited", "stopped"}})
-	if err != nil {
-		return -1, r.check(err)
+	type result struct {
+		code int32
+		err  error
 	}
-	return int(code), nil
+	done := make(chan result, 1)
+	go func() {
+		code, err := containers.Wait(cctx, id, &containers.WaitOptions{Conditions: []string{"exited", "stopped"}})
+		done <- result{code, err}
+	}()
+	select {
+	case res := <-done:
+		if res.err != nil {
+			if ctx.Err() != nil {
+				return -1, ctx.Err()
+			}
+			return -1, r.check(res.err)
+		}
+		return int(res.code), nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
 }
 
 // Events implements engine.Runtime: it follows the "died" events of the

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings"
+	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/system"
 	"github.com/containers/podman/v5/pkg/domain/entities/types"
 
@@ -194,9 +195,9 @@ func TestKillMakesTheContainerExit(t *testing.T) {
 	if err := h.r.Kill(ctx, c.ID, "SIGKILL"); err != nil {
 		t.Errorf("kill of an exited container: %v, want nil", err)
 	}
-	lines := h.logLines(c.ID, 1)
-	if len(lines) != 1 || !strings.Contains(lines[0].Text, "worker got terminated") {
-		t.Errorf("last line = %+v, want the worker's line about SIGTERM", lines)
+	lines := h.logLines(c.ID, 2)
+	if len(lines) != 2 || !strings.Contains(lines[0].Text, "worker got terminated") {
+		t.Errorf("last lines = %+v, want the worker's line about SIGTERM, then its exit", lines)
 	}
 }
 
@@ -679,5 +680,73 @@ func TestRunNameInUseKeepsTheOtherContainer(t *testing.T) {
 	got, err := h.r.Inspect(ctx, c.ID)
 	if err != nil || !got.Running {
 		t.Fatalf("the first container after the failed Run: %+v, %v: want it running", got, err)
+	}
+}
+
+func TestWholeSecondsRoundsUp(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want uint
+	}{{0, 0}, {400 * time.Millisecond, 1}, {time.Second, 1}, {1001 * time.Millisecond, 2}, {30 * time.Second, 30}} {
+		if got := wholeSeconds(tc.d); got != tc.want {
+			t.Errorf("wholeSeconds(%s) = %d, want %d", tc.d, got, tc.want)
+		}
+	}
+}
+
+// A stop_timeout under a second is given to Podman (for `podman stop` by
+// hand) rounded up to 1 s, never down to 0 (an immediate SIGKILL).
+func TestRunStopTimeoutRoundedUp(t *testing.T) {
+	h := newHarness(t)
+	name := h.name + "-short"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t.Cleanup(func() { _ = h.r.Remove(context.Background(), name) })
+	info, err := h.r.Run(ctx, engine.ContainerSpec{
+		Name: name, Image: testImage, Env: map[string]string{"PORT": "5000", "MODE": "worker"},
+		Labels:      map[string]string{engine.LabelApp: h.app, engine.LabelProcess: "worker"},
+		StopTimeout: 400 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, ccancel, err := h.r.call(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ccancel()
+	data, err := containers.Inspect(cctx, info.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := data.Config.StopTimeout; got != 1 {
+		t.Errorf("StopTimeout given to Podman = %d, want 1 (400ms rounded up)", got)
+	}
+	if got := data.Config.StopSignal; got != "SIGTERM" && got != "15" {
+		t.Logf("stop signal as Podman reports it: %q", got)
+	}
+}
+
+// Wait answers at once, with the exit code, for a container that exited
+// already, and ErrNotFound for one that is gone: the reaper's stop relies
+// on both.
+func TestWaitExitedAndMissing(t *testing.T) {
+	h := newHarness(t)
+	c := h.worker("waited")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.r.Kill(ctx, c.ID, "SIGKILL"); err != nil {
+		t.Fatal(err)
+	}
+	if code := h.waitExit(c.ID, 15*time.Second); code != 137 {
+		t.Errorf("exit code after SIGKILL = %d, want 137", code)
+	}
+	start := time.Now()
+	if code := h.waitExit(c.ID, 5*time.Second); code != 137 {
+		t.Errorf("second wait: exit code %d, want 137", code)
+	}
+	t.Logf("wait of an exited container answered in %s", time.Since(start))
+	if _, err := h.r.Wait(ctx, h.name+"-missing"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("wait of a missing container: %v, want ErrNotFound", err)
 	}
 }

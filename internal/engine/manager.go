@@ -28,6 +28,8 @@ type Manager struct {
 	startOnce sync.Once
 	bg        sync.WaitGroup
 	resyncNow chan struct{}
+	// orphansNow asks for a look for orphans (after a config load).
+	orphansNow chan struct{}
 	// applyMu makes configs apply one at a time, in order; mu is not held
 	// while an app takes one (its lock may wait for a disk write), so that
 	// exit events of the other apps are handed on meanwhile.
@@ -58,7 +60,7 @@ func NewManager(deps Deps) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		deps: deps, rt: limit(deps.Runtime, deps.Limits), probes: make(chan struct{}, maxProbes),
-		ctx: ctx, cancel: cancel, resyncNow: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel, resyncNow: make(chan struct{}, 1), orphansNow: make(chan struct{}, 1),
 		sups: map[string]*Supervisor{}, leaving: map[string]*Supervisor{}, pools: map[string]*PoolRef{},
 	}
 }
@@ -131,7 +133,7 @@ func (m *Manager) Apply(specs []AppSpec) {
 		step()
 	}
 	select {
-	case m.resyncNow <- struct{}{}:
+	case m.orphansNow <- struct{}{}:
 	default:
 	}
 }
@@ -274,22 +276,28 @@ func (m *Manager) dispatch(ev ContainerEvent) {
 }
 
 // resyncLoop lists every podswitch container once per resyncInterval (one
-// call for all apps) and hands each app its own.
+// call for all apps) and hands each app its own; after a config load it
+// lists them to remove orphans only.
 func (m *Manager) resyncLoop() {
 	t := time.NewTicker(resyncInterval)
 	defer t.Stop()
 	for {
+		apps := true
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-t.C:
 		case <-m.resyncNow:
+		case <-m.orphansNow:
+			apps = false
 		}
-		m.resync()
+		m.resync(apps)
 	}
 }
 
-func (m *Manager) resync() {
+// resync lists the containers, removes orphans and, when apps is set,
+// compares each app's containers with what runs.
+func (m *Manager) resync(apps bool) {
 	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 	defer cancel()
 	at := time.Now()
@@ -320,6 +328,9 @@ func (m *Manager) resync() {
 		byApp[app] = append(byApp[app], info)
 	}
 	m.removeOrphans(mine, byApp)
+	if !apps {
+		return
+	}
 	for _, s := range m.supervisors() {
 		s.setOthers(others[s.name])
 		s.resync(byApp[s.name], at)

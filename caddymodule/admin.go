@@ -184,9 +184,14 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 // opErr maps an error of an engine operation to an answer.
 func opErr(app string, err error) error {
 	var in *engine.InputError
+	var rec *engine.RecordError
 	switch {
 	case errors.As(err, &in):
 		return apiErr(http.StatusBadRequest, "%v", err)
+	case errors.As(err, &rec):
+		// Nothing was changed: the answer says why, and the operation can
+		// be sent again once the disk takes writes.
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err, Message: err.Error()}
 	case errors.Is(err, engine.ErrStarting):
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err, Message: fmt.Sprintf("app %s: %v", app, err)}
 	case errors.Is(err, engine.ErrNoRelease), errors.Is(err, engine.ErrBusy), errors.Is(err, engine.ErrNoRollback),

@@ -381,6 +381,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 // runs it (caddy.ActiveContext), so that a config Caddy refuses after its
 // apps started (another app failed to start) changes no container.
 func (a *App) Start() error {
+	if err := a.host.lockErr; err != nil {
+		return err
+	}
 	go a.host.commitWhenActive(a)
 	a.logger.Info("podswitch started", zap.Int("apps", len(a.specs)), zap.String("podman", podman.Redact(podman.ResolveURI(a.Podman))))
 	return nil

@@ -29,6 +29,9 @@ type host struct {
 	target  atomic.Pointer[notifyTarget]
 	// changes tells live views (the dashboard) which apps changed.
 	changes *changeFeed
+	// lockErr is set when the data dir could not be locked (another
+	// process uses it): then the host never runs an app.
+	lockErr error
 	// stopped is closed once the host is done with the apps' containers,
 	// and not before prev, the previous host's, is.
 	stopped chan struct{}
@@ -61,10 +64,24 @@ func acquireHost(log *zap.Logger) (*host, error) {
 // releaseHost drops a reference; the last one destructs the host.
 func releaseHost() { _, _ = hosts.Delete(hostKey) }
 
+// newHost makes the host. It first takes the lock on the data dir, held
+// until the host is done (close), across reloads. When another process
+// holds it (or the instance id cannot be had), the host keeps the error
+// and App.Start returns it: `caddy run` fails with it and a reload is
+// refused, while `caddy validate`, which provisions but never starts,
+// still works next to a running server.
 func newHost(log *zap.Logger) *host {
-	setReleaseKey(log)
 	dir := filepath.Join(caddy.AppDataDir(), "podswitch")
+	var instance string
+	err := dirLock.acquire(dir)
+	if err == nil {
+		if instance, err = instanceID(dir); err != nil {
+			dirLock.release()
+		}
+	}
+	setReleaseKey(log)
 	h := &host{
+		lockErr: err,
 		runtime: new(switchRuntime),
 		history: store.NewHistory(filepath.Join(dir, "history"), log.Named("history")),
 		records: store.NewRecords(filepath.Join(dir, "state")),
@@ -83,11 +100,19 @@ func newHost(log *zap.Logger) *host {
 		InFlight:    upstreamInFlight,
 		ObserveBoot: promMetrics.observeBoot,
 		Changed:     h.changes.publish,
+		Instance:    instance,
 	})
+	if err != nil {
+		// This host never runs an app: it is not the previous host of
+		// the next one.
+		close(h.stopped)
+		return h
+	}
 	if prev := lastStopped.Swap(&h.stopped); prev != nil {
 		h.prev = *prev
 		h.manager.After(h.prev)
 	}
+	log.Info("podswitch data dir locked", zap.String("dir", dir), zap.String("instance", instance))
 	return h
 }
 
@@ -122,6 +147,9 @@ func (h *host) commitActive() *App {
 	// cannot commit it after a newer one was committed.
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.lockErr != nil {
+		return nil
+	}
 	v, err := caddy.ActiveContext().AppIfConfigured("podswitch")
 	a, _ := v.(*App)
 	if err != nil || a == nil || a.host != h || h.committed == a {
@@ -165,6 +193,9 @@ func (h *host) Destruct() error {
 func (h *host) close() {
 	h.manager.Close()
 	h.history.Close()
+	if h.lockErr != nil {
+		return
+	}
 	// A host that never ran (a refused config) is done only once the
 	// host before it is: the next one must not start while that one
 	// still stops the apps' containers.
@@ -173,6 +204,7 @@ func (h *host) close() {
 			<-h.prev
 		}
 		close(h.stopped)
+		dirLock.release()
 	}()
 }
 

@@ -34,6 +34,7 @@ func (s *Supervisor) adopt() bool {
 	if err != nil {
 		return false
 	}
+	list = s.ownContainers(list)
 	s.lock()
 	rec, desired := s.rec, s.desired
 	s.unlock()

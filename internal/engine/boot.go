@@ -42,7 +42,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	if env == nil {
 		env = map[string]string{}
 	}
-	labels := map[string]string{LabelApp: spec.Name, LabelRelease: release, LabelProcess: p.Name}
+	labels := s.labels(spec.Name, release, p.Name)
 	web := p.Name == WebProcess
 	if web {
 		env["PORT"] = strconv.Itoa(spec.Port)

@@ -36,7 +36,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 		s.unlock()
 		info, err = s.rt.Run(hctx, ContainerSpec{
 			Name: name, Image: spec.Image, Command: spec.Postdeploy, Env: spec.Env,
-			Labels:      map[string]string{LabelApp: spec.Name, LabelRelease: r.release, LabelProcess: HookProcess},
+			Labels:      s.labels(spec.Name, r.release, HookProcess),
 			StopTimeout: spec.StopTimeout,
 		})
 		if err != nil {

@@ -28,6 +28,15 @@ type Manager struct {
 	startOnce sync.Once
 	bg        sync.WaitGroup
 	resyncNow chan struct{}
+	// orphansNow asks for a look for orphans (after a config load).
+	orphansNow chan struct{}
+	// applyMu makes configs apply one at a time, in order; mu is not held
+	// while an app takes one (its lock may wait for a disk write), so that
+	// exit events of the other apps are handed on meanwhile.
+	applyMu sync.Mutex
+	// swept is set once the records of apps that are neither in the
+	// config nor have containers were moved aside (at the first resync).
+	swept bool
 
 	mu sync.Mutex
 	// after, when set, is closed once a previous owner of the apps is
@@ -51,7 +60,7 @@ func NewManager(deps Deps) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		deps: deps, rt: limit(deps.Runtime, deps.Limits), probes: make(chan struct{}, maxProbes),
-		ctx: ctx, cancel: cancel, resyncNow: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel, resyncNow: make(chan struct{}, 1), orphansNow: make(chan struct{}, 1),
 		sups: map[string]*Supervisor{}, leaving: map[string]*Supervisor{}, pools: map[string]*PoolRef{},
 	}
 }
@@ -82,21 +91,25 @@ func (m *Manager) After(ch <-chan struct{}) {
 }
 
 // Apply makes specs the config: apps it names are created or updated, apps
-// it does not name are drained, stopped and forgotten (their records too).
-// Specs must be valid and carry their defaults. It returns at once;
-// rollouts go on in the background.
+// it does not name are drained, stopped and forgotten (their records are
+// moved aside). Specs must be valid and carry their defaults. It returns
+// at once; rollouts go on in the background, and a resync follows that
+// removes the containers this instance left of apps in no config
+// (orphans).
 func (m *Manager) Apply(specs []AppSpec) {
 	m.startOnce.Do(func() {
 		m.bg.Go(m.watch)
 		m.bg.Go(m.resyncLoop)
 	})
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	var steps []func()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	keep := make(map[string]bool, len(specs))
 	for _, spec := range specs {
 		keep[spec.Name] = true
 		if s := m.sups[spec.Name]; s != nil {
-			s.Update(spec)
+			steps = append(steps, func() { s.Update(spec) })
 			continue
 		}
 		s := newSupervisor(m.ctx, spec, m.poolLocked(spec.Name), m.deps, m.rt, m.probes)
@@ -112,17 +125,31 @@ func (m *Manager) Apply(specs []AppSpec) {
 			continue
 		}
 		delete(m.sups, name)
-		m.leaving[name] = s
-		s.remove()
-		go func() {
-			<-s.done
-			m.mu.Lock()
-			if m.leaving[name] == s {
-				delete(m.leaving, name)
-			}
-			m.mu.Unlock()
-		}()
+		m.leaveLocked(name, s)
+		steps = append(steps, s.remove)
 	}
+	m.mu.Unlock()
+	for _, step := range steps {
+		step()
+	}
+	select {
+	case m.orphansNow <- struct{}{}:
+	default:
+	}
+}
+
+// leaveLocked makes s, whose app left the config, a leaving supervisor
+// until it is done.
+func (m *Manager) leaveLocked(name string, s *Supervisor) {
+	m.leaving[name] = s
+	go func() {
+		<-s.done
+		m.mu.Lock()
+		if m.leaving[name] == s {
+			delete(m.leaving, name)
+		}
+		m.mu.Unlock()
+	}()
 }
 
 // App returns the supervisor of app name, or nil.
@@ -186,8 +213,9 @@ func (m *Manager) Wait() {
 		for _, s := range m.leaving {
 			leaving = append(leaving, s)
 		}
+		m.mu.Unlock()
 		busy := false
-		for _, s := range m.sups {
+		for _, s := range m.supervisors() {
 			s.lock()
 			for _, c := range s.containers {
 				if c.state == StateDraining || c.state == StateStopping || c.state == StateCrashed {
@@ -196,7 +224,6 @@ func (m *Manager) Wait() {
 			}
 			s.unlock()
 		}
-		m.mu.Unlock()
 		for _, s := range leaving {
 			<-s.done
 		}
@@ -237,32 +264,40 @@ func (m *Manager) watch() {
 	}
 }
 
+// dispatch hands ev to its app's queue: it never waits for an app's lock,
+// so that an app busy with a slow disk write delays no other app's exits.
 func (m *Manager) dispatch(ev ContainerEvent) {
 	m.mu.Lock()
 	s := m.sups[ev.App]
 	m.mu.Unlock()
 	if s != nil {
-		s.exited(ev.ID, ev.ExitCode)
+		s.queue(func() { s.exited(ev.ID, ev.ExitCode) })
 	}
 }
 
 // resyncLoop lists every podswitch container once per resyncInterval (one
-// call for all apps) and hands each app its own.
+// call for all apps) and hands each app its own; after a config load it
+// lists them to remove orphans only.
 func (m *Manager) resyncLoop() {
 	t := time.NewTicker(resyncInterval)
 	defer t.Stop()
 	for {
+		apps := true
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-t.C:
 		case <-m.resyncNow:
+		case <-m.orphansNow:
+			apps = false
 		}
-		m.resync()
+		m.resync(apps)
 	}
 }
 
-func (m *Manager) resync() {
+// resync lists the containers, removes orphans and, when apps is set,
+// compares each app's containers with what runs.
+func (m *Manager) resync(apps bool) {
 	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 	defer cancel()
 	at := time.Now()
@@ -279,11 +314,25 @@ func (m *Manager) resync() {
 		return
 	}
 	byApp := map[string][]ContainerInfo{}
+	others := map[string]int{}
+	mine := map[string]bool{}
 	for _, info := range list {
 		app := info.Labels[LabelApp]
+		switch ownerOf(m.deps.Instance, info) {
+		case ownerOther:
+			others[app]++
+			continue
+		case ownerThis:
+			mine[app] = m.deps.Instance != ""
+		}
 		byApp[app] = append(byApp[app], info)
 	}
+	m.removeOrphans(mine, byApp)
+	if !apps {
+		return
+	}
 	for _, s := range m.supervisors() {
+		s.setOthers(others[s.name])
 		s.resync(byApp[s.name], at)
 		s.setRuntimeErr(nil)
 		s.poke()

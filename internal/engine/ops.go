@@ -125,6 +125,7 @@ func (s *Supervisor) Deploy(image string) (DeployResult, error) {
 		s.config.Env = env
 	}
 	now := time.Now()
+	prev, prevTried := s.rec.clone(), s.lastTried
 	ov := &s.rec.Overrides
 	switch {
 	case ov.Release != nil:
@@ -136,14 +137,21 @@ func (s *Supervisor) Deploy(image string) (DeployResult, error) {
 	default:
 		ov.Image = &ImageOverride{Image: image, ConfigImage: s.config.Image, Op: OpDeploy, At: now}
 	}
-	s.saveRecordLocked()
+	// The override is written with the deployment it starts, in one
+	// write: refused, it changes nothing.
 	s.refreshDesiredLocked()
 	want := s.desired.ReleaseID()
 	if s.serving != nil && s.serving.ID == want {
+		if err := s.keepLocked(prev); err != nil {
+			return DeployResult{}, err
+		}
 		s.reconcileLocked() // ends a deployment of another release on its way
 		return DeployResult{Message: fmt.Sprintf("image %s already serves app %s: no deployment started", image, s.name)}, nil
 	}
 	if r := s.rollout; r != nil && r.kind != KindRestart && r.release == want {
+		if err := s.keepLocked(prev); err != nil {
+			return DeployResult{}, err
+		}
 		d := r.e.snapshot()
 		return DeployResult{Deployment: &d, Message: fmt.Sprintf("a deployment of image %s is already on its way", image)}, nil
 	}
@@ -158,7 +166,12 @@ func (s *Supervisor) Deploy(image string) (DeployResult, error) {
 		}
 	}
 	s.lastTried = ""
-	e := s.startRolloutLocked(KindDeploy, s.desired, "", "", "api")
+	e, err := s.startRolloutLocked(KindDeploy, s.desired, "", "", "api")
+	if err != nil {
+		s.rec, s.lastTried = prev, prevTried
+		s.refreshDesiredLocked()
+		return DeployResult{}, err
+	}
 	d := e.snapshot()
 	return DeployResult{Deployment: &d, Message: msg}, nil
 }
@@ -176,29 +189,37 @@ func (s *Supervisor) Rollback() (DeployResult, error) {
 	if s.serving == nil {
 		return DeployResult{}, ErrNoRollback
 	}
-	var prev *ReleaseRecord
+	var target *ReleaseRecord
 	for i := len(s.rec.Releases) - 1; i >= 0; i-- {
 		if r := s.rec.Releases[i]; r.ID != s.serving.ID {
-			prev = &r
+			target = &r
 			break
 		}
 	}
-	if prev == nil {
+	if target == nil {
 		return DeployResult{}, ErrNoRollback
 	}
+	prev, prevTried := s.rec.clone(), s.lastTried
 	s.rec.Overrides.Image = nil
 	s.rec.Overrides.Release = nil
-	if prev.ID != s.config.ReleaseID() {
+	if target.ID != s.config.ReleaseID() {
 		// Back to the config's own release needs no override.
-		s.rec.Overrides.Release = &ReleaseOverride{Release: prev.ID, Spec: prev.Spec, ConfigRelease: s.config.ReleaseID(), Op: OpRollback, At: time.Now()}
+		s.rec.Overrides.Release = &ReleaseOverride{Release: target.ID, Spec: target.Spec, ConfigRelease: s.config.ReleaseID(), Op: OpRollback, At: time.Now()}
 	}
-	s.saveRecordLocked()
 	s.refreshDesiredLocked()
-	if s.desired.ReleaseID() != prev.ID && s.rec.Overrides.Release == nil {
-		return DeployResult{}, fmt.Errorf("release %s cannot be run again: its env does not resolve any more", prev.ID)
+	if s.desired.ReleaseID() != target.ID && s.rec.Overrides.Release == nil {
+		s.rec = prev
+		s.refreshDesiredLocked()
+		return DeployResult{}, fmt.Errorf("release %s cannot be run again: its env does not resolve any more", target.ID)
 	}
 	s.lastTried = ""
-	e := s.startRolloutLocked(KindRollback, s.desired, "", "", "api")
+	// The override is written with the deployment it starts.
+	e, err := s.startRolloutLocked(KindRollback, s.desired, "", "", "api")
+	if err != nil {
+		s.rec, s.lastTried = prev, prevTried
+		s.refreshDesiredLocked()
+		return DeployResult{}, err
+	}
 	d := e.snapshot()
 	return DeployResult{Deployment: &d}, nil
 }
@@ -224,6 +245,7 @@ func (s *Supervisor) Scale(counts map[string]int) error {
 			return inputErr("count of %s is %d: want a whole number from 0 to %d", name, n, MaxCount)
 		}
 	}
+	prev := s.rec.clone()
 	ov := &s.rec.Overrides
 	now := time.Now()
 	var touched []string
@@ -238,7 +260,9 @@ func (s *Supervisor) Scale(counts map[string]int) error {
 		}
 		ov.Counts[name] = CountOverride{Count: n, ConfigCount: config[name], Op: OpScale, At: now}
 	}
-	s.saveRecordLocked()
+	if err := s.keepLocked(prev); err != nil {
+		return err
+	}
 	s.refreshDesiredLocked()
 	s.resetProcsLocked(touched)
 	s.serving.setCounts(counts)
@@ -280,7 +304,10 @@ func (s *Supervisor) Restart(process, container string) (DeployResult, error) {
 	} else {
 		s.resetProcsLocked([]string{process})
 	}
-	e := s.startRolloutLocked(KindRestart, spec, process, container, "api")
+	e, err := s.startRolloutLocked(KindRestart, spec, process, container, "api")
+	if err != nil {
+		return DeployResult{}, err
+	}
 	d := e.snapshot()
 	return DeployResult{Deployment: &d}, nil
 }
@@ -314,9 +341,12 @@ func (s *Supervisor) Pause(timeout time.Duration) error {
 	}
 	s.lock()
 	defer s.unlock()
+	prev := s.rec.clone()
 	s.rec.Pause = &PauseRecord{Since: time.Now(), Timeout: timeout}
 	s.rec.Maintenance = nil
-	s.saveRecordLocked()
+	if err := s.keepLocked(prev); err != nil {
+		return err
+	}
 	s.applyGateLocked()
 	s.log.Info("app paused", zap.Duration("timeout", timeout))
 	return nil
@@ -337,9 +367,12 @@ func (s *Supervisor) Maintenance(message string) error {
 	}
 	s.lock()
 	defer s.unlock()
+	prev := s.rec.clone()
 	s.rec.Maintenance = &MaintenanceRecord{Since: time.Now(), Message: message}
 	s.rec.Pause = nil
-	s.saveRecordLocked()
+	if err := s.keepLocked(prev); err != nil {
+		return err
+	}
 	s.applyGateLocked()
 	s.log.Info("app in maintenance")
 	return nil
@@ -352,8 +385,11 @@ func (s *Supervisor) Resume() error {
 	if s.rec.Pause == nil && s.rec.Maintenance == nil {
 		return ErrNotPaused
 	}
+	prev := s.rec.clone()
 	s.rec.Pause, s.rec.Maintenance = nil, nil
-	s.saveRecordLocked()
+	if err := s.keepLocked(prev); err != nil {
+		return err
+	}
 	s.applyGateLocked()
 	s.log.Info("app resumed")
 	return nil

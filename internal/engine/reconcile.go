@@ -107,7 +107,10 @@ func (s *Supervisor) reconcileLocked() {
 	}
 	want := s.desired.ReleaseID()
 	if (s.serving == nil || s.serving.ID != want) && s.lastTried != want {
-		s.startRolloutLocked(KindDeploy, s.desired, "", "", s.trigger())
+		trigger := s.trigger()
+		if _, err := s.startRolloutLocked(KindDeploy, s.desired, "", "", trigger); err != nil {
+			s.notStartedLocked(KindDeploy, s.desired, trigger, err)
+		}
 	}
 	if r := s.rollout; r != nil && r.kind != KindRestart && r.release != want && s.serving != nil && s.serving.ID == want {
 		// Back to what serves: the deployment on its way is not wanted.
@@ -340,8 +343,8 @@ func (s *Supervisor) removeStepLocked() {
 	if len(s.containers) == 0 && len(s.creating) == 0 && len(s.abandoned) == 0 && s.rollout == nil && !s.stopped {
 		s.stopped = true
 		if s.deps.Store != nil {
-			if err := s.deps.Store.Delete(s.name); err != nil {
-				s.log.Error("deleting the app record", zap.Error(err))
+			if err := s.deps.Store.Archive(s.name); err != nil {
+				s.log.Error("moving the app record aside", zap.Error(err))
 			}
 		}
 		s.log.Info("app removed")

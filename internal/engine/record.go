@@ -72,13 +72,17 @@ type SpecRecord struct {
 }
 
 // Store keeps app records. Save must be durable when it returns (the
-// engine relies on the order of its writes to survive a crash); Load of a
-// missing record returns a zero record and no error; a damaged record is an
-// error, and the engine then starts from an empty one.
+// engine relies on the order of its writes to survive a crash) and an
+// error leaves the record as it was; Load of a missing record returns a
+// zero record and no error; a damaged record is an error, and the engine
+// then starts from an empty one. Archive moves a removed app's record
+// aside (a missing one is fine), so that the app added back starts from
+// its config; Apps lists the apps that have a record.
 type Store interface {
 	Load(app string) (AppRecord, error)
 	Save(app string, rec AppRecord) error
-	Delete(app string) error
+	Archive(app string) error
+	Apps() ([]string, error)
 }
 
 // record returns the kept form of s.

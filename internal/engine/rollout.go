@@ -65,8 +65,24 @@ func liveIDs(cs []*Container) []string {
 // startRolloutLocked starts a deployment of spec and returns its record. A
 // deployment of a new release replaces any other in progress; the release
 // it deploys is recorded as deploying before any of its containers exists,
-// so that a crash from here on starts it over and never adopts it.
-func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, container, trigger string) *logEntry {
+// so that a crash from here on starts it over and never adopts it. When
+// that record cannot be written, nothing starts (the deployment in
+// progress goes on) and it returns a *RecordError.
+func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, container, trigger string) (*logEntry, error) {
+	if kind != KindRestart {
+		prev := s.rec.clone()
+		if r := s.rollout; r != nil {
+			// The deployment it replaces is no longer recorded as on its
+			// way: its containers are recorded as retiring instead.
+			s.rec.Retiring = mergeIDs(s.pruneRetiringLocked(), liveIDs(r.e.fresh))
+		}
+		s.rec.Deploying = &DeployingRecord{Release: spec.ReleaseID(), Deployment: s.log_.nextID + 1, StartedAt: time.Now()}
+		if err := s.saveRecordLocked(); err != nil {
+			s.rec = prev
+			return nil, err
+		}
+		s.lastTried = spec.ReleaseID()
+	}
 	if r := s.rollout; r != nil {
 		r.abort("replaced by a newer deployment")
 	}
@@ -75,16 +91,6 @@ func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, cont
 		Process: process, Container: container, Trigger: trigger,
 	})
 	e.fresh = []*Container{}
-	if kind != KindRestart {
-		s.lastTried = e.d.Release
-		if prev := s.rollout; prev != nil {
-			// The deployment it replaces is no longer recorded as on its
-			// way: its containers are recorded as retiring instead.
-			s.rec.Retiring = mergeIDs(s.pruneRetiringLocked(), liveIDs(prev.e.fresh))
-		}
-		s.rec.Deploying = &DeployingRecord{Release: e.d.Release, Deployment: e.d.ID, StartedAt: e.d.StartedAt}
-		s.saveRecordLocked()
-	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	r := &rollout{e: e, kind: kind, spec: spec, id: e.d.ID, release: e.d.Release, process: process, container: container, ctx: ctx, cancel: cancel}
 	s.rollout = r
@@ -92,7 +98,17 @@ func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, cont
 	s.touch()
 	s.log.Info("deployment started", deploymentFields(&e.d)...)
 	s.spawn(func() { s.runRollout(r) })
-	return e
+	return e, nil
+}
+
+// notStartedLocked records a deployment of spec that could not start
+// because its record could not be written: it ends at once with
+// start-error and the reason, and is not tried again until something
+// changes.
+func (s *Supervisor) notStartedLocked(kind string, spec AppSpec, trigger string, err error) {
+	e := s.log_.add(Deployment{Kind: kind, Release: spec.ReleaseID(), Image: spec.Image, Trigger: trigger})
+	s.lastTried = e.d.Release
+	s.endLocked(e, StatusStartError, "not started: "+err.Error())
 }
 
 func deploymentFields(d *Deployment) []zap.Field {
@@ -241,7 +257,11 @@ func (s *Supervisor) switchLocked(r *rollout) error {
 	old := s.replacedLocked(r)
 	now := time.Now()
 	if r.kind != KindRestart {
-		s.recordServingLocked(r, old, now)
+		if err := s.recordServingLocked(r, old, now); err != nil {
+			// Nothing switched: the old release keeps serving, and the
+			// record still says it serves.
+			return fmt.Errorf("the switch was not made: %w", err)
+		}
 	}
 	for _, c := range fresh {
 		c.owner = 0
@@ -318,8 +338,10 @@ func (s *Supervisor) replacedLocked(r *rollout) []*Container {
 }
 
 // recordServingLocked writes that r's release serves, before anything
-// else of the switch happens.
-func (s *Supervisor) recordServingLocked(r *rollout, old []*Container, now time.Time) {
+// else of the switch happens. When that cannot be written, the record is
+// left as it was and it returns a *RecordError.
+func (s *Supervisor) recordServingLocked(r *rollout, old []*Container, now time.Time) error {
+	prev := s.rec.clone()
 	rel := ReleaseRecord{ID: r.release, Spec: r.spec.record(), DeployedAt: now, Deployment: r.id}
 	s.rec.Serving = &rel
 	if d := s.rec.Deploying; d != nil && d.Deployment == r.id {
@@ -335,7 +357,11 @@ func (s *Supervisor) recordServingLocked(r *rollout, old []*Container, now time.
 		ids = append(ids, c.ID)
 	}
 	s.rec.Retiring = mergeIDs(s.pruneRetiringLocked(), ids)
-	s.saveRecordLocked()
+	if err := s.saveRecordLocked(); err != nil {
+		s.rec = prev
+		return err
+	}
+	return nil
 }
 
 // pruneRetiringLocked returns the retiring IDs still known.

@@ -164,6 +164,9 @@ type AppStatus struct {
 	Maintenance *MaintenanceStatus `json:"maintenance,omitempty"`
 	// RuntimeError is set while the container runtime cannot be reached.
 	RuntimeError string `json:"runtime_error,omitempty"`
+	// Others counts the containers of another podswitch instance that
+	// carry the app's name (on the same Podman); they are left alone.
+	Others int `json:"other_instances,omitempty"`
 	// GaveUp lists the process types whose containers could not be
 	// (re)started within restart_attempts; they are retried on the next
 	// release, config change, restart or scale.

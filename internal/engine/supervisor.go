@@ -73,6 +73,11 @@ type Deps struct {
 	Changed func(app string)
 	// Limits bound the calls in flight to the runtime.
 	Limits Limits
+	// Instance names this podswitch instance: every container it starts
+	// carries it (LabelInstance), and it takes over only its own (and
+	// unlabelled ones of its apps). Empty, containers get no such label
+	// and no container is taken for an orphan.
+	Instance string
 }
 
 // Event names.
@@ -117,6 +122,11 @@ type Supervisor struct {
 	done   chan struct{}
 	// tasks counts every goroutine of the supervisor but its loop.
 	tasks sync.WaitGroup
+	// queued are the manager's calls (exit events, resyncs) waiting for
+	// the supervisor's lock, in order; queueWake wakes their runner.
+	queueMu   sync.Mutex
+	queued    []func()
+	queueWake chan struct{}
 
 	mu        sync.Mutex
 	poolDirty bool
@@ -153,6 +163,13 @@ type Supervisor struct {
 	// stopped is set once a removed app has stopped all its containers.
 	stopped    bool
 	runtimeErr string
+	// orphan is set on the supervisor of an app that is not in the
+	// config but has containers of this instance: it only removes them.
+	orphan bool
+	// others counts the containers of another instance with the app's
+	// name; othersWarned is set once that was logged.
+	others       int
+	othersWarned bool
 }
 
 // serving is the release that serves.
@@ -194,6 +211,7 @@ func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, 
 		ctx:        ctx,
 		cancel:     cancel,
 		wake:       make(chan struct{}, 1),
+		queueWake:  make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		config:     spec,
 		containers: map[string]*Container{},
@@ -209,7 +227,7 @@ func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, 
 // load takes what the app's previous owner (a previous run, or the owner
 // of the same app before it was removed and added back) kept: the
 // deployment history and the app record. It runs once that owner is
-// done, so that a removed app's record, deleted by its owner, is not
+// done, so that a removed app's record, moved aside by its owner, is not
 // taken back.
 func (s *Supervisor) load() {
 	var past []Deployment
@@ -299,6 +317,41 @@ func (s *Supervisor) poke() {
 // spawn runs fn as a task of the supervisor.
 func (s *Supervisor) spawn(fn func()) { s.tasks.Go(fn) }
 
+// queue runs fn after the calls queued before it, without waiting: the
+// manager hands each app its events this way, so that one app's lock (held
+// over a disk write) delays no other app.
+func (s *Supervisor) queue(fn func()) {
+	s.queueMu.Lock()
+	s.queued = append(s.queued, fn)
+	s.queueMu.Unlock()
+	select {
+	case s.queueWake <- struct{}{}:
+	default:
+	}
+}
+
+// runQueue runs the queued calls in order until the supervisor ends.
+func (s *Supervisor) runQueue() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.queueWake:
+		}
+		for {
+			s.queueMu.Lock()
+			if len(s.queued) == 0 {
+				s.queueMu.Unlock()
+				break
+			}
+			fn := s.queued[0]
+			s.queued = s.queued[1:]
+			s.queueMu.Unlock()
+			fn()
+		}
+	}
+}
+
 // run is the supervisor's loop: it adopts what a previous run left, then
 // reconciles on every wake until the supervisor is closed or the removed
 // app has stopped all its containers.
@@ -307,6 +360,7 @@ func (s *Supervisor) run(prevs ...<-chan struct{}) {
 		s.tasks.Wait()
 		close(s.done)
 	}()
+	s.spawn(s.runQueue)
 	for _, prev := range prevs {
 		// The same app was removed a moment ago: its old owner finishes
 		// with its containers before this one looks at what runs.
@@ -432,18 +486,6 @@ func (s *Supervisor) emit(ev Event) {
 	go s.deps.Notify(ev)
 }
 
-// saveRecordLocked writes the app's record. A failed write is logged: the
-// engine goes on, and a crash before the next write adopts from what
-// Podman reports.
-func (s *Supervisor) saveRecordLocked() {
-	if s.deps.Store == nil || s.removed {
-		return
-	}
-	if err := s.deps.Store.Save(s.name, s.rec); err != nil {
-		s.log.Error("writing the app record", zap.Error(err))
-	}
-}
-
 // Status returns a consistent copy of the app's state.
 func (s *Supervisor) Status() AppStatus {
 	s.lock()
@@ -457,6 +499,7 @@ func (s *Supervisor) Status() AppStatus {
 		Deployments:  s.log_.snapshots(),
 		Overrides:    s.rec.Overrides.list(s.config),
 		RuntimeError: s.runtimeErr,
+		Others:       s.others,
 	}
 	for name, ps := range s.procs {
 		if ps.gaveUp {

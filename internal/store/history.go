@@ -228,6 +228,11 @@ func writeFile(dir, name string, b []byte) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("replacing %s: %w", path, err)
 	}
+	return syncDir(dir)
+}
+
+// syncDir makes the entries of dir (a rename) durable.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

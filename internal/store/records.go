@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/podswitch/podswitch/internal/engine"
 )
@@ -67,15 +69,44 @@ func (r *Records) Save(app string, rec engine.AppRecord) error {
 	return writeFile(r.dir, app+".json", b)
 }
 
-// Delete removes the record of app; a missing one is fine.
-func (r *Records) Delete(app string) error {
+// Archive moves the record of app aside, to
+// <dir>/removed/<app>-<UTC time>.json, where it stays for a person to read
+// (nothing deletes it); a missing record is fine.
+func (r *Records) Archive(app string) error {
 	if !engine.ValidName(app) {
 		return fmt.Errorf("app name %q", app)
 	}
-	if err := os.Remove(r.path(app)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(r.path(app)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	aside := filepath.Join(r.dir, "removed")
+	if err := os.MkdirAll(aside, 0o700); err != nil {
 		return err
 	}
-	return nil
+	to := filepath.Join(aside, app+"-"+time.Now().UTC().Format("20060102T150405.000000000Z")+".json")
+	if err := os.Rename(r.path(app), to); err != nil {
+		return err
+	}
+	return syncDir(r.dir)
+}
+
+// Apps returns the apps that have a record, sorted.
+func (r *Records) Apps() ([]string, error) {
+	entries, err := os.ReadDir(r.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var apps []string
+	for _, e := range entries {
+		app, ok := strings.CutSuffix(e.Name(), ".json")
+		if ok && e.Type().IsRegular() && engine.ValidName(app) {
+			apps = append(apps, app)
+		}
+	}
+	return apps, nil
 }
 
 // Interface guard

@@ -99,13 +99,27 @@ func TestRecords(t *testing.T) {
 		t.Errorf("Load after the damaged record was moved aside = %+v, %v", rec, err)
 	}
 
-	if err := r.Delete("blog"); err != nil {
+	if apps, err := r.Apps(); err != nil || !slices.Equal(apps, []string{"blog"}) {
+		t.Errorf("Apps = %v, %v; want [blog]", apps, err)
+	}
+	if err := r.Archive("blog"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Delete("blog"); err != nil {
-		t.Errorf("Delete of a missing record: %v", err)
+	if err := r.Archive("blog"); err != nil {
+		t.Errorf("Archive of a missing record: %v", err)
 	}
 	if rec, _ := r.Load("blog"); rec.Serving != nil {
-		t.Error("record still there after Delete")
+		t.Error("record still there after Archive")
+	}
+	aside, _ := filepath.Glob(filepath.Join(dir, "removed", "blog-*.json"))
+	if len(aside) != 1 {
+		t.Fatalf("records moved aside: %v, want one", aside)
+	}
+	b, err := os.ReadFile(aside[0])
+	if err != nil || !strings.Contains(string(b), `"x:v2"`) {
+		t.Errorf("record moved aside: %s, %v", b, err)
+	}
+	if apps, err := r.Apps(); err != nil || len(apps) != 0 {
+		t.Errorf("Apps after Archive = %v, %v; want none", apps, err)
 	}
 }

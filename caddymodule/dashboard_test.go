@@ -265,7 +265,7 @@ func TestDashboardJSON(t *testing.T) {
 func TestDashboardFailedDeployment(t *testing.T) {
 	e := newBlogDash(t)
 	e.rt.setNoListen("localhost/blog:v3")
-	if _, err := e.m.App("blog").Deploy("localhost/blog:v3"); err != nil {
+	if _, err := e.m.App("blog").Deploy("localhost/blog:v3", ""); err != nil {
 		t.Fatal(err)
 	}
 	failed := waitEnded(t, e.m, "localhost/blog:v3", 0)
@@ -381,7 +381,7 @@ func TestDashboardEvents(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	if _, err := e.m.App("blog").Deploy("localhost/blog:v2"); err != nil {
+	if _, err := e.m.App("blog").Deploy("localhost/blog:v2", ""); err != nil {
 		t.Fatal(err)
 	}
 	var seen []engine.Status

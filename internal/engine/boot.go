@@ -66,7 +66,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	// that hangs must not keep a deployment starting forever.
 	rctx, cancelRun := context.WithTimeout(ctx, spec.BootTimeout)
 	info, err := s.rt.Run(rctx, ContainerSpec{
-		Name: name, Image: spec.Image, Command: p.Command, Env: env, Labels: labels,
+		Name: name, Image: spec.RunImage(), Command: p.Command, Env: env, Labels: labels,
 		StopTimeout: spec.StopTimeout,
 	})
 	runTimedOut := rctx.Err() != nil && ctx.Err() == nil

@@ -35,7 +35,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 		s.creating[name] = true
 		s.unlock()
 		info, err = s.rt.Run(hctx, ContainerSpec{
-			Name: name, Image: spec.Image, Command: spec.Postdeploy, Env: spec.Env,
+			Name: name, Image: spec.RunImage(), Command: spec.Postdeploy, Env: spec.Env,
 			Labels:      map[string]string{LabelApp: spec.Name, LabelRelease: r.release, LabelProcess: HookProcess},
 			StopTimeout: spec.StopTimeout,
 		})

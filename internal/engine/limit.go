@@ -136,6 +136,14 @@ func (l *limited) ImageExists(ctx context.Context, image string) error {
 	return l.rt.ImageExists(ctx, image)
 }
 
+func (l *limited) ImageID(ctx context.Context, image string) (string, error) {
+	if err := acquire(ctx, l.other); err != nil {
+		return "", err
+	}
+	defer func() { <-l.other }()
+	return l.rt.ImageID(ctx, image)
+}
+
 func (l *limited) Logs(ctx context.Context, id string, opts LogOptions, fn func(LogLine)) error {
 	if !opts.Follow {
 		if err := acquire(ctx, l.other); err != nil {

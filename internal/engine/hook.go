@@ -111,6 +111,6 @@ func (s *Supervisor) captureHookOutput(r *rollout, id string) {
 		lines = lines[len(lines)-outputLines:]
 	}
 	s.lock()
-	r.e.d.Hook.Output = lines
+	r.e.d.Hook.Output = redact(lines, r.spec.Env, s.desired.Env, s.config.Env)
 	s.unlock()
 }

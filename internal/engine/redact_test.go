@@ -2,7 +2,10 @@ package engine
 
 import (
 	"slices"
+	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 func TestRedact(t *testing.T) {
@@ -53,4 +56,96 @@ func TestRedact(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The output kept of a container that failed is redacted before it is
+// stored, shown or notified: a new container that crashes while booting
+// (the deployment's record in the status and the history, its event) and
+// a serving container that crashes (its event).
+func TestCrashOutputRedacted(t *testing.T) {
+	const secret = "postgres://u:hunter2secret@db/x"
+	synctest.Test(t, func(t *testing.T) {
+		hist := newMemHistory()
+		h := newHarnessWith(t, nil, func(d *Deps) { d.History = hist })
+		defer h.shutdown()
+		spec := appSpec(t, "localhost/blog:v1", 1)
+		spec.Env["DATABASE_URL"] = secret
+		printed := []string{"starting", "panic: cannot connect to " + secret, "exit"}
+		h.rt.OnImage(spec.Image, behavior{Output: printed})
+		s, _ := h.deployFirst(spec)
+
+		// A serving container crashes.
+		web := h.containers("", WebProcess)
+		h.rt.Exit(web[0], 2)
+		waitFor(t, "crash event", 5*time.Second, func() bool { return len(h.eventsNamed(EventCrashed)) == 1 })
+		checkRedacted(t, "crash event", h.eventsNamed(EventCrashed)[0].Output)
+
+		// A new release whose container crashes while booting.
+		h.rt.OnImage("localhost/blog:v2", behavior{Crash: true, Output: printed})
+		res, err := s.Deploy("localhost/blog:v2", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := h.waitDone(s, res.Deployment.ID)
+		if d.Status != StatusCrashedError {
+			t.Fatalf("status %s, want crashed-error", d.Status)
+		}
+		synctest.Wait()
+		var st Deployment
+		for _, x := range s.Status().Deployments {
+			if x.ID == d.ID {
+				st = x
+			}
+		}
+		checkRedacted(t, "status", outputs(st))
+		saved, _ := hist.snapshot(appName)
+		checkRedacted(t, "history", outputs(saved[len(saved)-1]))
+		var evs []Deployment
+		for _, ev := range h.deploymentEvents() {
+			if ev.ID == d.ID {
+				evs = append(evs, ev)
+			}
+		}
+		if len(evs) != 1 {
+			t.Fatalf("%d events of deployment %d", len(evs), d.ID)
+		}
+		checkRedacted(t, "deployment event", outputs(evs[0]))
+	})
+}
+
+// outputs returns the output lines of every container of d.
+func outputs(d Deployment) []string {
+	var out []string
+	for _, c := range d.Containers {
+		out = append(out, c.Output...)
+	}
+	return out
+}
+
+func checkRedacted(t *testing.T, where string, lines []string) {
+	t.Helper()
+	joined := strings.Join(lines, "\n")
+	if strings.Contains(joined, "hunter2") || !strings.Contains(joined, "panic: cannot connect to [redacted DATABASE_URL]") {
+		t.Errorf("%s output %q: want the secret redacted as [redacted DATABASE_URL]", where, lines)
+	}
+}
+
+// A failed hook's output is redacted in its deployment's record.
+func TestHookOutputRedacted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.shutdown()
+		spec := appSpec(t, "localhost/blog:v1", 1)
+		spec.Env["DATABASE_URL"] = "postgres://u:hunter2secret@db/x"
+		spec.Postdeploy = []string{"/app/migrate"}
+		h.rt.OnImage(spec.Image, behavior{HookExit: 1, Output: []string{"panic: cannot connect to postgres://u:hunter2secret@db/x"}})
+		h.m.Apply([]AppSpec{spec})
+		synctest.Wait()
+		s := h.sup()
+		d := h.waitDone(s, h.newest(s).ID)
+		if d.Status != StatusHookError || d.Hook == nil {
+			t.Fatalf("deployment %s, hook %+v; want hook-error", d.Status, d.Hook)
+		}
+		checkRedacted(t, "hook", d.Hook.Output)
+	})
 }

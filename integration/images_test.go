@@ -278,7 +278,13 @@ func TestImageCrashOutputRedacted(t *testing.T) {
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		b, err := os.ReadFile(path)
-		if err == nil && strings.Contains(string(b), fmt.Sprintf(`"id":%d`, d.ID)) && strings.Contains(string(b), "crashed-error") {
+		var f struct {
+			Deployments []engine.Deployment `json:"deployments"`
+		}
+		if err == nil {
+			err = json.Unmarshal(b, &f)
+		}
+		if slices.ContainsFunc(f.Deployments, func(x engine.Deployment) bool { return x.ID == d.ID && x.Status.Ended() }) {
 			check("the history file", string(b))
 			break
 		}

@@ -45,6 +45,7 @@ func fileExists(path string) bool {
 // buildTestImage builds the test app as image tag with APP_VERSION
 // version (a build context of its own, the version written in the
 // Containerfile, as scripts/setup.sh does) and returns its image ID.
+// Without layers: no intermediate image is left once the tag is removed.
 func buildTestImage(t *testing.T, bin, tag, version string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -59,7 +60,7 @@ func buildTestImage(t *testing.T, bin, tag, version string) string {
 	if err := os.WriteFile(filepath.Join(dir, "Containerfile"), []byte(cf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	podmanCLI(t, "build", "-q", "-t", tag, "-f", filepath.Join(dir, "Containerfile"), dir)
+	podmanCLI(t, "build", "-q", "--layers=false", "-t", tag, "-f", filepath.Join(dir, "Containerfile"), dir)
 	return imageIDOf(t, tag)
 }
 

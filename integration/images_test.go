@@ -166,8 +166,10 @@ func TestImageRebuiltTag(t *testing.T) {
 
 	// An unchanged config reload touches nothing.
 	deps := len(st.Deployments)
+	// POST /load answers once the new config runs, and a config change
+	// starts its deployment before that: had the reload asked for one, the
+	// status would show it now.
 	c.reload(cfg)
-	time.Sleep(2 * time.Second) // a deployment, had one started, would show by now
 	if st = c.status(app); len(st.Deployments) != deps || st.Release.ID != rel1 || !slices.Equal(webIDs(st), webIDs(c.waitSettled(app, 2, 30*time.Second))) {
 		t.Errorf("unchanged reload: %d deployments (want %d), release %s (want %s)", len(st.Deployments), deps, st.Release.ID, rel1)
 	}

@@ -233,10 +233,13 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 	if err := checkImage(body.Image); err != nil {
 		return err
 	}
-	// An image Podman does not have is refused before anything changes.
+	// An image Podman does not have is refused before anything changes;
+	// one it has is resolved to its ID here, without the app's lock: the
+	// release runs that ID.
 	ctx, cancel := context.WithTimeout(r.Context(), imageCheckTimeout)
 	defer cancel()
-	if err := m.Runtime().ImageExists(ctx, body.Image); err != nil {
+	imageID, err := m.Runtime().ImageID(ctx, body.Image)
+	if err != nil {
 		switch {
 		case errors.Is(err, engine.ErrImageNotFound):
 			return apiErr(http.StatusBadRequest, "%v; nothing was changed", err)
@@ -245,7 +248,7 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 		}
 		return apiErr(http.StatusBadGateway, "checking image %s: %v; nothing was changed", body.Image, err)
 	}
-	res, err := s.Deploy(body.Image)
+	res, err := s.Deploy(body.Image, imageID)
 	if err != nil {
 		return opErr(s.Name(), err)
 	}

@@ -158,6 +158,12 @@ func (f *apiFakeRuntime) ImageExists(_ context.Context, image string) error {
 	return nil
 }
 
+// ImageID names no ID (the releases run by reference) but for a missing
+// image.
+func (f *apiFakeRuntime) ImageID(ctx context.Context, image string) (string, error) {
+	return "", f.ImageExists(ctx, image)
+}
+
 func (f *apiFakeRuntime) Probe(_ context.Context, addr string) error {
 	host, _, _ := net.SplitHostPort(addr)
 	f.mu.Lock()

@@ -614,7 +614,7 @@ func (c *cliClient) deployment(uri string, body map[string]string, app string) i
 // describeDeployment says what a deployment is and where it stands, in
 // one line.
 func describeDeployment(app string, d engine.Deployment) string {
-	what := d.Kind + " " + d.Image
+	what := d.Kind + " " + imageText(d.Image, d.ImageID)
 	if d.Process != "" {
 		what += ", process " + d.Process
 	}
@@ -626,6 +626,16 @@ func describeDeployment(app string, d engine.Deployment) string {
 		s += " after " + d.EndedAt.Sub(d.StartedAt).Round(time.Millisecond).String()
 	}
 	return s
+}
+
+// imageText shows an image reference with the short ID it was resolved
+// to, as "localhost/blog:v2 (3f2a9c1d0b7e)"; the reference alone when the
+// release runs by reference.
+func imageText(image, id string) string {
+	if id == "" {
+		return image
+	}
+	return image + " (" + engine.ShortImageID(id) + ")"
 }
 
 func shortID(id string) string {
@@ -666,9 +676,9 @@ func printApps(w io.Writer, apps []engine.AppStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tRELEASE\tIMAGE\tREADY\tPROCESSES\tLAST DEPLOYMENT")
 	for _, st := range apps {
-		rel, img := "-", st.Image
+		rel, img := "-", imageText(st.Image, st.ImageID)
 		if st.Release != nil {
-			rel, img = st.Release.ID, st.Release.Image
+			rel, img = st.Release.ID, imageText(st.Release.Image, st.Release.ImageID)
 		}
 		last := "-"
 		if len(st.Deployments) > 0 {
@@ -697,12 +707,12 @@ func printApp(w io.Writer, st engine.AppStatus) {
 		if r.Deployment != 0 {
 			dep = fmt.Sprintf("deployment %d", r.Deployment)
 		}
-		fmt.Fprintf(w, "release:    %s %s (%s, %s, %s)\n", r.ID, r.Image, r.Status, dep, formatTime(r.DeployedAt))
+		fmt.Fprintf(w, "release:    %s %s (%s, %s, %s)\n", r.ID, imageText(r.Image, r.ImageID), r.Status, dep, formatTime(r.DeployedAt))
 	} else {
 		fmt.Fprintln(w, "release:    none serves yet")
 	}
 	if st.Release == nil || st.Release.ID != st.Desired {
-		fmt.Fprintf(w, "desired:    %s %s\n", st.Desired, st.Image)
+		fmt.Fprintf(w, "desired:    %s %s\n", st.Desired, imageText(st.Image, st.ImageID))
 	}
 	fmt.Fprintf(w, "processes:  %s\n", formatCounts(st.Processes))
 	if len(st.GaveUp) > 0 {
@@ -722,7 +732,7 @@ func printApp(w io.Writer, st engine.AppStatus) {
 	}
 	if len(st.Deployments) > 0 {
 		d := st.Deployments[0]
-		fmt.Fprintf(w, "last:       deployment %d %s %s: %s", d.ID, d.Kind, d.Image, d.Status)
+		fmt.Fprintf(w, "last:       deployment %d %s %s: %s", d.ID, d.Kind, imageText(d.Image, d.ImageID), d.Status)
 		if d.Error != "" {
 			fmt.Fprintf(w, ": %s", d.Error)
 		}
@@ -757,7 +767,7 @@ func printHistory(w io.Writer, deps []engine.Deployment) {
 			dur = d.EndedAt.Sub(d.StartedAt).Round(time.Millisecond).String()
 		}
 		msg := strings.ReplaceAll(d.Error, "\n", " ")
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, kind, d.Status, d.Image, d.Release, formatTime(d.StartedAt), dur, orDash(msg))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, kind, d.Status, imageText(d.Image, d.ImageID), d.Release, formatTime(d.StartedAt), dur, orDash(msg))
 	}
 	tw.Flush()
 }

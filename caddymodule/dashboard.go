@@ -455,6 +455,7 @@ type dashAppSummary struct {
 	Release        *engine.ReleaseInfo `json:"release"`
 	DesiredRelease string              `json:"desired_release"`
 	DesiredImage   string              `json:"desired_image"`
+	DesiredImageID string              `json:"desired_image_id,omitempty"`
 	Processes      []dashProcess       `json:"processes"`
 	// Last is the newest deployment.
 	Last         *dashDeployment           `json:"last_deployment,omitempty"`
@@ -509,6 +510,7 @@ type dashDeployment struct {
 	Status     engine.Status `json:"status"`
 	Error      string        `json:"error,omitempty"`
 	Image      string        `json:"image"`
+	ImageID    string        `json:"image_id,omitempty"`
 	Release    string        `json:"release"`
 	StartedAt  time.Time     `json:"started_at"`
 	EndedAt    time.Time     `json:"ended_at,omitzero"`
@@ -604,7 +606,7 @@ func withoutOutput(d engine.Deployment) engine.Deployment {
 func deploymentSummary(d *engine.Deployment) dashDeployment {
 	s := dashDeployment{
 		ID: d.ID, Kind: d.Kind, Trigger: d.Trigger, Process: d.Process, Container: d.Container,
-		Status: d.Status, Error: d.Error, Image: d.Image, Release: d.Release,
+		Status: d.Status, Error: d.Error, Image: d.Image, ImageID: d.ImageID, Release: d.Release,
 		StartedAt: d.StartedAt, EndedAt: d.EndedAt, SwitchedAt: d.SwitchedAt, RetiredAt: d.RetiredAt,
 	}
 	for _, c := range d.Containers {
@@ -639,7 +641,7 @@ const crashWindow = 10 * time.Minute
 // summarize sums up an app for the overview and says what needs a person.
 func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppSummary {
 	s := dashAppSummary{
-		Name: st.Name, Release: st.Release, DesiredRelease: st.Desired, DesiredImage: st.Image,
+		Name: st.Name, Release: st.Release, DesiredRelease: st.Desired, DesiredImage: st.Image, DesiredImageID: st.ImageID,
 		Paused: st.Paused, Maintenance: st.Maintenance, RuntimeError: st.RuntimeError,
 		GaveUp: st.GaveUp, Crashes: crashes,
 	}

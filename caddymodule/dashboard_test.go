@@ -265,7 +265,7 @@ func TestDashboardJSON(t *testing.T) {
 func TestDashboardFailedDeployment(t *testing.T) {
 	e := newBlogDash(t)
 	e.rt.setNoListen("localhost/blog:v3")
-	if _, err := e.m.App("blog").Deploy("localhost/blog:v3"); err != nil {
+	if _, err := e.m.App("blog").Deploy("localhost/blog:v3", ""); err != nil {
 		t.Fatal(err)
 	}
 	failed := waitEnded(t, e.m, "localhost/blog:v3", 0)
@@ -381,7 +381,7 @@ func TestDashboardEvents(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	if _, err := e.m.App("blog").Deploy("localhost/blog:v2"); err != nil {
+	if _, err := e.m.App("blog").Deploy("localhost/blog:v2", ""); err != nil {
 		t.Fatal(err)
 	}
 	var seen []engine.Status
@@ -874,4 +874,38 @@ func TestDashboardRender100Apps(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", filepath.Join(dir, "overview-100-apps.png"))
+}
+
+// The dashboard shows a release's tag with the short image ID it pins, on
+// the app's page and in its deployments.
+func TestDashboardShowsImageID(t *testing.T) {
+	const id = "3f2a9c1d0b7e5566778899aabbccddeeff00112233445566778899aabbccddee"
+	e := newBlogDash(t)
+	if _, err := e.m.App("blog").Deploy("localhost/blog:v2", id); err != nil {
+		t.Fatal(err)
+	}
+	waitSuccess(t, e.m, "localhost/blog:v2")
+	var v dashAppView
+	e.getJSON("/api/apps/blog", &v)
+	if v.App == nil || v.App.Release == nil || v.App.Release.ImageID != id || v.App.DesiredImageID != id ||
+		len(v.Deployments) == 0 || v.Deployments[0].ImageID != id {
+		t.Fatalf("app view: %+v, deployments %+v; want image ID %s", v.App, v.Deployments, id)
+	}
+
+	browsertest.Path(t)
+	ctx := browsertest.New(t, 1280, 900)
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/#/apps/blog")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelectorAll('table.deps [data-image-id]').length > 0`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("no image ID in the deployments table: %v", err)
+	}
+	shown, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('[data-image-id]')].map(e => e.innerText.trim())`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shown) < 2 || slices.ContainsFunc(shown, func(s string) bool { return s != id[:12] }) {
+		t.Errorf("image IDs shown %q, want the release's and the deployment's, each %s", shown, id[:12])
+	}
 }

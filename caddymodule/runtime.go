@@ -76,5 +76,9 @@ func (s *switchRuntime) ImageExists(ctx context.Context, image string) error {
 	return s.rt().ImageExists(ctx, image)
 }
 
+func (s *switchRuntime) ImageID(ctx context.Context, image string) (string, error) {
+	return s.rt().ImageID(ctx, image)
+}
+
 // Interface guards
 var _ engine.Runtime = (*switchRuntime)(nil)

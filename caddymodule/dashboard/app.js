@@ -14,6 +14,9 @@
   const ms = t => t ? Date.parse(String(t).replace(/(\.\d{3})\d+/, '$1')) : 0;
   const now = () => Date.now() + skew;
   const short = id => String(id || '').slice(0, 12);
+  // The short image ID a release runs, after its tag (none for a release
+  // that runs by reference).
+  const imgID = id => id ? ` <span class="mono muted" data-image-id="${esc(id)}">${esc(short(id))}</span>` : '';
   const enc = encodeURIComponent;
 
   function fmtDur(x) {
@@ -74,12 +77,12 @@
   function appRow(a) {
     const r = a.release, l = a.last_deployment;
     const rel = r
-      ? `<span class="img" data-image="${esc(r.image)}">${esc(r.image)}</span> <span class="muted">· ${when(r.deployed_at)}</span>`
+      ? `<span class="img" data-image="${esc(r.image)}">${esc(r.image)}</span>${imgID(r.image_id)} <span class="muted">· ${when(r.deployed_at)}</span>`
       : '<span class="muted">no release serves yet</span>';
     let last = '<span class="muted">no deployment yet</span>';
     if (l) {
       last = `<span data-last="${l.id}" data-image="${esc(l.image)}">${status(l.status)}</span> <span class="muted">${esc(l.kind)} #${l.id} · ${when(l.started_at)}</span>`;
-      if (!r || l.image !== r.image) last += `<div class="img muted">${esc(l.image)}</div>`;
+      if (!r || l.image !== r.image || (l.image_id && l.image_id !== r.image_id)) last += `<div class="img muted">${esc(l.image)}${imgID(l.image_id)}</div>`;
     }
     return `<li class="app lvl-${esc(a.level)}" data-app="${esc(a.name)}" data-level="${esc(a.level)}">` +
       `<div class="a-name"><a href="#/apps/${enc(a.name)}">${esc(a.name)}</a>${badges(a)}</div>` +
@@ -146,10 +149,10 @@
     const a = d.app, r = a.release;
     document.title = a.name + ' · podswitch';
     const facts = [['Serving', r
-      ? `<span class="img">${esc(r.image)}</span> <span class="muted">· release <span class="mono">${esc(short(r.id))}</span> · since ${at(r.deployed_at)} (${when(r.deployed_at)})</span>`
+      ? `<span class="img">${esc(r.image)}</span>${imgID(r.image_id)} <span class="muted">· release <span class="mono">${esc(short(r.id))}</span> · since ${at(r.deployed_at)} (${when(r.deployed_at)})</span>`
       : '<span class="muted">no release serves yet</span>']];
     if (!r || r.id !== a.desired_release) {
-      facts.push(['Wanted', `<span class="img">${esc(a.desired_image)}</span> <span class="muted">· release <span class="mono">${esc(short(a.desired_release))}</span></span>`]);
+      facts.push(['Wanted', `<span class="img">${esc(a.desired_image)}</span>${imgID(a.desired_image_id)} <span class="muted">· release <span class="mono">${esc(short(a.desired_release))}</span></span>`]);
     }
     facts.push(['Processes', a.processes.map(proc).join('<br>') || '<span class="muted">none</span>']);
     if (d.overrides) {
@@ -189,7 +192,7 @@
       return `<tr data-deployment="${x.id}"${sel && sel.id === x.id ? ' class="sel"' : ''}>` +
         `<td><a href="#/apps/${enc(app)}/deployments/${x.id}">#${x.id}</a></td>` +
         `<td>${esc(x.kind)}${x.process ? ' ' + esc(x.process) : ''}${x.trigger ? ` <span class="muted">${esc(x.trigger)}</span>` : ''}</td>` +
-        `<td>${status(x.status)}</td><td class="img">${esc(x.image)}</td>` +
+        `<td>${status(x.status)}</td><td class="img">${esc(x.image)}${imgID(x.image_id)}</td>` +
         `<td>${at(x.started_at)} <span class="muted">${when(x.started_at)}</span></td><td>${took}</td>` +
         `<td class="wrap">${notes.join('; ')}</td></tr>`;
     });
@@ -296,7 +299,7 @@
     if (d.retired_at) facts.push(`old containers gone at +${fmtDur(ms(d.retired_at) - t0)}`);
     const legend = ['creating', 'starting', 'booted', 'ready', 'draining', 'stopping'].map(s => `<span><i class="sq s-${s}"></i>${s}</span>`).join('') +
       '<span><i class="sq s-crashed"></i>crashed ✕</span><span><i class="sq hook"></i>postdeploy hook</span><span><i class="sw-key"></i>switch</span>';
-    return `<h2 id="tl-title" data-deployment="${d.id}">Timeline of ${esc(d.kind)} #${d.id} <span class="muted">·</span> <span class="img">${esc(d.image)}</span></h2>` +
+    return `<h2 id="tl-title" data-deployment="${d.id}">Timeline of ${esc(d.kind)} #${d.id} <span class="muted">·</span> <span class="img">${esc(d.image)}</span>${imgID(d.image_id)}</h2>` +
       `<div class="tl"><div class="tl-head">${facts.join(' · ')}${d.error ? `<div class="err">${esc(d.error)}</div>` : ''}</div>` +
       (rows.length ? swLabel + rows.join('') + axis : '<p class="muted">No container yet.</p>') +
       `<div class="legend">${legend}</div></div>`;

@@ -122,7 +122,7 @@ func (s *Supervisor) adopt() bool {
 			info.DeployedAt, info.Deployment = r.DeployedAt, r.Deployment
 		}
 		if spec != nil {
-			info.Image = spec.Image
+			info.Image, info.ImageID = spec.Image, spec.ImageID
 		} else if len(byRelease[keep]) > 0 {
 			info.Image = byRelease[keep][0].Image
 		}

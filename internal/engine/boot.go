@@ -66,7 +66,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	// that hangs must not keep a deployment starting forever.
 	rctx, cancelRun := context.WithTimeout(ctx, spec.BootTimeout)
 	info, err := s.rt.Run(rctx, ContainerSpec{
-		Name: name, Image: spec.Image, Command: p.Command, Env: env, Labels: labels,
+		Name: name, Image: spec.RunImage(), Command: p.Command, Env: env, Labels: labels,
 		StopTimeout: spec.StopTimeout,
 	})
 	runTimedOut := rctx.Err() != nil && ctx.Err() == nil
@@ -307,7 +307,9 @@ func (s *Supervisor) crashedLocked(c *Container, code int) {
 }
 
 // captureOutput keeps the last lines of c's output, for the deployment
-// record and the notification. Best effort and bounded in time.
+// record and the notification, with the app's env values redacted (they
+// are secrets, and an app prints them in a stack trace). Best effort and
+// bounded in time.
 func (s *Supervisor) captureOutput(c *Container) {
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
@@ -322,7 +324,7 @@ func (s *Supervisor) captureOutput(c *Container) {
 		return
 	}
 	s.lock()
-	c.output = lines
+	c.output = redact(lines, s.secretsLocked(c)...)
 	s.touch()
 	s.unlock()
 }

@@ -67,7 +67,7 @@ func TestOperationsRefusedWhenRecordFails(t *testing.T) {
 		h := newHarnessWith(t, nil, withStore(st))
 		defer h.shutdown()
 		s, _ := h.deployFirst(appSpecKept(t, "localhost/blog:v1", 1))
-		res, err := s.Deploy("localhost/blog:v2")
+		res, err := s.Deploy("localhost/blog:v2", "")
 		if err != nil || h.waitDone(s, res.Deployment.ID).Status != StatusSuccess {
 			t.Fatalf("deploy of v2: %v", err)
 		}
@@ -78,7 +78,7 @@ func TestOperationsRefusedWhenRecordFails(t *testing.T) {
 		wantRecordErr(t, "maintenance", s.Maintenance("down for a minute"))
 		wantRecordErr(t, "pause", s.Pause(time.Minute))
 		wantRecordErr(t, "scale", s.Scale(map[string]int{WebProcess: 3}))
-		_, err = s.Deploy("localhost/blog:v3")
+		_, err = s.Deploy("localhost/blog:v3", "")
 		wantRecordErr(t, "deploy", err)
 		_, err = s.Rollback()
 		wantRecordErr(t, "rollback", err)
@@ -149,7 +149,7 @@ func TestDeployNotStartedWhenRecordFails(t *testing.T) {
 		}
 		// Once the disk takes writes, sending it again deploys.
 		st.setFail(nil)
-		res, err := s.Deploy(v2.Image)
+		res, err := s.Deploy(v2.Image, "")
 		if err != nil || res.Deployment == nil || h.waitDone(s, res.Deployment.ID).Status != StatusSuccess {
 			t.Errorf("deploy once the disk takes writes: %+v, %v", res, err)
 		}

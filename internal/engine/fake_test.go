@@ -106,6 +106,9 @@ type fakeRuntime struct {
 	down bool
 	subs map[int]func(ContainerEvent)
 	nsub int
+	// tags maps an image reference to the ID it names (see Tag).
+	tags         map[string]string
+	imageIDCalls int
 }
 
 // errDown is what the Podman runtime returns when its service cannot be
@@ -161,7 +164,15 @@ func (r *fakeRuntime) behaviorLocked(spec ContainerSpec) behavior {
 			return b
 		}
 	}
-	return r.byImage[spec.Image]
+	if b, ok := r.byImage[spec.Image]; ok {
+		return b
+	}
+	for ref, id := range r.tags {
+		if id == spec.Image {
+			return r.byImage[ref]
+		}
+	}
+	return behavior{}
 }
 
 func (r *fakeRuntime) nextIPLocked() (string, string) {
@@ -458,6 +469,42 @@ func (r *fakeRuntime) ImageExists(ctx context.Context, image string) error {
 		return fmt.Errorf("%w: %s is not in the service's storage", ErrImageNotFound, image)
 	}
 	return nil
+}
+
+// ImageID returns the ID Tag gave image; an image never tagged has none
+// (""), and its containers run by reference, as before images were pinned.
+func (r *fakeRuntime) ImageID(ctx context.Context, image string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.imageIDCalls++
+	if r.down {
+		return "", errDown
+	}
+	if r.byImage[image].NoImage {
+		return "", fmt.Errorf("%w: %s is not in the service's storage", ErrImageNotFound, image)
+	}
+	return r.tags[image], nil
+}
+
+// Tag makes image name the image id (as a rebuild under the same tag
+// does); Run of id then acts as OnImage(image) says.
+func (r *fakeRuntime) Tag(image, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tags == nil {
+		r.tags = map[string]string{}
+	}
+	r.tags[image] = id
+}
+
+// ImageIDCalls returns how many times ImageID was called.
+func (r *fakeRuntime) ImageIDCalls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.imageIDCalls
 }
 
 // Kills returns the Kill calls.

@@ -578,7 +578,7 @@ func TestOperationsOverrides(t *testing.T) {
 		h := newHarnessWith(t, nil, withStore(store))
 		v1 := appSpecKept(t, "localhost/blog:v1", 2)
 		s, _ := h.deployFirst(v1)
-		res, err := s.Deploy("localhost/blog:v2")
+		res, err := s.Deploy("localhost/blog:v2", "")
 		if err != nil || res.Deployment == nil {
 			t.Fatalf("deploy: %+v %v", res, err)
 		}

@@ -35,7 +35,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 		s.creating[name] = true
 		s.unlock()
 		info, err = s.rt.Run(hctx, ContainerSpec{
-			Name: name, Image: spec.Image, Command: spec.Postdeploy, Env: spec.Env,
+			Name: name, Image: spec.RunImage(), Command: spec.Postdeploy, Env: spec.Env,
 			Labels:      s.labels(spec.Name, r.release, HookProcess),
 			StopTimeout: spec.StopTimeout,
 		})
@@ -111,6 +111,6 @@ func (s *Supervisor) captureHookOutput(r *rollout, id string) {
 		lines = lines[len(lines)-outputLines:]
 	}
 	s.lock()
-	r.e.d.Hook.Output = lines
+	r.e.d.Hook.Output = redact(lines, r.spec.Env, s.desired.Env, s.config.Env)
 	s.unlock()
 }

@@ -186,6 +186,15 @@ func (l *limited) ImageExists(ctx context.Context, image string) error {
 	return l.rt.ImageExists(ctx, image)
 }
 
+func (l *limited) ImageID(ctx context.Context, image string) (string, error) {
+	ctx, release, err := slot(ctx, l.other, shortCallTimeout)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	return l.rt.ImageID(ctx, image)
+}
+
 // Logs takes a slot of the stream class for a stream to a client (which
 // may read slowly, and whose end the client decides), of the other class
 // for a short read of the engine, with a deadline.

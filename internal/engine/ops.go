@@ -89,7 +89,7 @@ func (s *Supervisor) Update(config AppSpec) *Deployment {
 // overrides that stand, and records overrides the config dropped.
 func (s *Supervisor) refreshDesiredLocked() {
 	desired, dropped := s.rec.Overrides.apply(s.config, s.resolve)
-	s.desired = desired
+	s.desired = s.pinnedLocked(desired)
 	if dropped {
 		s.log.Info("the config changed a setting an operation had set: the config's value applies")
 		s.saveRecordLocked()
@@ -108,8 +108,11 @@ type DeployResult struct {
 // Deploy deploys image: it becomes the app's image (an override of the
 // config's, see Overrides) and a deployment of it starts, new-first. The
 // image of a deployment that failed is deployed again (a retry); one that
-// already serves is left alone.
-func (s *Supervisor) Deploy(image string) (DeployResult, error) {
+// already serves is left alone. imageID is what image names now, resolved
+// by the caller without the lock: the release runs that ID, and a tag that
+// names another image than the serving release's is a new release. An
+// empty imageID leaves the deployment to resolve it.
+func (s *Supervisor) Deploy(image, imageID string) (DeployResult, error) {
 	s.lock()
 	defer s.poke()
 	defer s.unlock()
@@ -130,23 +133,29 @@ func (s *Supervisor) Deploy(image string) (DeployResult, error) {
 	switch {
 	case ov.Release != nil:
 		r := *ov.Release
-		r.Spec.Image, r.Op, r.At = image, OpDeploy, now
+		r.Spec.Image, r.Spec.ImageID, r.Op, r.At = image, imageID, OpDeploy, now
 		ov.Release = &r
 	case image == s.config.Image:
 		ov.Image = nil
 	default:
 		ov.Image = &ImageOverride{Image: image, ConfigImage: s.config.Image, Op: OpDeploy, At: now}
 	}
-	// The override is written with the deployment it starts, in one
-	// write: refused, it changes nothing.
+	if imageID != "" {
+		s.rec.Image = nil // resolved again: the new pin replaces it
+	}
 	s.refreshDesiredLocked()
+	if imageID != "" {
+		s.pinLocked(s.desired.ReleaseID(), imageID)
+	}
+	// The override and the pin are written with the deployment they
+	// start, in one write: refused, they change nothing.
 	want := s.desired.ReleaseID()
 	if s.serving != nil && s.serving.ID == want {
 		if err := s.keepLocked(prev); err != nil {
 			return DeployResult{}, err
 		}
 		s.reconcileLocked() // ends a deployment of another release on its way
-		return DeployResult{Message: fmt.Sprintf("image %s already serves app %s: no deployment started", image, s.name)}, nil
+		return DeployResult{Message: fmt.Sprintf("image %s%s already serves app %s: no deployment started", image, idNote(imageID), s.name)}, nil
 	}
 	if r := s.rollout; r != nil && r.kind != KindRestart && r.release == want {
 		if err := s.keepLocked(prev); err != nil {
@@ -176,6 +185,14 @@ func (s *Supervisor) Deploy(image string) (DeployResult, error) {
 	return DeployResult{Deployment: &d, Message: msg}, nil
 }
 
+// idNote returns " (ID <short id>)", or nothing without an id.
+func idNote(id string) string {
+	if id == "" {
+		return ""
+	}
+	return " (ID " + ShortImageID(id) + ")"
+}
+
 // Rollback deploys the release that served before the serving one (its
 // image, env and commands; counts and timeouts stay), new-first. It is an
 // override of the config, like a deploy.
@@ -202,7 +219,7 @@ func (s *Supervisor) Rollback() (DeployResult, error) {
 	prev, prevTried := s.rec.clone(), s.lastTried
 	s.rec.Overrides.Image = nil
 	s.rec.Overrides.Release = nil
-	if target.ID != s.config.ReleaseID() {
+	if target.ID != s.pinnedLocked(s.config).ReleaseID() {
 		// Back to the config's own release needs no override.
 		s.rec.Overrides.Release = &ReleaseOverride{Release: target.ID, Spec: target.Spec, ConfigRelease: s.config.ReleaseID(), Op: OpRollback, At: time.Now()}
 	}

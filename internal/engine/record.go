@@ -25,6 +25,11 @@ type AppRecord struct {
 	Releases []ReleaseRecord `json:"releases,omitempty"`
 	// Overrides are the settings operations changed over the config.
 	Overrides Overrides `json:"overrides"`
+	// Image is the image ID the desired release's reference was last
+	// resolved to: it stands while the release-defining settings stay the
+	// same, so that a reload that changes nothing touches nothing even if
+	// the tag names another image now.
+	Image *ImagePin `json:"image,omitempty"`
 	// Pause and Maintenance are in effect when set.
 	Pause       *PauseRecord       `json:"pause,omitempty"`
 	Maintenance *MaintenanceRecord `json:"maintenance,omitempty"`
@@ -48,6 +53,15 @@ type DeployingRecord struct {
 	StartedAt  time.Time `json:"started_at"`
 }
 
+// ImagePin is an image reference resolved to its ID for the release
+// Release (its ID before resolution).
+type ImagePin struct {
+	Release string    `json:"release"`
+	Image   string    `json:"image"`
+	ID      string    `json:"id"`
+	At      time.Time `json:"at"`
+}
+
 // PauseRecord is a pause: new requests wait up to Timeout.
 type PauseRecord struct {
 	Since   time.Time     `json:"since"`
@@ -63,7 +77,10 @@ type MaintenanceRecord struct {
 // SpecRecord is the part of an AppSpec that defines a release, in a form
 // that can be kept: env values as written in the config.
 type SpecRecord struct {
-	Image      string            `json:"image"`
+	Image string `json:"image"`
+	// ImageID is the image ID its containers run; empty in a record of an
+	// older podswitch, whose release runs by reference.
+	ImageID    string            `json:"image_id,omitempty"`
 	EnvSource  map[string]string `json:"env,omitempty"`
 	EnvFiles   []string          `json:"env_files,omitempty"`
 	Port       int               `json:"port"`
@@ -88,7 +105,7 @@ type Store interface {
 // record returns the kept form of s.
 func (s AppSpec) record() SpecRecord {
 	return SpecRecord{
-		Image: s.Image, EnvSource: maps.Clone(s.EnvSource), EnvFiles: slices.Clone(s.EnvFiles),
+		Image: s.Image, ImageID: s.ImageID, EnvSource: maps.Clone(s.EnvSource), EnvFiles: slices.Clone(s.EnvFiles),
 		Port: s.Port, Processes: slices.Clone(s.Processes), Postdeploy: slices.Clone(s.Postdeploy),
 	}
 }
@@ -99,7 +116,7 @@ func (s AppSpec) record() SpecRecord {
 // be resolved any more.
 func (base AppSpec) withRelease(r SpecRecord, resolve EnvResolver) (AppSpec, error) {
 	s := base
-	s.Image, s.Port, s.Postdeploy = r.Image, r.Port, slices.Clone(r.Postdeploy)
+	s.Image, s.ImageID, s.Port, s.Postdeploy = r.Image, r.ImageID, r.Port, slices.Clone(r.Postdeploy)
 	s.EnvSource, s.EnvFiles = maps.Clone(r.EnvSource), slices.Clone(r.EnvFiles)
 	env, err := resolve(s.EnvSource, s.EnvFiles)
 	if err != nil {

@@ -87,7 +87,7 @@ func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, cont
 		r.abort("replaced by a newer deployment")
 	}
 	e := s.log_.add(Deployment{
-		Kind: kind, Release: spec.ReleaseID(), Image: spec.Image,
+		Kind: kind, Release: spec.ReleaseID(), Image: spec.Image, ImageID: spec.ImageID,
 		Process: process, Container: container, Trigger: trigger,
 	})
 	e.fresh = []*Container{}
@@ -134,7 +134,10 @@ func deploymentFields(d *Deployment) []zap.Field {
 
 // runRollout is a rollout from start to end.
 func (s *Supervisor) runRollout(r *rollout) {
-	err := s.bootAll(r)
+	err := s.pinImage(r)
+	if err == nil {
+		err = s.bootAll(r)
+	}
 	if err == nil && r.kind != KindRestart && len(r.spec.Postdeploy) > 0 {
 		err = s.runHook(r)
 	}
@@ -288,7 +291,7 @@ func (s *Supervisor) switchLocked(r *rollout) error {
 			spec = s.desired // counts may have changed while it booted
 		}
 		s.serving = &serving{
-			ReleaseInfo: ReleaseInfo{ID: e.d.Release, Image: spec.Image, Status: StatusSuccess, DeployedAt: now, Deployment: e.d.ID},
+			ReleaseInfo: ReleaseInfo{ID: e.d.Release, Image: spec.Image, ImageID: spec.ImageID, Status: StatusSuccess, DeployedAt: now, Deployment: e.d.ID},
 			spec:        &spec,
 		}
 		s.resetProcsLocked(nil)

@@ -70,6 +70,11 @@ type Runtime interface {
 	// an error wrapping ErrImageNotFound (with the service's words) when
 	// it does not.
 	ImageExists(ctx context.Context, image string) error
+	// ImageID returns the ID of image (a reference such as
+	// localhost/blog:v2, or an ID) in the service's storage: hex, without
+	// "sha256:". A missing image is an error wrapping ErrImageNotFound,
+	// as for ImageExists.
+	ImageID(ctx context.Context, image string) (string, error)
 }
 
 // LogOptions say which output lines Runtime.Logs returns.
@@ -91,7 +96,8 @@ type LogLine struct {
 	Text   string
 }
 
-// ErrImageNotFound is wrapped by Runtime.ImageExists for a missing image.
+// ErrImageNotFound is wrapped by Runtime.ImageExists and Runtime.ImageID for
+// a missing image.
 var ErrImageNotFound = errors.New("image not found")
 
 // ContainerEvent says that a container exited.

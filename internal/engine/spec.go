@@ -60,8 +60,15 @@ type ProcessSpec struct {
 
 // AppSpec is the desired state of one app.
 type AppSpec struct {
-	Name  string
-	Image string
+	Name string
+	// Image is the image reference the config or a deploy gave (a tag);
+	// ImageID, once a deployment resolved it, is the image ID every
+	// container of the release runs, so that a tag rebuilt later changes
+	// nothing that runs. Empty means not resolved yet: a new release
+	// resolves it before its first container, and a release kept by an
+	// older podswitch (which did not pin) runs by reference.
+	Image   string
+	ImageID string
 	// Env is given to every container. Values are secrets: never log them,
 	// never keep them.
 	Env map[string]string
@@ -205,9 +212,12 @@ func SetReleaseKey(key []byte) {
 	releaseKey.Store(&k)
 }
 
-// ReleaseID identifies what a release runs: the image, the env and the
-// commands of every process type. Counts and timeouts are not part of it, so
-// changing them scales instead of deploying.
+// ReleaseID identifies what a release runs: the image (reference, and ID
+// once resolved: a tag that names another image is another release), the
+// env and the commands of every process type. Counts and timeouts are not
+// part of it, so changing them scales instead of deploying. An unresolved
+// spec hashes as podswitch did before it pinned images, so that the
+// releases an older version left are still recognised.
 func (s AppSpec) ReleaseID() string {
 	var h hash.Hash
 	if k := releaseKey.Load(); k != nil && len(*k) > 0 {
@@ -216,6 +226,9 @@ func (s AppSpec) ReleaseID() string {
 		h = sha256.New()
 	}
 	fmt.Fprintf(h, "image\x00%s\x00port\x00%d\x00", s.Image, s.Port)
+	if s.ImageID != "" {
+		fmt.Fprintf(h, "image_id\x00%s\x00", s.ImageID)
+	}
 	keys := make([]string, 0, len(s.Env))
 	for k := range s.Env {
 		keys = append(keys, k)
@@ -238,6 +251,19 @@ func (s AppSpec) ReleaseID() string {
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }
+
+// RunImage is what the release's containers are created from: the pinned
+// image ID, or the reference while none is known.
+func (s AppSpec) RunImage() string {
+	if s.ImageID != "" {
+		return s.ImageID
+	}
+	return s.Image
+}
+
+// ShortImageID returns the first 12 hex characters of an image ID, as
+// Podman shows it.
+func ShortImageID(id string) string { return id[:min(12, len(id))] }
 
 // Process returns the spec of process type name and whether it exists.
 func (s AppSpec) Process(name string) (ProcessSpec, bool) {

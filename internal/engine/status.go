@@ -41,6 +41,9 @@ type Deployment struct {
 	Process   string `json:"process,omitempty"`
 	Container string `json:"container,omitempty"`
 	Image     string `json:"image"`
+	// ImageID is the image ID the release runs, once the deployment
+	// resolved Image to it (empty for a release that runs by reference).
+	ImageID string `json:"image_id,omitempty"`
 	// Trigger says what asked for it: "config", "api" (an operation) or
 	// "start" (an interrupted deployment started over).
 	Trigger string `json:"trigger,omitempty"`
@@ -96,6 +99,9 @@ type HookRecord struct {
 type ReleaseInfo struct {
 	ID    string `json:"id"`
 	Image string `json:"image"`
+	// ImageID is the image ID every container of the release runs; empty
+	// for a release of an older podswitch, which runs by reference.
+	ImageID string `json:"image_id,omitempty"`
 	// Status is the status of the deployment that put it in service.
 	Status     Status    `json:"status"`
 	DeployedAt time.Time `json:"deployed_at"`
@@ -154,8 +160,11 @@ type AppStatus struct {
 	Release *ReleaseInfo `json:"release"`
 	// Desired is the release the config and the operations ask for; it
 	// differs from Release while a deployment runs or after one failed.
-	Desired     string             `json:"desired_release"`
-	Image       string             `json:"desired_image"`
+	Desired string `json:"desired_release"`
+	Image   string `json:"desired_image"`
+	// ImageID is the image ID the desired image was resolved to, once it
+	// was.
+	ImageID     string             `json:"desired_image_id,omitempty"`
 	Processes   map[string]int     `json:"processes"`
 	Containers  []ContainerStatus  `json:"containers"`
 	Deployments []Deployment       `json:"deployments"`

@@ -494,6 +494,7 @@ func (s *Supervisor) Status() AppStatus {
 		Name:         s.name,
 		Desired:      s.desired.ReleaseID(),
 		Image:        s.desired.Image,
+		ImageID:      s.desired.ImageID,
 		Processes:    s.desired.Counts(),
 		Containers:   make([]ContainerStatus, 0, len(s.containers)),
 		Deployments:  s.log_.snapshots(),

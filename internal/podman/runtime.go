@@ -575,5 +575,43 @@ func (r *Runtime) ImageExists(ctx context.Context, image string) error {
 	return r.check(err)
 }
 
+// ImageID implements engine.Runtime: it inspects image in the service's
+// storage and returns its ID (hex, without "sha256:").
+func (r *Runtime) ImageID(ctx context.Context, image string) (string, error) {
+	cctx, cancel, err := r.call(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer cancel()
+	if image == "" {
+		return "", fmt.Errorf("%w: no image named", engine.ErrImageNotFound)
+	}
+	conn, err := bindings.GetClient(cctx)
+	if err != nil {
+		return "", err
+	}
+	resp, err := conn.DoRequest(cctx, nil, http.MethodGet, "/images/%s/json", nil, nil, image)
+	if err != nil {
+		return "", r.check(err)
+	}
+	defer resp.Body.Close()
+	var report struct {
+		ID string `json:"Id"`
+	}
+	err = resp.Process(&report)
+	if em, ok := apiError(err); ok && em.ResponseCode == http.StatusNotFound {
+		return "", fmt.Errorf("%w: %s is not in the storage of the Podman service at %s, and podswitch does not pull images: build or pull it there (the service says: %s)",
+			engine.ErrImageNotFound, image, Redact(r.uri), em.Message)
+	}
+	if err != nil {
+		return "", r.check(err)
+	}
+	id := strings.TrimPrefix(report.ID, "sha256:")
+	if id == "" {
+		return "", fmt.Errorf("inspecting image %s: the service gave no ID", image)
+	}
+	return id, nil
+}
+
 // Interface guards
 var _ engine.Runtime = (*Runtime)(nil)

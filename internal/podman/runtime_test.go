@@ -379,6 +379,38 @@ func TestImageExistsUnavailable(t *testing.T) {
 	}
 }
 
+// ImageID resolves a tag to the image's ID, the same by ID, and says a
+// missing image as ImageExists does.
+func TestImageID(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, err := h.r.ImageID(ctx, testImage)
+	if err != nil {
+		t.Fatalf("ImageID(%s): %v", testImage, err)
+	}
+	if len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" {
+		t.Fatalf("ImageID(%s) = %q, want 64 hex characters", testImage, id)
+	}
+	if again, err := h.r.ImageID(ctx, id); err != nil || again != id {
+		t.Errorf("ImageID(%s) = %q, %v; want the same ID", id, again, err)
+	}
+	const missing = "localhost/nope:v9"
+	_, err = h.r.ImageID(ctx, missing)
+	if !errors.Is(err, engine.ErrImageNotFound) || errors.Is(err, engine.ErrUnavailable) || errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("ImageID(%s): %v, want ErrImageNotFound alone", missing, err)
+	}
+	for _, want := range []string{missing, "storage of the Podman service", "does not pull"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q does not say %q", err, want)
+		}
+	}
+	r := New("unix://" + filepath.Join(t.TempDir(), "nobody.sock"))
+	if _, err := r.ImageID(ctx, testImage); !errors.Is(err, engine.ErrUnavailable) {
+		t.Errorf("ImageID without a service: %v, want ErrUnavailable", err)
+	}
+}
+
 func TestListLeavesIPEmpty(t *testing.T) {
 	h := newHarness(t)
 	web := h.run("web", engine.WebProcess, nil)

@@ -245,6 +245,24 @@ func TestKillDuringScaleDownDrain(t *testing.T) {
 	})
 }
 
+// stopByTest stops container id as the reaper does (it is stopping, and
+// its exit is no crash to replace), then removes it and forgets it.
+func stopByTest(s *Supervisor, id string, timeout time.Duration) (stopResult, error) {
+	s.lock()
+	c := s.containers[id]
+	c.reaping = true
+	s.setState(c, StateStopping, "stopped by the test")
+	s.unlock()
+	res, err := s.stop(id, timeout)
+	s.removeContainer(id)
+	s.lock()
+	s.setState(c, StateStopped, "")
+	delete(s.containers, id)
+	s.unlock()
+	s.poke()
+	return res, err
+}
+
 // lateWait is the fake runtime whose Wait reports an exit lag late, as a
 // busy Podman does with many containers exiting at once.
 type lateWait struct {
@@ -278,7 +296,7 @@ func TestStopExitReportedLate(t *testing.T) {
 		spec.StopTimeout = 30 * time.Second
 		s, _ := h.deployFirst(spec)
 		id := h.containers("", "worker")[0]
-		res, err := s.stop(id, spec.StopTimeout)
+		res, err := stopByTest(s, id, spec.StopTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +313,7 @@ func TestStopExitReportedLate(t *testing.T) {
 				deaf = w
 			}
 		}
-		if res, err = s.stop(deaf, time.Second); err != nil || !res.killed || res.code != exitSIGKILL {
+		if res, err = stopByTest(s, deaf, time.Second); err != nil || !res.killed || res.code != exitSIGKILL {
 			t.Errorf("stop of a deaf container: %+v %v, want killed with 137", res, err)
 		}
 	})

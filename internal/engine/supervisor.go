@@ -153,6 +153,12 @@ type Supervisor struct {
 	// stopped is set once a removed app has stopped all its containers.
 	stopped    bool
 	runtimeErr string
+	// allUnhealthy is set while every ready web container fails its
+	// health check (the pool keeps them all).
+	allUnhealthy bool
+	// hook is the postdeploy hook that runs, or the leftover one of a
+	// previous run being stopped: nil when no hook of the app runs.
+	hook *hookRun
 }
 
 // serving is the release that serves.
@@ -259,11 +265,12 @@ func (s *Supervisor) publishLocked() {
 	for _, c := range s.containers {
 		if c.state == StateReady && c.Process == WebProcess && c.Addr != "" {
 			ready = append(ready, c)
-			if !c.unreachable {
+			if !c.unhealthy {
 				reachable = append(reachable, c)
 			}
 		}
 	}
+	s.panicLocked(len(ready), len(reachable))
 	if len(reachable) > 0 {
 		ready = reachable
 	}
@@ -457,6 +464,9 @@ func (s *Supervisor) Status() AppStatus {
 		Deployments:  s.log_.snapshots(),
 		Overrides:    s.rec.Overrides.list(s.config),
 		RuntimeError: s.runtimeErr,
+	}
+	if s.allUnhealthy {
+		st.AllUnhealthy = AllUnhealthyMessage
 	}
 	for name, ps := range s.procs {
 		if ps.gaveUp {

@@ -27,6 +27,9 @@ type behavior struct {
 	Hold bool
 	// HookExit is the exit code of a postdeploy container.
 	HookExit int
+	// HookHold keeps a postdeploy container running until the test calls
+	// fakeRuntime.Exit (or it is stopped).
+	HookHold bool
 	// Output is what the container prints.
 	Output []string
 	// NoImage makes ImageExists say the image is missing.
@@ -38,6 +41,10 @@ type fakeContainer struct {
 	spec      ContainerSpec
 	listening bool
 	output    []string
+	// httpStatus is what a GET answers (0: 200); hang makes every GET
+	// go unanswered (a deadlocked app that still accepts TCP).
+	httpStatus int
+	hang       bool
 	// port is what the app listens on: the PORT it was given.
 	port string
 }
@@ -51,6 +58,8 @@ type stopCall struct {
 type removeCall struct {
 	ID string
 	At time.Time
+	// Running is set when the container still ran: a removal kills it.
+	Running bool
 }
 
 type killCall struct {
@@ -192,7 +201,7 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 		c.info.ExitCode = 3
 	}
 	if spec.Labels[LabelProcess] == HookProcess {
-		c.info.Running, c.listening, c.info.ExitCode = false, false, b.HookExit
+		c.info.Running, c.listening, c.info.ExitCode = b.HookHold, false, b.HookExit
 	}
 	r.containers[id] = c
 	return c.copyInfo(), nil
@@ -293,7 +302,7 @@ func (r *fakeRuntime) Remove(ctx context.Context, id string) error {
 	if r.down {
 		return errDown
 	}
-	r.removes = append(r.removes, removeCall{ID: id, At: time.Now()})
+	r.removes = append(r.removes, removeCall{ID: id, At: time.Now(), Running: r.containers[id] != nil && r.containers[id].info.Running})
 	if r.containers[id] == nil {
 		return fmt.Errorf("removing %s: %w", id, ErrNotFound)
 	}

@@ -83,8 +83,10 @@ type fakeRuntime struct {
 	kills      []killCall
 	// inflight counts Run calls in flight, and maxInflight the most seen.
 	inflight, maxInflight int
-	// runDelay makes every Run take that long.
-	runDelay time.Duration
+	// runDelay makes every Run take that long; stopDelay every Stop (the
+	// container exits at its end, as one that handles SIGTERM).
+	runDelay  time.Duration
+	stopDelay time.Duration
 	// down makes every call fail as if the service were unreachable.
 	down bool
 	subs map[int]func(ContainerEvent)
@@ -274,6 +276,16 @@ func (r *fakeRuntime) Inspect(ctx context.Context, id string) (ContainerInfo, er
 func (r *fakeRuntime) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	r.mu.Lock()
+	delay := r.stopDelay
+	r.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -669,7 +669,10 @@ func TestDashboardAttention(t *testing.T) {
 			nil, "warn", []string{"web: 1 of 2 containers running"}},
 		{"crashed container", func(s *engine.AppStatus) { s.Containers[1].State = engine.StateCrashed },
 			nil, "warn", []string{"web container c2 crashed", "web: 1 of 2 containers running"}},
-		{"unhealthy", func(s *engine.AppStatus) { s.Containers[0].Unreachable = true; s.Containers[0].State = engine.StateUnhealthy },
+		{"unhealthy", func(s *engine.AppStatus) {
+			s.Containers[0].Unreachable = true
+			s.Containers[0].State = engine.StateUnhealthy
+		},
 			nil, "warn", []string{"1 web container(s) unhealthy"}},
 		{"all unhealthy", func(s *engine.AppStatus) {
 			for i := range s.Containers {

@@ -222,7 +222,9 @@ func TestDeployDuringHook(t *testing.T) {
 	app := uniqueName("hookq")
 	imageV3 := "localhost/podswitch-testapp:liveness-v3"
 	podmanCLI(t, "tag", imageV1, imageV3)
-	t.Cleanup(func() { _, _ = execPodman("untag", imageV3) })
+	// Untag only this name: `podman untag <image>` alone would remove
+	// every name of the image, v1's too.
+	t.Cleanup(func() { _, _ = execPodman("untag", imageV3, imageV3) })
 	cfg := appCfg{Name: app, Image: imageV1, Web: 1, Lines: []string{"postdeploy /app hook", "env HOOK_DELAY 12s", "stop_timeout 3s", "drain_timeout 1s"}}
 	c := startCaddy(t, cfg)
 	c.mustDeploy(app, imageV1, 2*time.Minute)

@@ -3,6 +3,7 @@ package integration
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -304,10 +305,17 @@ func TestKillDuringHookOneHook(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	d := c.mustDeploy(app, imageV2, time.Minute)
-	t.Logf("kill -9 during a hook: at most %d hook container(s) running at once over %d polls; the started-over deployment %d succeeded (hook exit %v, note %q)",
-		most, polls, d.ID, d.Hook.ExitCode, d.Note)
+	t.Logf("kill -9 during a hook: at most %d hook container(s) running at once over %d polls; the started-over deployment %d succeeded (hook exit %s, note %q)",
+		most, polls, d.ID, hookExit(d.Hook), d.Note)
 	if most > 1 {
 		t.Errorf("%d hook containers ran at once", most)
 	}
 }
 
+
+func hookExit(h *engine.HookRecord) string {
+	if h == nil || h.ExitCode == nil {
+		return "none"
+	}
+	return strconv.Itoa(*h.ExitCode)
+}

@@ -312,7 +312,6 @@ func TestKillDuringHookOneHook(t *testing.T) {
 	}
 }
 
-
 func hookExit(h *engine.HookRecord) string {
 	if h == nil || h.ExitCode == nil {
 		return "none"

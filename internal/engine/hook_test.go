@@ -32,6 +32,12 @@ func (h *harness) runningHooks() int {
 // the hook is never cut, the hooked deployment is then aborted (replaced),
 // and the queued one goes on and succeeds.
 func TestDeployDuringHookWaits(t *testing.T) {
+	for _, via := range []string{"deploy", "reload"} {
+		t.Run(via, func(t *testing.T) { testDeployDuringHook(t, via) })
+	}
+}
+
+func testDeployDuringHook(t *testing.T, via string) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, nil)
 		defer h.shutdown()
@@ -42,11 +48,16 @@ func TestDeployDuringHookWaits(t *testing.T) {
 		waitFor(t, "the v2 hook runs", time.Minute, func() bool { return h.runningHooks() == 1 })
 		hook := h.hookIDs()[0]
 		v3 := hookAppSpec(t, "localhost/blog:v3")
-		res, err := s.Deploy(v3.Image)
-		if err != nil {
-			t.Fatal(err)
+		var d3 *Deployment
+		if via == "deploy" {
+			res, err := s.Deploy(v3.Image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d3 = res.Deployment
+		} else {
+			d3 = s.Update(v3)
 		}
-		d3 := res.Deployment
 		settle(time.Minute)
 		got3, _, _ := s.Deployment(d3.ID)
 		if got3.Status != StatusStarting || !strings.Contains(got3.Note, "waiting for the postdeploy hook of deployment") {

@@ -153,6 +153,51 @@ func TestLivenessFrozen(t *testing.T) {
 	l.check(t, 90)
 }
 
+// A deadlocked web container (it accepts TCP, answers nothing; ready_path
+// set) leaves the pool within about a second and is replaced new-first
+// after unhealthy_timeout: the replacement serves before the deadlocked
+// one is stopped; no request sent once it left the pool fails.
+func TestLivenessDeadlock(t *testing.T) {
+	app := uniqueName("hang")
+	cfg := appCfg{Name: app, Image: imageV1, Web: 2, Lines: []string{"ready_path /up", "unhealthy_timeout 3s", "drain_timeout 1s", "stop_timeout 3s"}}
+	c := startCaddy(t, cfg)
+	st := c.waitSettled(app, 2, 2*time.Minute)
+	victim := st.Containers[0]
+
+	t0 := time.Now()
+	control(t, victim.Addr, "/control/hang")
+	st = c.waitStatus(app, "the deadlocked container out of the pool", 30*time.Second, func(st engine.AppStatus) bool {
+		cs, ok := containerOf(st, victim.ID)
+		return !ok || cs.State == engine.StateUnhealthy
+	})
+	out := time.Since(t0)
+	cs, _ := containerOf(st, victim.ID)
+	t.Logf("deadlocked container out of the pool %s after the hang (note %q)", out.Round(time.Millisecond), cs.Note)
+	l := startLoad(t, c.url("/"), 100)
+	var repl engine.ContainerStatus
+	st = c.waitStatus(app, "a replacement serves", 2*time.Minute, func(st engine.AppStatus) bool {
+		for _, ct := range st.Containers {
+			if ct.ID != victim.ID && ct.StartedAt.After(t0) && ct.State == engine.StateReady {
+				repl = ct
+				return true
+			}
+		}
+		return false
+	})
+	readyAt := time.Since(t0)
+	if cs, ok := containerOf(st, victim.ID); ok && cs.State != engine.StateUnhealthy && cs.State != engine.StateDraining {
+		t.Errorf("the deadlocked container was %s when its replacement got ready, want still there (unhealthy or draining)", cs.State)
+	}
+	if repl.StartedAt.Sub(t0) < 3*time.Second {
+		t.Errorf("replacement started %s after the hang, before unhealthy_timeout", repl.StartedAt.Sub(t0))
+	}
+	c.waitStatus(app, "the deadlocked container gone", 2*time.Minute, func(st engine.AppStatus) bool { return replaced(st, victim.ID, 2) })
+	t.Logf("deadlocked container: replacement started %s, ready %s, the old one gone %s after the hang (unhealthy_timeout 3s)",
+		repl.StartedAt.Sub(t0).Round(time.Millisecond), readyAt.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	l.check(t, 90)
+}
+
 // Restarting Caddy (kill -9, then a clean stop) while ready_path answers
 // 503 on every container stops no container; they serve again once the
 // path answers 200.

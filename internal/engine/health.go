@@ -55,7 +55,11 @@ func (s *Supervisor) checkHealth() {
 			return
 		case <-t.C:
 		}
-		s.healthPass()
+		// A check that failed once is made again at once, not at the
+		// next tick: a dead container is out after two checks, in about
+		// a second.
+		for s.healthPass() && s.ctx.Err() == nil {
+		}
 	}
 }
 
@@ -82,7 +86,10 @@ func (s *Supervisor) liveCheck(addr, path string, status [2]int) error {
 	return nil
 }
 
-func (s *Supervisor) healthPass() {
+// healthPass checks every ready web container once. It reports whether one
+// failed a check but not yet healthFails in a row: it is checked again at
+// once.
+func (s *Supervisor) healthPass() (again bool) {
 	s.lock()
 	var cs []*Container
 	var addrs []string
@@ -98,14 +105,14 @@ func (s *Supervisor) healthPass() {
 	}
 	s.unlock()
 	if len(cs) == 0 {
-		return
+		return false
 	}
 	errs := make([]error, len(cs))
 	each(s.ctx, s.probes, addrs, func(i int, addr string) {
 		errs[i] = s.liveCheck(addr, path, status)
 	})
 	if s.ctx.Err() != nil {
-		return
+		return false
 	}
 	s.lock()
 	defer s.unlock()
@@ -124,6 +131,7 @@ func (s *Supervisor) healthPass() {
 		c.probeFails++
 		c.healthErr = errs[i].Error()
 		if c.probeFails < healthFails {
+			again = true
 			continue
 		}
 		if !c.unhealthy {
@@ -140,6 +148,7 @@ func (s *Supervisor) healthPass() {
 		}
 		s.replaceUnhealthyLocked(c, now)
 	}
+	return again
 }
 
 // healthyAgainLocked puts c, which answers its check again, back in the

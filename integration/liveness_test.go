@@ -126,14 +126,15 @@ func TestLivenessFrozen(t *testing.T) {
 	victim := st.Containers[0]
 	t.Cleanup(func() { _, _ = execPodman("unpause", victim.ID) })
 
-	t0 := time.Now()
 	podmanCLI(t, "pause", victim.ID)
-	c.waitStatus(app, "the frozen container out of the pool", 30*time.Second, func(st engine.AppStatus) bool {
+	t0 := time.Now() // the pause command has returned: it is frozen
+	st = c.waitStatus(app, "the frozen container out of the pool", 30*time.Second, func(st engine.AppStatus) bool {
 		cs, ok := containerOf(st, victim.ID)
-		return !ok || cs.State == engine.StateUnhealthy
+		return !ok || cs.State != engine.StateReady
 	})
 	out := time.Since(t0)
-	t.Logf("frozen container out of the pool %s after podman pause", out.Round(time.Millisecond))
+	cs, _ := containerOf(st, victim.ID)
+	t.Logf("frozen container out of the pool %s after podman pause returned (state %s: %s)", out.Round(time.Millisecond), cs.State, cs.Note)
 	if out > 10*time.Second {
 		t.Errorf("out of the pool after %s, want about a second", out)
 	}

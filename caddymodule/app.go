@@ -121,6 +121,13 @@ type AppConfig struct {
 	// Default: 30s.
 	DrainTimeout *caddy.Duration `json:"drain_timeout,omitempty"`
 
+	// UnhealthyTimeout is how long a ready web container may fail its
+	// health checks (a GET of ready_path every 500ms, or a TCP connect
+	// without one; out of the pool meanwhile) before it is replaced,
+	// new-first: a replacement boots and the unhealthy container is
+	// retired once it is ready. 0 never replaces it. Default: 30s.
+	UnhealthyTimeout *caddy.Duration `json:"unhealthy_timeout,omitempty"`
+
 	// RestartAttempts is how many times a restart, a scale-up or the
 	// replacement of a crashed container retries a container that fails
 	// to boot (or crashes again soon after), with exponential backoff
@@ -216,6 +223,10 @@ func (c *AppConfig) spec(name string, resolve bool) (engine.AppSpec, error) {
 	}
 	if c.RestartAttempts != nil {
 		spec.RestartAttempts = *c.RestartAttempts
+	}
+	spec.UnhealthyTimeout = engine.DefaultUnhealthyTimeout
+	if c.UnhealthyTimeout != nil {
+		spec.UnhealthyTimeout = time.Duration(*c.UnhealthyTimeout)
 	}
 	for _, n := range slices.Sorted(maps.Keys(c.Processes)) {
 		if n == engine.WebProcess {

@@ -33,6 +33,7 @@ func init() {
 //			boot_timeout <duration>
 //			stop_timeout <duration>
 //			drain_timeout <duration>
+//			unhealthy_timeout <duration>
 //			restart_attempts <number>
 //			worker_ready_time <duration>
 //			postdeploy <command...>
@@ -219,7 +220,7 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				return nil, err
 			}
 			cfg.Port = n
-		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time", "postdeploy_timeout":
+		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time", "postdeploy_timeout", "unhealthy_timeout":
 			v, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -243,6 +244,9 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				cfg.WorkerReadyTime = caddy.Duration(dur)
 			case "postdeploy_timeout":
 				cfg.PostdeployTimeout = caddy.Duration(dur)
+			case "unhealthy_timeout":
+				ut := caddy.Duration(dur)
+				cfg.UnhealthyTimeout = &ut
 			}
 		case "postdeploy":
 			cfg.Postdeploy = d.RemainingArgs()

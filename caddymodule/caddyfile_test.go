@@ -316,6 +316,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"web without count", app("web"), `web: want a count`, 5},
 		{"bad duration", app("stop_timeout 30s", "boot_timeout 5x"), `boot_timeout: "5x" is not a duration`, 6},
 		{"negative duration", app("drain_timeout -5s"), `drain_timeout: "-5s" must not be negative`, 5},
+		{"negative unhealthy_timeout", app("web 1", "unhealthy_timeout -1s"), `unhealthy_timeout: "-1s" must not be negative`, 6},
+		{"bad unhealthy_timeout", app("unhealthy_timeout soon"), `unhealthy_timeout: "soon" is not a duration`, 5},
+		{"unhealthy_timeout given twice", app("unhealthy_timeout 5s", "unhealthy_timeout 6s"), `app "blog": unhealthy_timeout is given twice`, 6},
 		{"duration with two values", app("stop_timeout 5s 6s"), `stop_timeout: want one value, got also "6s"`, 5},
 		{"missing image", "{\n\tpodswitch {\n\t\tpodman unix:///x.sock\n\t\tapp blog {\n\t\t\tweb 2\n\t\t\tenv A b\n\t\t}\n\t}\n}\n",
 			`app "blog": image is required`, 4},
@@ -429,6 +432,7 @@ func TestSpecJSONErrors(t *testing.T) {
 		{"negative boot_timeout", "blog", `{"image": "x", "boot_timeout": "-1s"}`, "boot_timeout must not be negative"},
 		{"negative stop_timeout", "blog", `{"image": "x", "stop_timeout": -1000000000}`, "stop_timeout must not be negative"},
 		{"negative drain_timeout", "blog", `{"image": "x", "drain_timeout": "-30s"}`, "drain_timeout must not be negative"},
+		{"negative unhealthy_timeout", "blog", `{"image": "x", "unhealthy_timeout": "-30s"}`, "unhealthy_timeout must not be negative"},
 		{"negative worker_ready_time", "blog", `{"image": "x", "worker_ready_time": "-2s"}`, "worker_ready_time must not be negative"},
 		{"negative restart_attempts", "blog", `{"image": "x", "restart_attempts": -1}`, "restart_attempts must not be negative"},
 		{"env PORT", "blog", `{"image": "x", "env": {"PORT": "8080"}}`, "env PORT is set by podswitch"},
@@ -486,6 +490,7 @@ func TestSpecDefaults(t *testing.T) {
 		{"boot_timeout", spec.BootTimeout, 60 * time.Second},
 		{"stop_timeout", spec.StopTimeout, 30 * time.Second},
 		{"drain_timeout", spec.DrainTimeout, 30 * time.Second},
+		{"unhealthy_timeout", spec.UnhealthyTimeout, 30 * time.Second},
 		{"restart_attempts", spec.RestartAttempts, 20},
 		{"worker_ready_time", spec.WorkerReadyTime, 2 * time.Second},
 	} {
@@ -639,6 +644,50 @@ func TestAdaptedZeroSettings(t *testing.T) {
 			}
 			if spec.RestartAttempts != tc.attempts || spec.DrainTimeout != tc.drainWait {
 				t.Errorf("restart_attempts %d, drain_timeout %s; want %d and %s", spec.RestartAttempts, spec.DrainTimeout, tc.attempts, tc.drainWait)
+			}
+		})
+	}
+}
+
+// unhealthy_timeout 0 never replaces an unhealthy container: it adapts to
+// JSON 0 and reaches the engine as 0; absent, it is 30s.
+func TestAdaptedUnhealthyTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		json string
+		want time.Duration
+	}{
+		{"unhealthy_timeout 0", `"unhealthy_timeout": 0`, 0},
+		{"unhealthy_timeout 3s", `"unhealthy_timeout": 3000000000`, 3 * time.Second},
+		{"", "", 30 * time.Second},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			caddyfile := "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n"
+			if tc.line != "" {
+				caddyfile += "\t\t\t" + tc.line + "\n"
+			}
+			caddyfile += "\t\t}\n\t}\n}\n"
+			out := mustAdapt(t, []byte(caddyfile), true)
+			if tc.json != "" && !bytes.Contains(out, []byte(tc.json)) {
+				t.Errorf("adapted JSON lacks %s:\n%s", tc.json, out)
+			}
+			if tc.json == "" && bytes.Contains(out, []byte("unhealthy_timeout")) {
+				t.Errorf("adapted JSON has unhealthy_timeout:\n%s", out)
+			}
+			var cfg struct {
+				Apps struct {
+					Podswitch App `json:"podswitch"`
+				} `json:"apps"`
+			}
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			spec, err := cfg.Apps.Podswitch.Apps["blog"].Spec("blog")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spec.UnhealthyTimeout != tc.want {
+				t.Errorf("unhealthy_timeout %s, want %s", spec.UnhealthyTimeout, tc.want)
 			}
 		})
 	}

@@ -743,8 +743,8 @@ func printApp(w io.Writer, st engine.AppStatus) {
 	fmt.Fprintln(tw, "CONTAINER\tNAME\tPROCESS\tRELEASE\tSTATE\tDIAL\tSTARTED")
 	for _, c := range st.Containers {
 		state := string(c.State)
-		if c.Unreachable {
-			state += " (unreachable)"
+		if c.Note != "" {
+			state += " (" + c.Note + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(c.ID), c.Name, c.Process, c.Release, state, orDash(c.Addr), formatTime(c.StartedAt))
 	}

@@ -653,6 +653,9 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 	}
 	s.Processes = processesOf(st)
 	var bad, warn []dashNote
+	if st.AllUnhealthy != "" {
+		bad = append(bad, dashNote{Text: st.AllUnhealthy})
+	}
 	if st.RuntimeError != "" {
 		bad = append(bad, dashNote{Text: "Podman cannot be reached: " + st.RuntimeError})
 	}
@@ -686,7 +689,7 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 			}
 		}
 		if p.Unreachable > 0 {
-			warn = append(warn, dashNote{Text: fmt.Sprintf("%d %s container(s) stopped answering on their port: out of the pool until they answer", p.Unreachable, p.Name)})
+			warn = append(warn, dashNote{Text: fmt.Sprintf("%d %s container(s) unhealthy, stopped answering their health check: out of the pool until they answer or are replaced", p.Unreachable, p.Name)})
 		}
 		if !deploying && st.Release != nil && p.live < p.Want && !slices.Contains(st.GaveUp, p.Name) {
 			warn = append(warn, dashNote{Text: fmt.Sprintf("%s: %d of %d containers running", p.Name, p.live, p.Want)})
@@ -715,7 +718,7 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 
 // stateOrder is the order states are listed in.
 var stateOrder = []engine.State{
-	engine.StateReady, engine.StateBooted, engine.StateStarting, engine.StateDraining,
+	engine.StateReady, engine.StateUnhealthy, engine.StateBooted, engine.StateStarting, engine.StateDraining,
 	engine.StateStopping, engine.StateCrashed, engine.StateStopped,
 }
 
@@ -742,7 +745,7 @@ func processesOf(st engine.AppStatus) []dashProcess {
 		}
 		counts[c.Process][c.State]++
 		switch c.State {
-		case engine.StateStarting, engine.StateBooted, engine.StateReady:
+		case engine.StateStarting, engine.StateBooted, engine.StateReady, engine.StateUnhealthy:
 			p.live++
 		case engine.StateCrashed:
 			p.crashed = append(p.crashed, c.ID)

@@ -669,8 +669,17 @@ func TestDashboardAttention(t *testing.T) {
 			nil, "warn", []string{"web: 1 of 2 containers running"}},
 		{"crashed container", func(s *engine.AppStatus) { s.Containers[1].State = engine.StateCrashed },
 			nil, "warn", []string{"web container c2 crashed", "web: 1 of 2 containers running"}},
-		{"unreachable", func(s *engine.AppStatus) { s.Containers[0].Unreachable = true },
-			nil, "warn", []string{"1 web container(s) stopped answering"}},
+		{"unhealthy", func(s *engine.AppStatus) {
+			s.Containers[0].Unreachable = true
+			s.Containers[0].State = engine.StateUnhealthy
+		},
+			nil, "warn", []string{"1 web container(s) unhealthy"}},
+		{"all unhealthy", func(s *engine.AppStatus) {
+			for i := range s.Containers {
+				s.Containers[i].Unreachable, s.Containers[i].State = true, engine.StateUnhealthy
+			}
+			s.AllUnhealthy = engine.AllUnhealthyMessage
+		}, nil, "bad", []string{"every web container fails its health check", "2 web container(s) unhealthy"}},
 		{"runtime away", func(s *engine.AppStatus) { s.RuntimeError = "dial unix: refused" },
 			nil, "bad", []string{"Podman cannot be reached: dial unix: refused"}},
 		{"paused is no problem", func(s *engine.AppStatus) { s.Paused = &engine.PauseStatus{Since: now, Timeout: "30s"} }, nil, "ok", nil},

@@ -158,6 +158,9 @@ func (p *progress) lines(d engine.Deployment) []string {
 			}
 		}
 	}
+	if d.Note != "" {
+		add(d.NoteAt, "note/"+d.Note, d.Note)
+	}
 	if h := d.Hook; h != nil {
 		add(h.StartedAt, "hook/start", "postdeploy hook started")
 		if !h.EndedAt.IsZero() {

@@ -61,7 +61,7 @@
     const sq = [];
     let live = 0;
     for (const c of p.states) {
-      if (c.state === 'ready' || c.state === 'booted' || c.state === 'starting') live += c.n;
+      if (c.state === 'ready' || c.state === 'unhealthy' || c.state === 'booted' || c.state === 'starting') live += c.n;
       for (let i = 0; i < c.n && sq.length < 16; i++) sq.push(`<i class="sq s-${esc(c.state)}"></i>`);
     }
     let words = p.states.map(c => c.n + ' ' + c.state).join(', ') || 'none';
@@ -174,7 +174,7 @@
     if (!cs || !cs.length) return '<p class="muted">No container.</p>';
     const rows = cs.map(c => `<tr data-container="${esc(c.id)}" data-state="${esc(c.state)}">` +
       `<td class="mono" title="${esc(c.name)}">${esc(short(c.id))}</td><td>${esc(c.process)}</td>` +
-      `<td>${state(c.state)}${c.unreachable ? ' <span class="err">not answering</span>' : ''}</td>` +
+      `<td>${state(c.state)}${c.note ? ` <span class="err">${esc(c.note)}</span>` : c.unreachable ? ' <span class="err">not answering</span>' : ''}</td>` +
       `<td>${at(c.since)} <span class="muted">${when(c.since)}</span></td>` +
       `<td class="mono">${esc(c.dial || '—')}</td><td class="mono">${esc(short(c.release))}</td></tr>`);
     return '<div class="scroll"><table class="ctrs"><thead><tr><th>Container</th><th>Process</th><th>State</th>' +

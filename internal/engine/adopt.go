@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -47,13 +48,15 @@ func (s *Supervisor) adopt() bool {
 		deploying = rec.Deploying.Release
 	}
 
-	var leftovers, exited []ContainerInfo
+	var leftovers, exited, hooks []ContainerInfo
 	var candidates []ContainerInfo
 	for _, info := range list {
 		switch {
 		case !info.Running:
 			exited = append(exited, info)
-		case info.Labels[LabelProcess] == HookProcess, slices.Contains(rec.Retiring, info.ID),
+		case info.Labels[LabelProcess] == HookProcess:
+			hooks = append(hooks, info)
+		case slices.Contains(rec.Retiring, info.ID),
 			deploying != "" && info.Labels[LabelRelease] == deploying:
 			leftovers = append(leftovers, info)
 		default:
@@ -77,16 +80,19 @@ func (s *Supervisor) adopt() bool {
 			switch {
 			case p.ready:
 				webs[rel]++
-			case rel == servingID && p.addr != "" && !p.accepted:
+			case rel == servingID && p.addr != "":
 				// A container of the recorded serving release that does
 				// not answer yet (a host under load, an app paused for a
-				// moment): kept, out of the pool until the health check
-				// sees it answer.
+				// moment) or answers TCP but not ready_path (its database
+				// is down): kept, never stopped for its readiness, out of
+				// the pool until the health check sees it answer. It is
+				// replaced, new-first, only after unhealthy_timeout.
 				unreachable[info.ID] = true
 			default:
-				// It answers TCP but not ready_path (it was booting), or
-				// it has no address, or it is of a release nothing says
-				// serves and it does not answer.
+				// It answers TCP but not ready_path and its release is
+				// not recorded as serving, or it has no address, or it is
+				// of a release nothing says serves and it does not
+				// answer.
 				leftovers = append(leftovers, info)
 				continue
 			}
@@ -111,7 +117,13 @@ func (s *Supervisor) adopt() bool {
 		}
 		for _, info := range infos {
 			c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: rel, Addr: probes[info.ID].addr,
-				grace: true, unreachable: unreachable[info.ID]}
+				grace: true}
+			if unreachable[info.ID] {
+				c.unhealthy, c.unhealthySince, c.healthErr = true, time.Now(), "did not answer at adoption"
+				if p := probes[info.ID]; p.accepted && desired.ReadyPath != "" {
+					c.healthErr = fmt.Sprintf("GET %s did not answer ready at adoption", desired.ReadyPath)
+				}
+			}
 			s.containers[c.ID] = c
 			s.setState(c, StateReady, "adopted")
 		}
@@ -150,6 +162,7 @@ func (s *Supervisor) adopt() bool {
 	for _, info := range exited {
 		s.spawn(func() { s.removeQuietly(info.ID) })
 	}
+	s.stopLeftoverHooksLocked(hooks, desired.StopTimeout)
 	s.rec.Retiring = ids
 	s.saveRecordLocked()
 	s.adopted = true
@@ -205,7 +218,7 @@ func (s *Supervisor) probeCandidates(ctx context.Context, infos []ContainerInfo,
 					res.ready = true
 					break
 				}
-				if code, err := httpProbe(pctx, res.addr, spec.ReadyPath); err == nil && code >= spec.ReadyStatus[0] && code <= spec.ReadyStatus[1] {
+				if code, err := s.probeHTTP(pctx, res.addr, spec.ReadyPath); err == nil && code >= spec.ReadyStatus[0] && code <= spec.ReadyStatus[1] {
 					res.ready = true
 					break
 				}

@@ -171,7 +171,7 @@ func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Contain
 				if spec.ReadyPath == "" {
 					return nil
 				}
-				code, err := httpProbe(bctx, addr, spec.ReadyPath)
+				code, err := s.probeHTTP(bctx, addr, spec.ReadyPath)
 				if err == nil && code >= spec.ReadyStatus[0] && code <= spec.ReadyStatus[1] {
 					return nil
 				}

@@ -39,6 +39,11 @@ const (
 	// StateCrashed: it exited on its own; it is removed and, if it was
 	// serving, replaced.
 	StateCrashed State = "crashed"
+	// StateUnhealthy is what users see of a ready web container that
+	// fails its health checks: out of the pool until it answers again or
+	// is replaced. It is not a state of the machine (the container stays
+	// ready), only a word of the status.
+	StateUnhealthy State = "unhealthy"
 )
 
 // next holds the allowed transitions. Everything else is a bug, logged and
@@ -88,11 +93,18 @@ type Container struct {
 	owner int64
 	// cancel ends the container's boot, if it is booting.
 	cancel context.CancelFunc
-	// unreachable is set on a ready web container that failed health
-	// checks in a row: it is kept out of the pool until it answers again.
-	unreachable bool
-	probeFails  int
-	inspecting  bool
+	// unhealthy is set on a ready web container that failed health
+	// checks in a row (since unhealthySince, the last one for healthErr):
+	// it is kept out of the pool until it answers again. replacing is set
+	// once it was unhealthy for unhealthy_timeout: it no longer counts
+	// toward its process type's count and is retired once a replacement
+	// is ready.
+	unhealthy      bool
+	unhealthySince time.Time
+	healthErr      string
+	replacing      bool
+	probeFails     int
+	inspecting     bool
 	// exitCode is set once it exited (-1: gone without a code).
 	exitCode *int
 	// output holds its last lines of output, kept when it failed to boot
@@ -184,11 +196,18 @@ func (c *Container) cancelBoot() {
 
 // status returns what users see of c.
 func (c *Container) status() ContainerStatus {
-	return ContainerStatus{
+	st := ContainerStatus{
 		ID: c.ID, Name: c.Name, Process: c.Process, Release: c.Release,
 		State: c.state, Addr: c.Addr, Since: c.since(), StartedAt: c.entered(StateStarting),
-		Unreachable: c.unreachable,
 	}
+	if c.unhealthy && c.state == StateReady {
+		st.State, st.Since, st.Unreachable = StateUnhealthy, c.unhealthySince, true
+		st.Note = "out of the pool: " + c.healthErr
+		if c.replacing {
+			st.Note += "; being replaced"
+		}
+	}
+	return st
 }
 
 // record returns c's timeline as a deployment keeps it.

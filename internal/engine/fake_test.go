@@ -27,6 +27,9 @@ type behavior struct {
 	Hold bool
 	// HookExit is the exit code of a postdeploy container.
 	HookExit int
+	// HookHold keeps a postdeploy container running until the test calls
+	// fakeRuntime.Exit (or it is stopped).
+	HookHold bool
 	// Output is what the container prints.
 	Output []string
 	// NoImage makes ImageExists say the image is missing.
@@ -43,6 +46,10 @@ type fakeContainer struct {
 	spec      ContainerSpec
 	listening bool
 	output    []string
+	// httpStatus is what a GET answers (0: 200); hang makes every GET
+	// go unanswered (a deadlocked app that still accepts TCP).
+	httpStatus int
+	hang       bool
 	// port is what the app listens on: the PORT it was given.
 	port string
 	// b is how it acts; exited is closed once it runs no more (or is
@@ -75,6 +82,8 @@ type stopCall struct {
 type removeCall struct {
 	ID string
 	At time.Time
+	// Running is set when the container still ran: a removal kills it.
+	Running bool
 }
 
 type killCall struct {
@@ -100,8 +109,10 @@ type fakeRuntime struct {
 	exitedOf map[string]*fakeContainer
 	// inflight counts Run calls in flight, and maxInflight the most seen.
 	inflight, maxInflight int
-	// runDelay makes every Run take that long.
-	runDelay time.Duration
+	// runDelay makes every Run take that long; stopDelay every Stop (the
+	// container exits at its end, as one that handles SIGTERM).
+	runDelay  time.Duration
+	stopDelay time.Duration
 	// down makes every call fail as if the service were unreachable.
 	down bool
 	subs map[int]func(ContainerEvent)
@@ -233,8 +244,10 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 		c.exitLocked(3)
 	}
 	if spec.Labels[LabelProcess] == HookProcess {
-		c.info.Running = true
-		c.exitLocked(b.HookExit)
+		c.info.Running, c.listening = true, false
+		if !b.HookHold {
+			c.exitLocked(b.HookExit)
+		}
 	}
 	r.containers[id] = c
 	return c.copyInfo(), nil
@@ -310,6 +323,16 @@ func (r *fakeRuntime) Stop(ctx context.Context, id string, timeout time.Duration
 		return err
 	}
 	r.mu.Lock()
+	delay := r.stopDelay
+	r.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.down {
 		return errDown
@@ -332,8 +355,8 @@ func (r *fakeRuntime) Remove(ctx context.Context, id string) error {
 	if r.down {
 		return errDown
 	}
-	r.removes = append(r.removes, removeCall{ID: id, At: time.Now()})
 	c := r.containers[id]
+	r.removes = append(r.removes, removeCall{ID: id, At: time.Now(), Running: c != nil && c.info.Running})
 	if c == nil {
 		return fmt.Errorf("removing %s: %w", id, ErrNotFound)
 	}

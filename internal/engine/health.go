@@ -3,22 +3,47 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// The data plane does not wait for Podman: every ready web container gets a
-// TCP connect every healthInterval, off the request path. One that fails
-// healthFails in a row leaves the pool at once (within about a second of
-// its death, however slow or frozen Podman is, however late its events),
-// and Podman is asked whether it still runs: an exit is handled as a crash.
-// One that answers again comes back.
+// Liveness. The data plane does not wait for Podman: every ready web
+// container is checked every healthInterval, off the request path, with a
+// GET of ready_path when the app has one (its status must be within
+// ready_status) and a TCP connect otherwise, each check answered within
+// healthTimeout or failed. One that fails healthFails checks in a row is
+// unhealthy: it leaves the pool at once (within about a second of a crash,
+// a closed listener or a deadlock, however slow or frozen Podman is), and
+// Podman is asked whether it still runs (an exit is a crash). One that
+// answers again comes back. One that stays unhealthy for unhealthy_timeout
+// is replaced new-first, like a crash: a replacement boots, and only once
+// it is ready is the unhealthy one retired; the replacement is counted and
+// backed off like a crash replacement. When every ready web container of
+// the app is unhealthy, the pool keeps them all rather than none (panic
+// routing), and the status says so.
 var (
 	healthInterval = 500 * time.Millisecond
-	healthTimeout  = 300 * time.Millisecond
+	healthTimeout  = 400 * time.Millisecond
 	healthFails    = 2
 )
+
+// HTTPProber is a Prober that can also send the GET of a readiness path.
+// A Prober that is not one gets the engine's own HTTP client.
+type HTTPProber interface {
+	// ProbeHTTP sends one GET of path to addr and returns the answer's
+	// status.
+	ProbeHTTP(ctx context.Context, addr, path string) (int, error)
+}
+
+// probeHTTP sends one GET of path to addr, through the prober when it can.
+func (s *Supervisor) probeHTTP(ctx context.Context, addr, path string) (int, error) {
+	if hp, ok := s.deps.Prober.(HTTPProber); ok {
+		return hp.ProbeHTTP(ctx, addr, path)
+	}
+	return httpProbe(ctx, addr, path)
+}
 
 // checkHealth runs health passes until the supervisor ends.
 func (s *Supervisor) checkHealth() {
@@ -30,14 +55,48 @@ func (s *Supervisor) checkHealth() {
 			return
 		case <-t.C:
 		}
-		s.healthPass()
+		// A check that failed once is made again at once, not at the
+		// next tick: a dead container is out after two checks, in about
+		// a second.
+		for s.healthPass() && s.ctx.Err() == nil {
+		}
 	}
 }
 
-func (s *Supervisor) healthPass() {
+// liveCheck is one health check of one container: nil when it passed,
+// else why it failed.
+func (s *Supervisor) liveCheck(addr, path string, status [2]int) error {
+	ctx, cancel := context.WithTimeout(s.ctx, healthTimeout)
+	defer cancel()
+	if path == "" {
+		if err := s.deps.Prober.Probe(ctx, addr); err != nil {
+			return errors.New("does not accept connections")
+		}
+		return nil
+	}
+	code, err := s.probeHTTP(ctx, addr, path)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return fmt.Errorf("GET %s: no answer within %s", path, healthTimeout)
+	case err != nil:
+		return fmt.Errorf("GET %s: no answer (%v)", path, err)
+	case code < status[0] || code > status[1]:
+		return fmt.Errorf("GET %s answered %d (want %d-%d)", path, code, status[0], status[1])
+	}
+	return nil
+}
+
+// healthPass checks every ready web container once. It reports whether one
+// failed a check but not yet healthFails in a row: it is checked again at
+// once.
+func (s *Supervisor) healthPass() (again bool) {
 	s.lock()
 	var cs []*Container
 	var addrs []string
+	path, status := s.desired.ReadyPath, s.desired.ReadyStatus
+	if status == [2]int{} {
+		status = [2]int{200, 299}
+	}
 	for _, c := range s.containers {
 		if c.state == StateReady && c.Process == WebProcess && c.Addr != "" {
 			cs = append(cs, c)
@@ -46,45 +105,107 @@ func (s *Supervisor) healthPass() {
 	}
 	s.unlock()
 	if len(cs) == 0 {
-		return
+		return false
 	}
-	ok := make([]bool, len(cs))
+	errs := make([]error, len(cs))
 	each(s.ctx, s.probes, addrs, func(i int, addr string) {
-		ctx, cancel := context.WithTimeout(s.ctx, healthTimeout)
-		defer cancel()
-		ok[i] = s.deps.Prober.Probe(ctx, addr) == nil
+		errs[i] = s.liveCheck(addr, path, status)
 	})
 	if s.ctx.Err() != nil {
-		return
+		return false
 	}
 	s.lock()
 	defer s.unlock()
+	now := time.Now()
 	for i, c := range cs {
 		if c.state != StateReady {
 			continue
 		}
-		if ok[i] {
+		if errs[i] == nil {
 			c.probeFails = 0
-			if c.unreachable {
-				c.unreachable = false
-				s.poolDirty = true
-				s.touch()
-				s.log.Info("container answers again, back in the pool", zap.String("container", shortID(c.ID)), zap.String("dial", c.Addr))
+			if c.unhealthy {
+				s.healthyAgainLocked(c)
 			}
 			continue
 		}
 		c.probeFails++
-		if c.probeFails < healthFails || c.unreachable {
+		c.healthErr = errs[i].Error()
+		if c.probeFails < healthFails {
+			again = true
 			continue
 		}
-		c.unreachable = true
-		s.poolDirty = true
-		s.touch()
-		s.log.Warn("container does not accept connections, out of the pool", zap.String("container", shortID(c.ID)),
-			zap.String("process", c.Process), zap.String("dial", c.Addr))
-		if !c.inspecting {
-			c.inspecting = true
-			s.spawn(func() { s.inspectUnreachable(c) })
+		if !c.unhealthy {
+			c.unhealthy = true
+			c.unhealthySince = now
+			s.poolDirty = true
+			s.touch()
+			s.log.Warn("container fails its health check, out of the pool", zap.String("container", shortID(c.ID)),
+				zap.String("process", c.Process), zap.String("dial", c.Addr), zap.String("check", c.healthErr))
+			if !c.inspecting {
+				c.inspecting = true
+				s.spawn(func() { s.inspectUnreachable(c) })
+			}
+		}
+		s.replaceUnhealthyLocked(c, now)
+	}
+	return again
+}
+
+// healthyAgainLocked puts c, which answers its check again, back in the
+// pool. A replacement asked for it and not ready yet is not needed any
+// more: the reconcile finds one container too many and discards the one
+// not serving, the replacement.
+func (s *Supervisor) healthyAgainLocked(c *Container) {
+	c.unhealthy, c.unhealthySince, c.healthErr = false, time.Time{}, ""
+	s.poolDirty = true
+	s.touch()
+	s.log.Info("container answers its health check again, back in the pool", zap.String("container", shortID(c.ID)), zap.String("dial", c.Addr))
+	if c.replacing {
+		c.replacing = false
+		s.log.Info("the replacement of the container is no longer needed", zap.String("container", shortID(c.ID)))
+		s.poke()
+	}
+}
+
+// replaceUnhealthyLocked asks for the replacement of c once it has been
+// unhealthy for unhealthy_timeout: it stops counting toward its process
+// type's count, so the reconcile boots a replacement, and is retired once
+// the type has its count of ready containers (see reconcileProcessLocked).
+// The replacement counts as one of a crash: the first is at once, those
+// that follow soon after are backed off, up to restart_attempts, then the
+// type gives up and users are told.
+func (s *Supervisor) replaceUnhealthyLocked(c *Container, now time.Time) {
+	timeout := s.desired.UnhealthyTimeout
+	sv := s.serving
+	if c.replacing || timeout <= 0 || now.Sub(c.unhealthySince) < timeout ||
+		c.owner != 0 || sv == nil || sv.spec == nil || c.Release != sv.ID {
+		return
+	}
+	c.replacing = true
+	msg := fmt.Sprintf("%s container %s failed its health check for %s: %s", c.Process, c.Name, timeout, c.healthErr)
+	s.log.Warn("replacing an unhealthy container", zap.String("container", shortID(c.ID)), zap.String("process", c.Process),
+		zap.Duration("unhealthy_for", now.Sub(c.unhealthySince)), zap.String("check", c.healthErr))
+	ps := s.proc(c.Process)
+	if c.unhealthySince.Sub(c.entered(StateReady)) >= stableAfter {
+		// It served long enough before it failed: a new incident.
+		ps.crashes = 0
+		ps.crashBackoff.Reset()
+	}
+	s.crashedInLoopLocked(s.servingSpecLocked(), c, ps, msg)
+	s.touch()
+	s.poke()
+}
+
+// retireReplacedLocked retires the containers of process type name of
+// the serving release that wait for their replacement, once ready is at
+// least the type's count: the replacements serve.
+func (s *Supervisor) retireReplacedLocked(name string, ready, count int) {
+	if ready < count {
+		return
+	}
+	for _, c := range s.containers {
+		if c.replacing && c.Process == name && c.state == StateReady {
+			s.retireLocked(c, nil, fmt.Sprintf("replaced: unhealthy for %s (%s)", time.Since(c.unhealthySince).Round(time.Second), c.healthErr))
 		}
 	}
 }
@@ -106,3 +227,23 @@ func (s *Supervisor) inspectUnreachable(c *Container) {
 		s.exited(c.ID, info.ExitCode)
 	}
 }
+
+// panicLocked notes whether every ready web container fails its check (the
+// pool then keeps them all): a warning once per episode.
+func (s *Supervisor) panicLocked(ready, healthy int) {
+	all := ready > 0 && healthy == 0
+	if all == s.allUnhealthy {
+		return
+	}
+	s.allUnhealthy = all
+	if all {
+		s.log.Warn("every web container fails its health check: traffic goes to all of them rather than none", zap.Int("containers", ready))
+	} else {
+		s.log.Info("a web container passes its health check again: traffic goes to the healthy ones only")
+	}
+	s.touch()
+}
+
+// AllUnhealthyMessage is what the status says while every ready web
+// container of an app fails its health check.
+const AllUnhealthyMessage = "every web container fails its health check: traffic goes to all of them rather than none"

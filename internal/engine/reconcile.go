@@ -153,7 +153,7 @@ func (s *Supervisor) servingSpecLocked() AppSpec {
 	d := s.desired
 	spec.BootTimeout, spec.StopTimeout, spec.DrainTimeout = d.BootTimeout, d.StopTimeout, d.DrainTimeout
 	spec.RestartAttempts, spec.WorkerReadyTime, spec.HookTimeout = d.RestartAttempts, d.WorkerReadyTime, d.HookTimeout
-	spec.ReadyPath, spec.ReadyStatus = d.ReadyPath, d.ReadyStatus
+	spec.ReadyPath, spec.ReadyStatus, spec.UnhealthyTimeout = d.ReadyPath, d.ReadyStatus, d.UnhealthyTimeout
 	return spec
 }
 
@@ -164,11 +164,18 @@ func (s *Supervisor) servingSpecLocked() AppSpec {
 func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 	ps := s.proc(p.Name)
 	var live []*Container
+	ready := 0
 	for _, c := range s.containers {
-		if c.owner == 0 && c.Process == p.Name && c.Release == s.serving.ID && c.state.live() {
+		// An unhealthy container waiting for its replacement does not
+		// count: it is retired once the type has its count ready.
+		if c.owner == 0 && c.Process == p.Name && c.Release == s.serving.ID && c.state.live() && !c.replacing {
 			live = append(live, c)
+			if c.state == StateReady {
+				ready++
+			}
 		}
 	}
+	s.retireReplacedLocked(p.Name, ready, p.Count)
 	if n := len(live) - p.Count; n > 0 {
 		slices.SortFunc(live, s.surplusOrder)
 		// Recorded as retiring in one write before any of them stops.

@@ -132,9 +132,17 @@ func deploymentFields(d *Deployment) []zap.Field {
 	return fields
 }
 
-// runRollout is a rollout from start to end.
+// runRollout is a rollout from start to end. A deployment of a new release
+// that arrives while a postdeploy hook runs waits for the hook's end before
+// it boots anything (see hook.go).
 func (s *Supervisor) runRollout(r *rollout) {
-	err := s.pinImage(r)
+	var err error
+	if r.kind != KindRestart {
+		_, err = s.waitForHook(r, false)
+	}
+	if err == nil {
+		err = s.pinImage(r)
+	}
 	if err == nil {
 		err = s.bootAll(r)
 	}

@@ -30,6 +30,9 @@ const (
 	DefaultRestartAttempts = 20
 	DefaultPort            = 5000
 	DefaultWorkerReadyTime = 2 * time.Second
+	// DefaultUnhealthyTimeout is how long a ready web container may fail
+	// its health checks before it is replaced.
+	DefaultUnhealthyTimeout = 30 * time.Second
 )
 
 // Labels put on every container podswitch starts.
@@ -104,6 +107,11 @@ type AppSpec struct {
 	// ReadyStatus is the accepted status range of ReadyPath, [low, high];
 	// zero means 200-299.
 	ReadyStatus [2]int
+	// UnhealthyTimeout is how long a ready web container may fail its
+	// health checks (out of the pool) before it is replaced, new-first;
+	// zero never replaces it. Like DrainTimeout, zero has a meaning: the
+	// caller sets DefaultUnhealthyTimeout when the setting is absent.
+	UnhealthyTimeout time.Duration
 }
 
 // MaxCount is the most containers of one process type an app may ask for:
@@ -159,7 +167,7 @@ func (s AppSpec) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"boot_timeout": s.BootTimeout, "stop_timeout": s.StopTimeout,
 		"drain_timeout": s.DrainTimeout, "worker_ready_time": s.WorkerReadyTime,
-		"postdeploy_timeout": s.HookTimeout,
+		"postdeploy_timeout": s.HookTimeout, "unhealthy_timeout": s.UnhealthyTimeout,
 	} {
 		if d < 0 {
 			return fmt.Errorf("%s must not be negative", name)

@@ -63,6 +63,10 @@ type Deployment struct {
 	Containers []ContainerRecord `json:"containers,omitempty"`
 	// Hook is the postdeploy hook's run, if the release has one.
 	Hook *HookRecord `json:"hook,omitempty"`
+	// Note says what the deployment waits for or waited for (a postdeploy
+	// hook of another deployment), since NoteAt.
+	Note   string    `json:"note,omitempty"`
+	NoteAt time.Time `json:"note_at,omitzero"`
 	// RetiredAt is when the last container it replaced was stopped.
 	RetiredAt time.Time `json:"retired_at,omitzero"`
 }
@@ -122,9 +126,13 @@ type ContainerStatus struct {
 	// (zero for one adopted from a previous run).
 	Since     time.Time `json:"since"`
 	StartedAt time.Time `json:"started_at,omitzero"`
-	// Unreachable is set on a ready web container that stopped accepting
-	// connections: it is out of the pool until it accepts again.
+	// Unreachable is set on a ready web container that fails its health
+	// checks (its State is then "unhealthy"): it is out of the pool until
+	// it answers again or is replaced.
 	Unreachable bool `json:"unreachable,omitempty"`
+	// Note says why, where there is more to say than the state (the last
+	// health check that failed).
+	Note string `json:"note,omitempty"`
 }
 
 // OverrideStatus is one setting an operation changed over the config.
@@ -180,6 +188,9 @@ type AppStatus struct {
 	// (re)started within restart_attempts; they are retried on the next
 	// release, config change, restart or scale.
 	GaveUp []string `json:"gave_up,omitempty"`
+	// AllUnhealthy is set while every ready web container fails its
+	// health check: the pool then keeps them all rather than none.
+	AllUnhealthy string `json:"all_unhealthy,omitempty"`
 }
 
 // History keeps the deployments of apps across restarts of the process.

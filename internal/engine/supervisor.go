@@ -170,6 +170,12 @@ type Supervisor struct {
 	// name; othersWarned is set once that was logged.
 	others       int
 	othersWarned bool
+	// allUnhealthy is set while every ready web container fails its
+	// health check (the pool keeps them all).
+	allUnhealthy bool
+	// hook is the postdeploy hook that runs, or the leftover one of a
+	// previous run being stopped: nil when no hook of the app runs.
+	hook *hookRun
 }
 
 // serving is the release that serves.
@@ -277,11 +283,12 @@ func (s *Supervisor) publishLocked() {
 	for _, c := range s.containers {
 		if c.state == StateReady && c.Process == WebProcess && c.Addr != "" {
 			ready = append(ready, c)
-			if !c.unreachable {
+			if !c.unhealthy {
 				reachable = append(reachable, c)
 			}
 		}
 	}
+	s.panicLocked(len(ready), len(reachable))
 	if len(reachable) > 0 {
 		ready = reachable
 	}
@@ -501,6 +508,9 @@ func (s *Supervisor) Status() AppStatus {
 		Overrides:    s.rec.Overrides.list(s.config),
 		RuntimeError: s.runtimeErr,
 		Others:       s.others,
+	}
+	if s.allUnhealthy {
+		st.AllUnhealthy = AllUnhealthyMessage
 	}
 	for name, ps := range s.procs {
 		if ps.gaveUp {

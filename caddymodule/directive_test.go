@@ -318,11 +318,7 @@ func TestGatePauseResume(t *testing.T) {
 			done <- result{rec, err}
 		}()
 	}
-	select {
-	case r := <-done:
-		t.Fatalf("a request went through the pause: %d %q", r.rec.Code, r.rec.Body)
-	case <-time.After(100 * time.Millisecond):
-	}
+	g.waitHeld(t, 2)
 	if g.hits.Load() != 0 {
 		t.Fatal("the app got a request during the pause")
 	}
@@ -341,5 +337,139 @@ func TestGatePauseResume(t *testing.T) {
 	}
 	if g.hits.Load() != 2 {
 		t.Errorf("the app got %d requests, want 2", g.hits.Load())
+	}
+}
+
+// waitHeld waits until the app's pause holds n requests.
+func (g *gateTest) waitHeld(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p := g.s.Status().Paused
+		if p != nil && p.Held == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pause holds %+v, want %d requests", p, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// serveAll makes n requests through the gate, each in its own goroutine,
+// and returns the channel that gets their answers.
+func (g *gateTest) serveAll(n int) <-chan *httptest.ResponseRecorder {
+	out := make(chan *httptest.ResponseRecorder, n)
+	for range n {
+		go func() {
+			rec, err := g.serve(context.Background())
+			if err != nil {
+				rec.Code = 599 // no handler of the gate returns an error
+			}
+			out <- rec
+		}()
+	}
+	return out
+}
+
+// answers takes n answers from ch, failing after a generous wait.
+func answers(t *testing.T, ch <-chan *httptest.ResponseRecorder, n int) []*httptest.ResponseRecorder {
+	t.Helper()
+	var out []*httptest.ResponseRecorder
+	for range n {
+		select {
+		case rec := <-ch:
+			out = append(out, rec)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d held requests got no answer", n-len(out), n)
+		}
+	}
+	return out
+}
+
+// A pause holds at most its bound of requests: the next gets 503 with
+// Retry-After at once, and the app gets it neither then nor at resume;
+// the held ones go on at resume.
+func TestGatePauseBounded(t *testing.T) {
+	g := newGateTest(t)
+	engine.SetMaxHeldForTest(g.gate.pool, 3)
+	if err := g.s.Pause(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	held := g.serveAll(3)
+	g.waitHeld(t, 3)
+	rec, err := g.serve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check503(t, rec, "cannot hold more requests")
+	if err := g.s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range answers(t, held, 3) {
+		if rec.Code != http.StatusOK {
+			t.Errorf("a held request got %d after resume, want the app's 200", rec.Code)
+		}
+	}
+	if g.hits.Load() != 3 {
+		t.Errorf("the app got %d requests, want the 3 held", g.hits.Load())
+	}
+}
+
+// When the server shuts down as Caddy exits, every held request gets 503
+// with Retry-After at once, so that the shutdown, which waits for them,
+// ends; later ones get it at once too. A shutdown for a reload releases
+// nothing: the pause stands in the new config, and the requests go on at
+// resume.
+func TestGatePauseReleasedAtExit(t *testing.T) {
+	g := newGateTest(t)
+	g.gate.release = newReleaseSignal()
+	if err := g.s.Pause(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	isExiting := false
+	exiting = func() bool { return isExiting }
+	t.Cleanup(func() { exiting = caddy.Exiting })
+
+	held := g.serveAll(2)
+	g.waitHeld(t, 2)
+	g.gate.release.onShutdown() // a reload
+	select {
+	case rec := <-held:
+		t.Fatalf("a reload released a held request: %d %q", rec.Code, rec.Body)
+	default:
+	}
+	if err := g.s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range answers(t, held, 2) {
+		if rec.Code != http.StatusOK {
+			t.Errorf("a request held across a reload got %d at resume, want 200", rec.Code)
+		}
+	}
+
+	if err := g.s.Pause(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	held = g.serveAll(2)
+	g.waitHeld(t, 2)
+	isExiting = true
+	g.gate.release.onShutdown()
+	for _, rec := range answers(t, held, 2) {
+		check503(t, rec, "shutting down")
+		if got := rec.Header().Get("Connection"); got != "close" {
+			t.Errorf("Connection %q, want close", got)
+		}
+	}
+	rec, err := g.serve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check503(t, rec, "shutting down")
+	if g.hits.Load() != 2 {
+		t.Errorf("the app got %d requests, want the 2 released by resume", g.hits.Load())
+	}
+	if p := g.s.Status().Paused; p == nil || p.Held != 0 {
+		t.Errorf("pause %+v, want it standing with nothing held", p)
 	}
 }

@@ -23,7 +23,10 @@ func init() {
 // web containers of a podswitch app. Each request costs two atomic loads
 // (the pool and the gate); no lock and no Podman call. While the app is
 // paused, a request waits here until resume (at most the pause's timeout,
-// then it gets no upstream); in maintenance it gets no upstream. The
+// then it gets no upstream), like behind the podswitch_gate handler and
+// under the same bound (engine.MaxHeld held requests per app; the next get
+// no upstream at once; all are released when Caddy exits); in maintenance
+// it gets no upstream. The
 // `podswitch` site directive answers both with a proper 503 before the
 // proxy; this is for users who write reverse_proxy themselves.
 type Upstreams struct {
@@ -31,7 +34,8 @@ type Upstreams struct {
 	// traffic. Required.
 	App string `json:"app,omitempty"`
 
-	pool *engine.PoolRef
+	pool    *engine.PoolRef
+	release *releaseSignal
 }
 
 // CaddyModule returns the Caddy module information.
@@ -57,6 +61,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("podswitch upstreams: %w", err)
 	}
 	u.pool = pool
+	u.release = releaseOnExit(ctx)
 	warnActiveHealthChecks(ctx, u.App)
 	return nil
 }
@@ -103,7 +108,7 @@ func appPool(a *App, name string) (*engine.PoolRef, error) {
 // nothing from here: reverse_proxy counts the requests in flight to each
 // address itself.
 func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
-	if u.pool.Pass(r.Context()) != nil {
+	if _, v := u.pool.Pass(r.Context(), u.release.done()); v != engine.Through {
 		return nil, nil
 	}
 	p := u.pool.Load()

@@ -76,7 +76,7 @@ func (m *Manager) Pool(name string) *PoolRef {
 func (m *Manager) poolLocked(name string) *PoolRef {
 	p := m.pools[name]
 	if p == nil {
-		p = new(PoolRef)
+		p = newPoolRef()
 		m.pools[name] = p
 	}
 	return p
@@ -186,9 +186,13 @@ func (m *Manager) supervisors() []*Supervisor {
 func (m *Manager) Runtime() Runtime { return m.rt }
 
 // Close ends every supervisor without stopping any container that serves:
-// the process is exiting, and the next start adopts what runs.
+// the process is exiting, and the next start adopts what runs. Every
+// request a pause holds is released (Pass answers Released).
 func (m *Manager) Close() {
 	m.mu.Lock()
+	for _, p := range m.pools {
+		p.release()
+	}
 	sups := make([]*Supervisor, 0, len(m.sups)+len(m.leaving))
 	for _, s := range m.sups {
 		sups = append(sups, s)

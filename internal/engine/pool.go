@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -17,13 +18,29 @@ type Pool struct {
 	Addrs []string
 }
 
+// MaxHeld is how many requests a pause holds at once for one app. The
+// next ones are answered 503 with Retry-After at once: a pause must not
+// turn a burst of traffic into an unbounded heap of goroutines and open
+// connections.
+const MaxHeld = 1000
+
 // PoolRef is the stable handle of an app's traffic pool and of its gate
 // (pause, maintenance). It outlives config reloads; readers load it on
-// every request.
+// every request. It must not be copied.
 type PoolRef struct {
 	p    atomic.Pointer[Pool]
 	gate atomic.Pointer[Gate]
+	// held counts the requests a pause holds now; maxHeld bounds it
+	// (MaxHeld when zero).
+	held    atomic.Int64
+	maxHeld int64
+	// closed is closed when the manager that owns the pool closes:
+	// every request held then is released.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
+
+func newPoolRef() *PoolRef { return &PoolRef{closed: make(chan struct{})} }
 
 // Load returns the current pool, or nil before the app's first release is
 // ready.
@@ -32,8 +49,27 @@ func (r *PoolRef) Load() *Pool { return r.p.Load() }
 // Gate returns the app's gate, or nil when requests pass (the usual case).
 func (r *PoolRef) Gate() *Gate { return r.gate.Load() }
 
+// Held returns how many requests a pause holds now.
+func (r *PoolRef) Held() int64 { return r.held.Load() }
+
 func (r *PoolRef) store(release string, addrs []string) *Pool {
 	return r.p.Swap(&Pool{Release: release, Addrs: addrs})
+}
+
+// limit returns how many requests a pause may hold at once.
+func (r *PoolRef) limit() int64 {
+	if r.maxHeld > 0 {
+		return r.maxHeld
+	}
+	return MaxHeld
+}
+
+// release answers every request held now or later with PassReleased: the
+// manager that owns the pool is closing.
+func (r *PoolRef) release() {
+	if r.closed != nil {
+		r.closeOnce.Do(func() { close(r.closed) })
+	}
 }
 
 // Gate holds requests back: a pause makes them wait until resume (at most
@@ -68,16 +104,74 @@ func (g *Gate) Wait(ctx context.Context) bool {
 	}
 }
 
-// Pass waits while the app is paused, off any lock, and returns nil when
-// the request may go on, or the gate that holds it back: maintenance, or a
-// pause whose timeout passed (or ctx ended). A pause lifted for another
-// gate (maintenance, a new pause) is looked at again.
-func (r *PoolRef) Pass(ctx context.Context) *Gate {
+// Verdict is what the gate decided for one request.
+type Verdict uint8
+
+const (
+	// Through: no gate, or the pause was lifted; the request goes on.
+	Through Verdict = iota
+	// InMaintenance: the app is in maintenance; answer 503 and its message.
+	InMaintenance
+	// TimedOut: the pause outlasted the request's wait; answer 503.
+	TimedOut
+	// Full: the pause already holds its maximum of requests; answer 503.
+	Full
+	// Released: the server shuts down or the engine closes; answer 503.
+	Released
+	// ClientGone: the client left while it was held; answer nothing.
+	ClientGone
+)
+
+// Pass decides for one request: it returns Through at once when the app is
+// neither paused nor in maintenance (one atomic load), and otherwise the
+// gate and why the request must not go on. A paused request is held, off
+// any lock, until the pause is lifted, its timeout passes, ctx ends, or
+// release (the caller's: its server shuts down) or the pool's close
+// releases it; a pause lifted for another gate (maintenance, a new pause,
+// whose timeout counts afresh) is looked at again. At most maxHeld
+// requests are held at once (an atomic counter); the next are Full.
+func (r *PoolRef) Pass(ctx context.Context, release <-chan struct{}) (*Gate, Verdict) {
 	g := r.Gate()
-	for g != nil && !g.Maintenance && g.Wait(ctx) {
-		g = r.Gate()
+	if g == nil {
+		return nil, Through
 	}
-	return g
+	if g.Maintenance {
+		return g, InMaintenance
+	}
+	if r.held.Add(1) > r.limit() {
+		r.held.Add(-1)
+		return g, Full
+	}
+	defer r.held.Add(-1)
+	for {
+		if v := r.hold(ctx, g, release); v != Through {
+			return g, v
+		}
+		if g = r.Gate(); g == nil {
+			return nil, Through
+		}
+		if g.Maintenance {
+			return g, InMaintenance
+		}
+	}
+}
+
+// hold waits behind one pause gate: Through once it is lifted.
+func (r *PoolRef) hold(ctx context.Context, g *Gate, release <-chan struct{}) Verdict {
+	t := time.NewTimer(g.Timeout)
+	defer t.Stop()
+	select {
+	case <-g.resumed:
+		return Through
+	case <-t.C:
+		return TimedOut
+	case <-ctx.Done():
+		return ClientGone
+	case <-release:
+		return Released
+	case <-r.closed:
+		return Released
+	}
 }
 
 // setGate installs g (nil lifts the gate) and wakes the requests waiting

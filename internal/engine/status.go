@@ -153,6 +153,10 @@ type PauseStatus struct {
 	Since time.Time `json:"since"`
 	// Timeout is how long a request waits before it is answered 503.
 	Timeout string `json:"timeout"`
+	// Held is how many requests the pause holds now; MaxHeld is how many
+	// it may hold at once, the next being answered 503.
+	Held    int64 `json:"held"`
+	MaxHeld int64 `json:"max_held"`
 }
 
 // MaintenanceStatus is maintenance mode in effect.

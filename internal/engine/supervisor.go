@@ -529,7 +529,7 @@ func (s *Supervisor) Status() AppStatus {
 		return cmp.Or(cmp.Compare(a.Process, b.Process), a.StartedAt.Compare(b.StartedAt), cmp.Compare(a.ID, b.ID))
 	})
 	if p := s.rec.Pause; p != nil {
-		st.Paused = &PauseStatus{Since: p.Since, Timeout: p.Timeout.String()}
+		st.Paused = &PauseStatus{Since: p.Since, Timeout: p.Timeout.String(), Held: s.pool.Held(), MaxHeld: s.pool.limit()}
 	}
 	if m := s.rec.Maintenance; m != nil {
 		st.Maintenance = &MaintenanceStatus{Since: m.Since, Message: m.Message}

@@ -8,13 +8,16 @@ import (
 
 // adaptiveLimit bounds the calls in flight of one class to the container
 // runtime with a bound that follows the runtime's answer times, as TCP Vegas
-// follows a path's round trips: while calls answer about as fast as the
-// fastest answer seen lately, and the bound is in use, it grows by one per
-// bound's worth of calls; when answers take more than slowFactor times as
-// long (calls queue inside the service: Podman 4 serialises creates and
-// starts on one lock, so past a few calls in flight each only gets slower)
+// follows a path's round trips: the fastest answer to a call that had the
+// service to itself (no other call in flight when it was admitted) is the
+// base; while calls answer within slowFactor times the base, and the bound
+// is in use, it grows by one per bound's worth of calls; when answers take
+// longer (calls queue inside the service: Podman serialises much of a
+// create and a start, so past a few calls in flight each only gets slower)
 // it shrinks by one per bound's worth of calls, and when the runtime does
-// not answer it halves. It stays within [min, max], so the service never
+// not answer it halves. Only calls admitted alone move the base up (by 1%
+// of the difference), so that calls slowed by their own crowd never teach
+// it that slow is normal. It stays within [min, max], so the service never
 // sees more than max calls of the class, however many apps boot at once.
 //
 // Measured on this project's machines (see BenchmarkPodmanRunConcurrency):
@@ -28,12 +31,13 @@ type adaptiveLimit struct {
 	limit    float64
 	inflight int
 	// waiters are the callers waiting for a slot, oldest first.
-	waiters []chan struct{}
+	waiters []chan admission
 	// busy is set once the calls in flight reached the bound, until none
 	// is in flight: only then do fast answers prove that more would do.
 	busy bool
-	// base is the fastest answer seen lately: it follows a slower service
-	// up by 1% of the difference per answer, and a faster one at once.
+	// base is the fastest answer to a call admitted alone: it follows a
+	// slower service up by 1% of the difference per such answer, and a
+	// faster one at once.
 	base time.Duration
 }
 
@@ -52,35 +56,43 @@ func (a *adaptiveLimit) Limit() int {
 	return int(a.limit)
 }
 
+// admission is a slot taken by acquire, to give back to release.
+type admission struct {
+	// alone is set when no other call of the class was in flight when
+	// this one was admitted.
+	alone bool
+}
+
 // acquire waits for a slot, or for ctx to end.
-func (a *adaptiveLimit) acquire(ctx context.Context) error {
+func (a *adaptiveLimit) acquire(ctx context.Context) (admission, error) {
 	a.mu.Lock()
 	if a.inflight < int(a.limit) && len(a.waiters) == 0 {
 		a.inflight++
 		a.busy = a.busy || a.inflight >= int(a.limit)
+		adm := admission{alone: a.inflight == 1}
 		a.mu.Unlock()
-		return nil
+		return adm, nil
 	}
 	a.busy = true
-	ch := make(chan struct{})
+	ch := make(chan admission, 1)
 	a.waiters = append(a.waiters, ch)
 	a.mu.Unlock()
 	select {
-	case <-ch:
-		return nil
+	case adm := <-ch:
+		return adm, nil
 	case <-ctx.Done():
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		for i, w := range a.waiters {
 			if w == ch {
 				a.waiters = append(a.waiters[:i], a.waiters[i+1:]...)
-				return ctx.Err()
+				return admission{}, ctx.Err()
 			}
 		}
 		// The slot was handed over as ctx ended: give it back.
 		a.inflight--
 		a.handOverLocked()
-		return ctx.Err()
+		return admission{}, ctx.Err()
 	}
 }
 
@@ -98,9 +110,9 @@ const (
 	unanswered
 )
 
-// release gives back a slot taken by acquire; took is how long the call
-// took.
-func (a *adaptiveLimit) release(took time.Duration, res callResult) {
+// release gives back the slot adm taken by acquire; took is how long the
+// call took.
+func (a *adaptiveLimit) release(adm admission, took time.Duration, res callResult) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.inflight--
@@ -112,7 +124,9 @@ func (a *adaptiveLimit) release(took time.Duration, res callResult) {
 		a.base = took
 		a.grow()
 	default:
-		a.base += (took - a.base) / 100
+		if adm.alone {
+			a.base += (took - a.base) / 100
+		}
 		if took > slowFactor*a.base {
 			a.limit = max(float64(a.min), a.limit-1/a.limit)
 		} else {
@@ -139,6 +153,6 @@ func (a *adaptiveLimit) handOverLocked() {
 		ch := a.waiters[0]
 		a.waiters = a.waiters[1:]
 		a.inflight++
-		close(ch)
+		ch <- admission{alone: a.inflight == 1}
 	}
 }

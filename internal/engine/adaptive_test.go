@@ -14,13 +14,16 @@ func TestAdaptiveLimitFollowsAnswerTimes(t *testing.T) {
 	ctx := context.Background()
 	round := func(took time.Duration, res callResult) {
 		n := a.Limit()
-		for range n {
-			if err := a.acquire(ctx); err != nil {
+		adms := make([]admission, n)
+		for i := range n {
+			adm, err := a.acquire(ctx)
+			if err != nil {
 				t.Fatal(err)
 			}
+			adms[i] = adm
 		}
-		for range n {
-			a.release(took, res)
+		for _, adm := range adms {
+			a.release(adm, took, res)
 		}
 	}
 	for range 5 {
@@ -69,10 +72,11 @@ func TestAdaptiveLimitFollowsAnswerTimes(t *testing.T) {
 func TestAdaptiveLimitGrowsOnlyWhenInUse(t *testing.T) {
 	a := newAdaptiveLimit(3, 1, 16)
 	for range 100 {
-		if err := a.acquire(context.Background()); err != nil {
+		adm, err := a.acquire(context.Background())
+		if err != nil {
 			t.Fatal(err)
 		}
-		a.release(10*time.Millisecond, answered)
+		a.release(adm, 10*time.Millisecond, answered)
 	}
 	if got := a.Limit(); got != 3 {
 		t.Fatalf("limit %d after calls one at a time, want 3", got)
@@ -83,12 +87,12 @@ func TestAdaptiveLimitGrowsOnlyWhenInUse(t *testing.T) {
 // ends leaves the queue without taking or losing a slot.
 func TestAdaptiveLimitQueue(t *testing.T) {
 	a := newAdaptiveLimit(1, 1, 1)
-	if err := a.acquire(context.Background()); err != nil {
+	if _, err := a.acquire(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := make(chan error)
-	go func() { gaveUp <- a.acquire(ctx) }()
+	go func() { _, err := a.acquire(ctx); gaveUp <- err }()
 	order := make(chan int, 2)
 	waitQueued := func(n int) {
 		for {
@@ -104,7 +108,7 @@ func TestAdaptiveLimitQueue(t *testing.T) {
 	waitQueued(1)
 	for i := range 2 {
 		go func() {
-			if err := a.acquire(context.Background()); err != nil {
+			if _, err := a.acquire(context.Background()); err != nil {
 				t.Error(err)
 			}
 			order <- i
@@ -115,15 +119,15 @@ func TestAdaptiveLimitQueue(t *testing.T) {
 	if err := <-gaveUp; err == nil {
 		t.Fatal("a cancelled acquire took a slot")
 	}
-	a.release(time.Millisecond, answered)
+	a.release(admission{}, time.Millisecond, answered)
 	if first := <-order; first != 0 {
 		t.Fatalf("waiter %d served first, want 0", first)
 	}
-	a.release(time.Millisecond, answered)
+	a.release(admission{}, time.Millisecond, answered)
 	if second := <-order; second != 1 {
 		t.Fatalf("waiter %d served second, want 1", second)
 	}
-	a.release(time.Millisecond, answered)
+	a.release(admission{}, time.Millisecond, answered)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.inflight != 0 || len(a.waiters) != 0 {

@@ -113,6 +113,9 @@ type fakeRuntime struct {
 	// container exits at its end, as one that handles SIGTERM).
 	runDelay  time.Duration
 	stopDelay time.Duration
+	// runSerial makes a Run take runDelay times the Run calls in flight,
+	// as a service that serialises creates does.
+	runSerial bool
 	// down makes every call fail as if the service were unreachable.
 	down bool
 	subs map[int]func(ContainerEvent)
@@ -199,6 +202,9 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 	r.inflight++
 	r.maxInflight = max(r.maxInflight, r.inflight)
 	delay := r.runDelay
+	if r.runSerial {
+		delay *= time.Duration(r.inflight)
+	}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()

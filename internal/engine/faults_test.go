@@ -409,27 +409,41 @@ func TestAdoptTrustsRecord(t *testing.T) {
 	})
 }
 
-// However many containers boot, a few Run calls at a time reach the runtime.
+// However many containers boot, a few Run calls at a time reach the runtime:
+// as many as keep its answers fast (a service that serialises creates gets
+// few), never more than the bound's maximum.
 func TestRuntimeCallsBounded(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, nil)
-		defer h.shutdown()
-		s, _ := h.deployFirst(appSpec(t, "localhost/blog:v1", 1))
-		h.rt.mu.Lock()
-		h.rt.runDelay = 200 * time.Millisecond
-		h.rt.maxInflight = 0
-		h.rt.mu.Unlock()
-		if err := s.Scale(map[string]int{WebProcess: 60}); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, "60 ready", 5*time.Minute, func() bool { return len(h.m.Pool(appName).Load().Addrs) == 60 })
-		if n := h.rt.MaxInflight(); n > 3 || n < 1 {
-			t.Errorf("%d Run calls in flight at most, want 1 to 3", n)
-		}
-		if err := s.Scale(map[string]int{WebProcess: MaxCount + 1}); err == nil {
-			t.Errorf("scale to %d accepted", MaxCount+1)
-		}
-	})
+	for _, tc := range []struct {
+		name     string
+		serial   bool
+		min, max int
+	}{
+		{"serialising runtime", true, 1, 4},
+		{"parallel runtime", false, runLimitInitial + 1, runLimitMax},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, nil)
+				defer h.shutdown()
+				s, _ := h.deployFirst(appSpec(t, "localhost/blog:v1", 1))
+				h.rt.mu.Lock()
+				h.rt.runDelay = 200 * time.Millisecond
+				h.rt.runSerial = tc.serial
+				h.rt.maxInflight = 0
+				h.rt.mu.Unlock()
+				if err := s.Scale(map[string]int{WebProcess: 100}); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "100 ready", 10*time.Minute, func() bool { return len(h.m.Pool(appName).Load().Addrs) == 100 })
+				if n := h.rt.MaxInflight(); n > tc.max || n < tc.min {
+					t.Errorf("%d Run calls in flight at most, want %d to %d", n, tc.min, tc.max)
+				}
+				if err := s.Scale(map[string]int{WebProcess: MaxCount + 1}); err == nil {
+					t.Errorf("scale to %d accepted", MaxCount+1)
+				}
+			})
+		})
+	}
 }
 
 // A container whose create answer was lost (the service went away after it

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -19,8 +20,12 @@ import (
 // read slowly) and the event stream never take a slot that deploys, stops
 // or the resync need.
 type Limits struct {
-	// Run bounds creates and starts. Default 3: Podman 4 serialises the
-	// start of containers anyway.
+	// Run bounds creates and starts. Zero (the default) lets the bound
+	// follow the runtime's answer times, between 2 and 16, from 3 (see
+	// adaptiveLimit): Podman serialises much of a create and a start, so
+	// past a few calls in flight each only waits longer inside the
+	// service, but a fast host takes more than a slow one. A positive
+	// value fixes it.
 	Run int
 	// Stop bounds Podman's own stop calls (which wait up to the stop
 	// timeout). Default 8. The engine stops containers with Kill and
@@ -38,10 +43,14 @@ type Limits struct {
 	Streams int
 }
 
+// The adaptive bound of creates and starts.
+const (
+	runLimitInitial = 3
+	runLimitMin     = 2
+	runLimitMax     = 16
+)
+
 func (l Limits) withDefaults() Limits {
-	if l.Run <= 0 {
-		l.Run = 3
-	}
 	if l.Stop <= 0 {
 		l.Stop = 8
 	}
@@ -66,15 +75,20 @@ var (
 
 // limited is a Runtime whose calls wait for a free slot of their class.
 type limited struct {
-	rt                                Runtime
-	run, stop, signal, other, streams chan struct{}
+	rt                           Runtime
+	run                          *adaptiveLimit
+	stop, signal, other, streams chan struct{}
 }
 
 func limit(rt Runtime, l Limits) *limited {
 	l = l.withDefaults()
+	run := newAdaptiveLimit(runLimitInitial, runLimitMin, runLimitMax)
+	if l.Run > 0 {
+		run = newAdaptiveLimit(l.Run, l.Run, l.Run)
+	}
 	return &limited{
 		rt:      rt,
-		run:     make(chan struct{}, l.Run),
+		run:     run,
 		stop:    make(chan struct{}, l.Stop),
 		signal:  make(chan struct{}, l.Signal),
 		other:   make(chan struct{}, l.Other),
@@ -123,13 +137,37 @@ func slot(ctx context.Context, sem chan struct{}, d time.Duration) (context.Cont
 	return ctx, func() { cancel(); <-sem }, nil
 }
 
+// Run waits for a slot of the adaptive run class and tells it how long the
+// runtime took to answer, and how.
 func (l *limited) Run(ctx context.Context, spec ContainerSpec) (ContainerInfo, error) {
-	ctx, release, err := slot(ctx, l.run, runCallTimeout)
+	adm, err := l.run.acquire(ctx)
 	if err != nil {
 		return ContainerInfo{}, err
 	}
-	defer release()
-	return l.rt.Run(ctx, spec)
+	callCtx, cancel := ctx, context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		callCtx, cancel = context.WithTimeout(ctx, runCallTimeout)
+	}
+	defer cancel()
+	start := time.Now()
+	info, err := l.rt.Run(callCtx, spec)
+	l.run.release(adm, time.Since(start), runOutcome(ctx, err))
+	return info, err
+}
+
+// runOutcome classes how a create and start ended for the adaptive bound:
+// an error of the caller's own (a missing image, a caller that gave up)
+// says nothing of the runtime's load; no answer at all halves the bound.
+func runOutcome(ctx context.Context, err error) callResult {
+	switch {
+	case err == nil:
+		return answered
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return refused // the caller gave up
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return unanswered
+	}
+	return refused
 }
 
 func (l *limited) Inspect(ctx context.Context, id string) (ContainerInfo, error) {

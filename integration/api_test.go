@@ -161,7 +161,7 @@ func TestAPIDeployRestartScaleUnderLoad(t *testing.T) {
 	if !slices.Contains(up, down[0]) {
 		t.Errorf("scale down left %s, not one of %v", down[0], up)
 	}
-	l.check(t, loadRate*0.75)
+	l.check(t, loadRate/2)
 
 	// Nothing shows the env value.
 	for _, path := range []string{"/podswitch/apps", "/podswitch/apps/" + app, "/podswitch/apps/" + app + "/deployments"} {
@@ -203,7 +203,7 @@ func TestAPIDeployNeverReadyCLI(t *testing.T) {
 	if took := time.Since(start); took < 3*time.Second {
 		t.Errorf("deploy --wait returned after %s, before boot_timeout", took)
 	}
-	l.check(t, loadRate*0.75)
+	l.check(t, loadRate/2)
 	if got := webIDs(c.status(app)); !slices.Equal(got, before) {
 		t.Errorf("web containers %v, want the old ones %v", got, before)
 	}

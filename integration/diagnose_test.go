@@ -112,7 +112,7 @@ func TestReadyPathAndRetry(t *testing.T) {
 		t.Errorf("retry of the same image once ready_path answers 200: exit %d: %s", code, out)
 	}
 	time.Sleep(time.Second)
-	l.check(t, loadRate*0.75)
+	l.check(t, loadRate/2)
 	if code, body := get(t, c.url("/")); code != http.StatusOK || !strings.HasPrefix(body, "version=v2") {
 		t.Errorf("after the retry: %d %q", code, body)
 	}

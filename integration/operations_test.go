@@ -260,7 +260,7 @@ func TestRollback(t *testing.T) {
 		t.Fatalf("rollback: exit %d %s", code, out)
 	}
 	time.Sleep(time.Second)
-	l.check(t, loadRate*0.75)
+	l.check(t, loadRate/2)
 	if got := w.finish(); !slices.Equal(got, []string{"v2", "v1"}) {
 		t.Errorf("versions %v, want v2 then v1", got)
 	}
@@ -289,7 +289,7 @@ func TestDirectiveKillUnderLoad(t *testing.T) {
 	podmanCLI(t, "kill", "--signal", "KILL", webs[1])
 	c.waitSettled(app, 2, 30*time.Second)
 	time.Sleep(time.Second)
-	l.check(t, loadRate*0.75)
+	l.check(t, loadRate/2)
 }
 
 // podmanCLIQuiet runs the podman command line and returns its output and

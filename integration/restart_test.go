@@ -98,7 +98,7 @@ func TestRestartAndScaleUnderLoad(t *testing.T) {
 		prev = now
 	}
 	time.Sleep(500 * time.Millisecond)
-	l.check(t, loadRate*0.75)
+	l.check(t, loadRate/2)
 }
 
 // A restart whose new containers can never boot is retried with growing

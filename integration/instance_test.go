@@ -80,9 +80,12 @@ func testAppRemovedWhileStopped(t *testing.T, how string) {
 		Lines: []string{"process worker 1 /app worker", "worker_ready_time 1s"}}
 	c := startCaddyOpts(t, caddyOpts{siteApps: []string{gone.Name}}, keep, gone)
 	c.mustDeploy(gone.Name, imageV1, 2*time.Minute)
-	c.waitSettled(keep.Name, 1, time.Minute)
+	keepIDs := webIDs(c.waitSettled(keep.Name, 1, time.Minute))
 	c.waitSettled(gone.Name, 2, time.Minute)
 	c.waitProcess(gone.Name, "worker", 1, time.Minute)
+	if code, body := get(t, c.appURL(gone.Name, "/")); code != http.StatusOK {
+		t.Fatalf("GET the app to remove: %d %s", code, body)
+	}
 
 	// A scale and a pause through the API: both are kept in the app's
 	// record and would survive a restart of Caddy.
@@ -121,6 +124,10 @@ func testAppRemovedWhileStopped(t *testing.T, how string) {
 	t0 := time.Now()
 	c.start(keep)
 	up := time.Since(t0)
+	// The app that stays serves while the removed one's containers stop,
+	// and while it is added back (a reload: see reloadDrop).
+	l := startLoad(t, c.url("/"), 50)
+	l.allowDrops = 2
 	deadline := t0.Add(30 * time.Second)
 	for {
 		list := podmanContainers(t, gone.Name)
@@ -164,9 +171,6 @@ func testAppRemovedWhileStopped(t *testing.T, how string) {
 	if !found {
 		t.Errorf("no log line about removing the containers of %s", gone.Name)
 	}
-	if code, body := get(t, c.url("/")); code != http.StatusOK {
-		t.Errorf("the app that stayed: %d %s", code, body)
-	}
 
 	// Added back: the config's counts, no pause, no override.
 	c.reload(keep, gone)
@@ -181,6 +185,10 @@ func testAppRemovedWhileStopped(t *testing.T, how string) {
 	}
 	if n := len(podmanContainers(t, gone.Name)); n != 3 {
 		t.Errorf("%d containers of the app added back, want 2 web and 1 worker", n)
+	}
+	l.check(t, 40)
+	if got := webIDs(c.status(keep.Name)); !slices.Equal(got, keepIDs) {
+		t.Errorf("the app that stayed runs %v, ran %v: it was adopted, nothing should have replaced it", got, keepIDs)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	t1 := time.Now()
@@ -233,6 +241,8 @@ func TestInstanceTwoOnOnePodman(t *testing.T) {
 	// The load's length is the test: three resyncs of each instance fall
 	// in it.
 	time.Sleep(30 * time.Second)
+	la.finish()
+	lb.finish()
 	t.Log("A:")
 	la.check(t, 40)
 	t.Log("B:")

@@ -163,11 +163,24 @@ func testAppRemovedWhileStopped(t *testing.T, how string) {
 		how, gone.Name, up.Round(time.Millisecond), before, goneAfter.Round(time.Millisecond),
 		strings.TrimPrefix(aside[0], c.dataDir()+"/"), recordAfter.Round(time.Millisecond))
 	found := false
+	var steps []string
 	for _, l := range c.logLines() {
-		if l.Msg == "removing the containers of an app that is not in the config" && l.str("app") == gone.Name {
+		if l.At.Before(t0) || l.str("app") != gone.Name {
+			continue
+		}
+		if l.Msg == "removing the containers of an app that is not in the config" {
 			found = true
 		}
+		step := fmt.Sprintf("%s %s", l.At.Sub(t0).Round(time.Millisecond), l.Msg)
+		if id := l.str("container"); id != "" {
+			step += " " + id
+		}
+		if to := l.str("to"); to != "" {
+			step += " to " + to
+		}
+		steps = append(steps, step)
 	}
+	t.Logf("the removed app's log since the start:\n\t%s", strings.Join(steps, "\n\t"))
 	if !found {
 		t.Errorf("no log line about removing the containers of %s", gone.Name)
 	}
@@ -207,15 +220,20 @@ func testAppRemovedWhileStopped(t *testing.T, how string) {
 // id), run an app of the same name on one Podman, both under load for
 // 30 s: neither touches the other's containers (the IDs stay the same on
 // both sides, no request fails, each proxies only to its own) and each
-// status counts the other's containers.
+// status counts the other's containers. An app only A runs is not an
+// orphan to B.
 func TestInstanceTwoOnOnePodman(t *testing.T) {
 	app := uniqueName("twin")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2,
 		Lines: []string{"process worker 1 /app worker", "worker_ready_time 1s"}}
-	a := startCaddy(t, cfg)
+	// solo is in A's config only: to B, its containers are another
+	// instance's, not orphans of its own to remove.
+	solo := appCfg{Name: uniqueName("solo"), Image: imageV1, Web: 1}
+	a := startCaddy(t, cfg, solo)
 	a.mustDeploy(app, imageV1, 2*time.Minute)
 	a.waitSettled(app, 2, time.Minute)
 	a.waitProcess(app, "worker", 1, time.Minute)
+	soloIDs := webIDs(a.waitSettled(solo.Name, 1, time.Minute))
 	b := startCaddy(t, cfg)
 	b.mustDeploy(app, imageV1, 2*time.Minute)
 	b.waitSettled(app, 2, time.Minute)
@@ -261,6 +279,14 @@ func TestInstanceTwoOnOnePodman(t *testing.T) {
 	}
 	if sa.Others < 1 || sb.Others < 1 {
 		t.Errorf("other_instances after the load: A %d, B %d; want both >= 1", sa.Others, sb.Others)
+	}
+	if got := containersByInstance(t, solo.Name); !maps.EqualFunc(got, map[string][]string{ia: soloIDs}, slices.Equal) {
+		t.Errorf("containers of %s (A's only) by instance: %v, were %v of %s", solo.Name, got, soloIDs, ia)
+	}
+	for _, l := range b.logLines() {
+		if l.str("app") == solo.Name {
+			t.Errorf("B logged about A's app %s: %s", solo.Name, l.Msg)
+		}
 	}
 	// Each Caddy proxied only to its own web containers.
 	for _, side := range []struct {

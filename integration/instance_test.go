@@ -308,7 +308,8 @@ func TestInstanceTwoOnOnePodman(t *testing.T) {
 
 // A second Caddy process on the data dir of a running one (its own admin
 // and site ports) exits non-zero at start, saying the data dir is in use;
-// the first keeps serving, its containers untouched.
+// the first keeps serving, its containers untouched. Once the first has
+// stopped, the second starts and adopts them.
 func TestInstanceSecondProcessOnDataDirRefused(t *testing.T) {
 	app := uniqueName("lock")
 	cfg := appCfg{Name: app, Image: imageV1, Web: 2}
@@ -388,5 +389,16 @@ func TestInstanceSecondProcessOnDataDirRefused(t *testing.T) {
 	byInst := containersByInstance(t, app)
 	if len(byInst) != 1 || len(byInst[id]) != 2 {
 		t.Errorf("containers of %s by instance: %v; want A's 2 only", app, byInst)
+	}
+
+	// Once A has stopped, the lock is free: the second process starts on
+	// the data dir, as the same instance, and adopts A's containers.
+	a.stop()
+	b.launch()
+	if got := webIDs(b.waitSettled(app, 2, time.Minute)); !slices.Equal(got, before) {
+		t.Errorf("after A stopped, the second process serves %v, want A's %v adopted", got, before)
+	}
+	if code, body := get(t, b.url("/")); code != http.StatusOK {
+		t.Errorf("GET through the second process: %d %s", code, body)
 	}
 }

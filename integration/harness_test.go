@@ -543,10 +543,13 @@ type load struct {
 	mu       sync.Mutex
 	errs     []string
 	versions map[string]int
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	start    time.Time
-	elapsed  time.Duration
+	// hosts counts the answers of each container (the test app's host=,
+	// its short id).
+	hosts   map[string]int
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	start   time.Time
+	elapsed time.Duration
 	// allowDrops is how many requests dropped by Caddy's config reload
 	// (see reloadDrop) the test lets pass: none unless it reloads.
 	allowDrops int64
@@ -556,7 +559,7 @@ type load struct {
 
 func startLoad(t *testing.T, url string, rps int) *load {
 	t.Helper()
-	l := &load{stop: make(chan struct{}), versions: map[string]int{}}
+	l := &load{stop: make(chan struct{}), versions: map[string]int{}, hosts: map[string]int{}}
 	// A fixed pool of connections, opened before the load starts, as
 	// browsers and HTTP clients keep them. Go's http.Server drops (EOF) a
 	// request it reads on a brand-new connection after its Shutdown began,
@@ -646,9 +649,11 @@ func (l *load) one(client *http.Client, url string) {
 		return
 	}
 	l.ok.Add(1)
-	v, _, _ := strings.Cut(strings.TrimPrefix(string(b), "version="), " ")
+	v, rest, _ := strings.Cut(strings.TrimPrefix(string(b), "version="), " ")
+	h := strings.TrimSpace(strings.TrimPrefix(rest, "host="))
 	l.mu.Lock()
 	l.versions[v]++
+	l.hosts[h]++
 	l.mu.Unlock()
 }
 

@@ -124,8 +124,7 @@ func (s *Supervisor) adopt() bool {
 					c.healthErr = fmt.Sprintf("GET %s did not answer ready at adoption", desired.ReadyPath)
 				}
 			}
-			s.containers[c.ID] = c
-			s.setState(c, StateReady, "adopted")
+			s.fleet.add(c, StateReady, "adopted")
 		}
 	}
 	if keep != "" {
@@ -142,7 +141,7 @@ func (s *Supervisor) adopt() bool {
 		if spec != nil && (rec.Serving == nil || rec.Serving.ID != keep) {
 			s.rec.Serving = &ReleaseRecord{ID: keep, Spec: spec.record(), DeployedAt: info.DeployedAt}
 		}
-		s.poolDirty = true
+		s.fleet.markPoolDirty()
 		s.log.Info("adopted running containers", zap.String("release", keep), zap.Int("containers", len(byRelease[keep])),
 			zap.Bool("recorded", keep == servingID), zap.Bool("spec_known", spec != nil))
 	}
@@ -154,8 +153,7 @@ func (s *Supervisor) adopt() bool {
 	var ids []string
 	for _, info := range leftovers {
 		c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: info.Labels[LabelRelease], grace: true}
-		s.containers[c.ID] = c
-		s.setState(c, StateStopping, "left by a previous run")
+		s.fleet.add(c, StateStopping, "left by a previous run")
 		s.reapLocked(c)
 		ids = append(ids, c.ID)
 	}
@@ -301,11 +299,11 @@ func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
 	for _, info := range list {
 		byID[info.ID] = info
 	}
-	for id, c := range s.containers {
+	for c := range s.fleet.all() {
 		if !c.state.live() || len(c.timeline) == 0 || c.timeline[0].At.After(listedAt) {
 			continue
 		}
-		info, ok := byID[id]
+		info, ok := byID[c.ID]
 		switch {
 		case !ok:
 			s.crashedLocked(c, -1)
@@ -313,19 +311,14 @@ func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
 			s.crashedLocked(c, info.ExitCode)
 		}
 	}
-	for id, at := range s.gone {
-		if listedAt.Sub(at) > 2*resyncInterval {
-			delete(s.gone, id)
-		}
-	}
+	s.fleet.expireGone(listedAt)
 	for _, info := range list {
-		if _, gone := s.gone[info.ID]; gone || s.containers[info.ID] != nil || s.creating[info.Name] {
+		if s.fleet.wasGone(info.ID) || s.fleet.get(info.ID) != nil || s.fleet.isCreating(info.Name) {
 			continue
 		}
 		c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: info.Labels[LabelRelease], grace: info.Running}
-		s.containers[c.ID] = c
 		s.log.Warn("removing a container the app does not know", zap.String("container", shortID(c.ID)), zap.String("name", c.Name))
-		s.setState(c, StateStopping, "unknown to podswitch")
+		s.fleet.add(c, StateStopping, "unknown to podswitch")
 		s.reapLocked(c)
 	}
 }

@@ -60,7 +60,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		return nil, ctx.Err()
 	}
 	s.lock()
-	s.creating[name] = true
+	s.fleet.markCreating(name)
 	s.unlock()
 	// Creating and starting count against boot_timeout too: a runtime
 	// that hangs must not keep a deployment starting forever.
@@ -84,7 +84,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 				s.removeQuietly(name) // the call was cut: the create may have happened
 			}
 			s.lock()
-			delete(s.creating, name)
+			s.fleet.doneCreating(name)
 			s.unlock()
 			s.poke()
 		})
@@ -98,7 +98,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		}
 		return nil, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", p.Name, err)}
 	}
-	delete(s.creating, name)
+	s.fleet.doneCreating(name)
 	c = &Container{ID: info.ID, Name: name, Process: p.Name, Release: release, grace: true, created: t0}
 	if r != nil {
 		c.owner = r.id
@@ -109,8 +109,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	}
 	bctx, cancelBoot := context.WithCancel(ctx)
 	c.cancel = cancelBoot
-	s.containers[c.ID] = c
-	s.setState(c, StateStarting, "")
+	s.fleet.add(c, StateStarting, "")
 	if onCreated != nil {
 		onCreated()
 	}
@@ -126,7 +125,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	case c.state == StateCrashed:
 		err = &bootError{StatusCrashedError, c.timeline[len(c.timeline)-1].Note}
 	case err == nil && c.state == StateStarting:
-		s.setState(c, StateBooted, "")
+		s.fleet.setState(c, StateBooted, "")
 		if r != nil {
 			r.booted = append(r.booted, c)
 		}
@@ -261,7 +260,7 @@ func (s *Supervisor) exitedWhileBooting(c *Container, code int) {
 func (s *Supervisor) exited(id string, code int) {
 	s.lock()
 	defer s.unlock()
-	if c := s.containers[id]; c != nil && c.state.live() {
+	if c := s.fleet.get(id); c != nil && c.state.live() {
 		s.crashedLocked(c, code)
 	}
 }
@@ -290,7 +289,7 @@ func (s *Supervisor) crashedLocked(c *Container, code int) {
 	default:
 		msg = fmt.Sprintf("%s container %s %s", c.Process, c.Name, exit)
 	}
-	if !s.setState(c, StateCrashed, msg) || from != StateReady {
+	if !s.fleet.setState(c, StateCrashed, msg) || from != StateReady {
 		return
 	}
 	c.crashedServing = true

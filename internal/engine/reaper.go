@@ -43,7 +43,7 @@ func (s *Supervisor) retireLocked(c *Container, e *logEntry, note string) {
 	switch c.state {
 	case StateReady:
 		c.retiredBy = e
-		s.setState(c, StateDraining, note)
+		s.fleet.setState(c, StateDraining, note)
 		s.reapLocked(c)
 	case StateStarting, StateBooted, StateCrashed:
 		s.discardLocked(c)
@@ -54,7 +54,7 @@ func (s *Supervisor) retireLocked(c *Container, e *logEntry, note string) {
 func (s *Supervisor) discardLocked(c *Container) {
 	switch c.state {
 	case StateStarting, StateBooted:
-		s.setState(c, StateStopping, "discarded")
+		s.fleet.setState(c, StateStopping, "discarded")
 	case StateCrashed, StateStopping:
 	default:
 		return
@@ -103,7 +103,7 @@ func (s *Supervisor) reap(c *Container) {
 			return // exiting: the next start finishes the job
 		}
 		s.lock()
-		s.setState(c, StateStopping, "")
+		s.fleet.setState(c, StateStopping, "")
 		s.unlock()
 	}
 	s.lock()
@@ -132,9 +132,7 @@ func (s *Supervisor) reap(c *Container) {
 		return
 	}
 	s.lock()
-	s.setState(c, StateStopped, note)
-	delete(s.containers, c.ID)
-	s.gone[c.ID] = time.Now()
+	s.fleet.remove(c, note)
 	if e := c.retiredBy; e != nil {
 		s.retiredLocked(e)
 	}

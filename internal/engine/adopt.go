@@ -30,79 +30,23 @@ var adoptProbeTime = time.Second
 func (s *Supervisor) adopt() bool {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
-	list, err := s.rt.List(ctx, s.name)
-	s.setRuntimeErr(err)
-	if err != nil {
+	list, ok := s.listOwn(ctx)
+	if !ok {
 		return false
 	}
-	list = s.ownContainers(list)
 	s.lock()
 	rec, desired := s.rec, s.desired
 	s.unlock()
-	servingID := ""
-	if rec.Serving != nil {
-		servingID = rec.Serving.ID
-	}
-	deploying := ""
-	if rec.Deploying != nil && rec.Deploying.Release != servingID {
-		deploying = rec.Deploying.Release
-	}
-
-	var leftovers, exited, hooks []ContainerInfo
-	var candidates []ContainerInfo
-	for _, info := range list {
-		switch {
-		case !info.Running:
-			exited = append(exited, info)
-		case info.Labels[LabelProcess] == HookProcess:
-			hooks = append(hooks, info)
-		case slices.Contains(rec.Retiring, info.ID),
-			deploying != "" && info.Labels[LabelRelease] == deploying:
-			leftovers = append(leftovers, info)
-		default:
-			candidates = append(candidates, info)
-		}
-	}
-	probes, err := s.probeCandidates(ctx, candidates, desired)
+	found := classify(list, rec)
+	probes, err := s.probeCandidates(ctx, found.candidates, desired)
 	if err != nil {
 		// Podman did not answer an inspect: try the whole adoption again
 		// rather than take a serving container for a broken one.
 		s.setRuntimeErr(err)
 		return false
 	}
-	byRelease := map[string][]ContainerInfo{}
-	webs := map[string]int{}
-	unreachable := map[string]bool{}
-	for _, info := range candidates {
-		rel := info.Labels[LabelRelease]
-		if info.Labels[LabelProcess] == WebProcess {
-			p := probes[info.ID]
-			switch {
-			case p.ready:
-				webs[rel]++
-			case rel == servingID && p.addr != "":
-				// A container of the recorded serving release that does
-				// not answer yet (a host under load, an app paused for a
-				// moment) or answers TCP but not ready_path (its database
-				// is down): kept, never stopped for its readiness, out of
-				// the pool until the health check sees it answer. It is
-				// replaced, new-first, only after unhealthy_timeout.
-				unreachable[info.ID] = true
-			default:
-				// It answers TCP but not ready_path and its release is
-				// not recorded as serving, or it has no address, or it is
-				// of a release nothing says serves and it does not
-				// answer.
-				leftovers = append(leftovers, info)
-				continue
-			}
-		}
-		byRelease[rel] = append(byRelease[rel], info)
-	}
-	keep := servingID
-	if len(byRelease[keep]) == 0 {
-		keep = pickRelease(byRelease, webs, desired.ReleaseID())
-	}
+	found.weigh(probes, servingRelease(rec))
+	keep := found.pick(servingRelease(rec), desired.ReleaseID())
 	spec := s.specOf(keep, rec, desired)
 
 	s.lock()
@@ -110,64 +54,194 @@ func (s *Supervisor) adopt() bool {
 	if s.ctx.Err() != nil {
 		return true
 	}
-	for rel, infos := range byRelease {
-		if rel != keep {
-			leftovers = append(leftovers, infos...)
-			continue
-		}
-		for _, info := range infos {
-			c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: rel, Addr: probes[info.ID].addr,
-				grace: true}
-			if unreachable[info.ID] {
-				c.unhealthy, c.unhealthySince, c.healthErr = true, time.Now(), "did not answer at adoption"
-				if p := probes[info.ID]; p.accepted && desired.ReadyPath != "" {
-					c.healthErr = fmt.Sprintf("GET %s did not answer ready at adoption", desired.ReadyPath)
-				}
-			}
-			s.containers[c.ID] = c
-			s.setState(c, StateReady, "adopted")
-		}
-	}
-	if keep != "" {
-		info := ReleaseInfo{ID: keep, Status: StatusSuccess, DeployedAt: time.Now()}
-		if r := rec.Serving; r != nil && r.ID == keep {
-			info.DeployedAt, info.Deployment = r.DeployedAt, r.Deployment
-		}
-		if spec != nil {
-			info.Image, info.ImageID = spec.Image, spec.ImageID
-		} else if len(byRelease[keep]) > 0 {
-			info.Image = byRelease[keep][0].Image
-		}
-		s.serving = &serving{ReleaseInfo: info, spec: spec}
-		if spec != nil && (rec.Serving == nil || rec.Serving.ID != keep) {
-			s.rec.Serving = &ReleaseRecord{ID: keep, Spec: spec.record(), DeployedAt: info.DeployedAt}
-		}
-		s.poolDirty = true
-		s.log.Info("adopted running containers", zap.String("release", keep), zap.Int("containers", len(byRelease[keep])),
-			zap.Bool("recorded", keep == servingID), zap.Bool("spec_known", spec != nil))
-	}
+	s.adoptContainersLocked(found, keep, desired.ReadyPath)
+	s.takeServingLocked(keep, spec, rec, found.byRelease[keep])
 	if rec.Deploying != nil {
 		s.resumed = true
 		s.log.Info("a deployment was interrupted; it starts over", zap.Int64("deployment", rec.Deploying.Deployment),
 			zap.String("release", rec.Deploying.Release))
 	}
-	var ids []string
-	for _, info := range leftovers {
-		c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: info.Labels[LabelRelease], grace: true}
-		s.containers[c.ID] = c
-		s.setState(c, StateStopping, "left by a previous run")
-		s.reapLocked(c)
-		ids = append(ids, c.ID)
-	}
-	for _, info := range exited {
-		s.spawn(func() { s.removeQuietly(info.ID) })
-	}
-	s.stopLeftoverHooksLocked(hooks, desired.StopTimeout)
-	s.rec.Retiring = ids
+	s.rec.Retiring = s.stopLeftoversLocked(found, desired.StopTimeout)
 	s.saveRecordLocked()
 	s.adopted = true
 	s.touch()
 	return true
+}
+
+// listOwn lists the containers of the app that this supervisor may take
+// over. It reports false when the runtime could not be reached.
+func (s *Supervisor) listOwn(ctx context.Context) ([]ContainerInfo, bool) {
+	list, err := s.rt.List(ctx, s.name)
+	s.setRuntimeErr(err)
+	if err != nil {
+		return nil, false
+	}
+	return s.ownContainers(list), true
+}
+
+// servingRelease returns the release rec records as serving, or "".
+func servingRelease(rec AppRecord) string {
+	if rec.Serving != nil {
+		return rec.Serving.ID
+	}
+	return ""
+}
+
+// adoptScan is what adoption found of the containers a previous run left,
+// sorted by what becomes of them.
+type adoptScan struct {
+	// exited are not running: they are removed. hooks are postdeploy
+	// hooks still running: they are stopped before any hook runs again.
+	// leftovers are stopped.
+	exited, hooks, leftovers []ContainerInfo
+	// candidates are the other running containers, those that may serve;
+	// byRelease are those of them that are kept once probed, by release.
+	candidates []ContainerInfo
+	byRelease  map[string][]ContainerInfo
+	// probes are what was found of the web candidates; webs counts the
+	// ready ones by release; unreachable are those of the recorded
+	// serving release that are kept though they are not ready.
+	probes      map[string]adoptProbe
+	webs        map[string]int
+	unreachable map[string]bool
+}
+
+// classify sorts list by what the app record says of each container: one
+// that is not running, a hook, one recorded as retiring or of the
+// deployment recorded as on its way (a leftover), or a candidate.
+func classify(list []ContainerInfo, rec AppRecord) *adoptScan {
+	servingID := servingRelease(rec)
+	deploying := ""
+	if rec.Deploying != nil && rec.Deploying.Release != servingID {
+		deploying = rec.Deploying.Release
+	}
+	a := &adoptScan{}
+	for _, info := range list {
+		switch {
+		case !info.Running:
+			a.exited = append(a.exited, info)
+		case info.Labels[LabelProcess] == HookProcess:
+			a.hooks = append(a.hooks, info)
+		case slices.Contains(rec.Retiring, info.ID),
+			deploying != "" && info.Labels[LabelRelease] == deploying:
+			a.leftovers = append(a.leftovers, info)
+		default:
+			a.candidates = append(a.candidates, info)
+		}
+	}
+	return a
+}
+
+// weigh sorts the candidates by what their probes found: a web container
+// that is ready counts for its release, one of the recorded serving
+// release (servingID) that has an address is kept, any other web one is a
+// leftover; every other candidate is kept.
+func (a *adoptScan) weigh(probes map[string]adoptProbe, servingID string) {
+	a.probes = probes
+	a.byRelease = map[string][]ContainerInfo{}
+	a.webs = map[string]int{}
+	a.unreachable = map[string]bool{}
+	for _, info := range a.candidates {
+		rel := info.Labels[LabelRelease]
+		if info.Labels[LabelProcess] == WebProcess {
+			p := probes[info.ID]
+			switch {
+			case p.ready:
+				a.webs[rel]++
+			case rel == servingID && p.addr != "":
+				// A container of the recorded serving release that does
+				// not answer yet (a host under load, an app paused for a
+				// moment) or answers TCP but not ready_path (its database
+				// is down): kept, never stopped for its readiness, out of
+				// the pool until the health check sees it answer. It is
+				// replaced, new-first, only after unhealthy_timeout.
+				a.unreachable[info.ID] = true
+			default:
+				// It answers TCP but not ready_path and its release is
+				// not recorded as serving, or it has no address, or it is
+				// of a release nothing says serves and it does not
+				// answer.
+				a.leftovers = append(a.leftovers, info)
+				continue
+			}
+		}
+		a.byRelease[rel] = append(a.byRelease[rel], info)
+	}
+}
+
+// pick returns the release that serves: the recorded serving one
+// (servingID) if any of its containers is kept, else the one pickRelease
+// chooses.
+func (a *adoptScan) pick(servingID, desired string) string {
+	if len(a.byRelease[servingID]) > 0 {
+		return servingID
+	}
+	return pickRelease(a.byRelease, a.webs, desired)
+}
+
+// adoptContainersLocked records the kept containers of release keep as
+// ready (an unreachable web one out of the pool); those of the other
+// releases become leftovers.
+func (s *Supervisor) adoptContainersLocked(a *adoptScan, keep, readyPath string) {
+	for rel, infos := range a.byRelease {
+		if rel != keep {
+			a.leftovers = append(a.leftovers, infos...)
+		}
+	}
+	for _, info := range a.byRelease[keep] {
+		c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: keep, Addr: a.probes[info.ID].addr,
+			grace: true}
+		if a.unreachable[info.ID] {
+			c.unhealthy, c.unhealthySince, c.healthErr = true, time.Now(), "did not answer at adoption"
+			if p := a.probes[info.ID]; p.accepted && readyPath != "" {
+				c.healthErr = fmt.Sprintf("GET %s did not answer ready at adoption", readyPath)
+			}
+		}
+		s.fleet.add(c, StateReady, "adopted")
+	}
+}
+
+// takeServingLocked makes release keep, whose containers (infos) were
+// adopted, the serving release, and records it as serving when the record
+// did not say so and what it runs is known. An empty keep serves nothing.
+func (s *Supervisor) takeServingLocked(keep string, spec *AppSpec, rec AppRecord, infos []ContainerInfo) {
+	if keep == "" {
+		return
+	}
+	info := ReleaseInfo{ID: keep, Status: StatusSuccess, DeployedAt: time.Now()}
+	if r := rec.Serving; r != nil && r.ID == keep {
+		info.DeployedAt, info.Deployment = r.DeployedAt, r.Deployment
+	}
+	if spec != nil {
+		info.Image, info.ImageID = spec.Image, spec.ImageID
+	} else if len(infos) > 0 {
+		info.Image = infos[0].Image
+	}
+	s.serving = &serving{ReleaseInfo: info, spec: spec}
+	if spec != nil && (rec.Serving == nil || rec.Serving.ID != keep) {
+		s.rec.Serving = &ReleaseRecord{ID: keep, Spec: spec.record(), DeployedAt: info.DeployedAt}
+	}
+	s.fleet.markPoolDirty()
+	s.log.Info("adopted running containers", zap.String("release", keep), zap.Int("containers", len(infos)),
+		zap.Bool("recorded", keep == servingRelease(rec)), zap.Bool("spec_known", spec != nil))
+}
+
+// stopLeftoversLocked stops and removes the leftovers, removes the exited
+// containers and stops the hooks still running. It returns the IDs of the
+// leftovers: the containers now retiring.
+func (s *Supervisor) stopLeftoversLocked(a *adoptScan, stopTimeout time.Duration) []string {
+	var ids []string
+	for _, info := range a.leftovers {
+		c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: info.Labels[LabelRelease], grace: true}
+		s.fleet.add(c, StateStopping, "left by a previous run")
+		s.reapLocked(c)
+		ids = append(ids, c.ID)
+	}
+	for _, info := range a.exited {
+		s.spawn(func() { s.removeQuietly(info.ID) })
+	}
+	s.stopLeftoverHooksLocked(a.hooks, stopTimeout)
+	return ids
 }
 
 // adoptProbe is what adoption found of a running web container.
@@ -301,11 +375,11 @@ func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
 	for _, info := range list {
 		byID[info.ID] = info
 	}
-	for id, c := range s.containers {
+	for c := range s.fleet.all() {
 		if !c.state.live() || len(c.timeline) == 0 || c.timeline[0].At.After(listedAt) {
 			continue
 		}
-		info, ok := byID[id]
+		info, ok := byID[c.ID]
 		switch {
 		case !ok:
 			s.crashedLocked(c, -1)
@@ -313,19 +387,14 @@ func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
 			s.crashedLocked(c, info.ExitCode)
 		}
 	}
-	for id, at := range s.gone {
-		if listedAt.Sub(at) > 2*resyncInterval {
-			delete(s.gone, id)
-		}
-	}
+	s.fleet.expireGone(listedAt)
 	for _, info := range list {
-		if _, gone := s.gone[info.ID]; gone || s.containers[info.ID] != nil || s.creating[info.Name] {
+		if s.fleet.wasGone(info.ID) || s.fleet.get(info.ID) != nil || s.fleet.isCreating(info.Name) {
 			continue
 		}
 		c := &Container{ID: info.ID, Name: info.Name, Process: info.Labels[LabelProcess], Release: info.Labels[LabelRelease], grace: info.Running}
-		s.containers[c.ID] = c
 		s.log.Warn("removing a container the app does not know", zap.String("container", shortID(c.ID)), zap.String("name", c.Name))
-		s.setState(c, StateStopping, "unknown to podswitch")
+		s.fleet.add(c, StateStopping, "unknown to podswitch")
 		s.reapLocked(c)
 	}
 }

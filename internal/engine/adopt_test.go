@@ -25,7 +25,7 @@ func TestRegressionAdoptsDiscardedRelease(t *testing.T) {
 			s.lock()
 			defer s.unlock()
 			n := 0
-			for _, c := range s.containers {
+			for c := range s.fleet.all() {
 				if c.state == StateStopping && c.Process == WebProcess {
 					n++
 				}

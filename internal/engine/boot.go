@@ -38,17 +38,7 @@ func containerName(app, process, release string) string {
 // returned whenever it exists, even when the boot failed, for the caller to
 // discard.
 func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, release string, r *rollout, onCreated func()) (c *Container, err error) {
-	env := maps.Clone(spec.Env)
-	if env == nil {
-		env = map[string]string{}
-	}
-	labels := s.labels(spec.Name, release, p.Name)
-	web := p.Name == WebProcess
-	if web {
-		env["PORT"] = strconv.Itoa(spec.Port)
-		labels[LabelPort] = strconv.Itoa(spec.Port)
-	}
-	name := containerName(spec.Name, p.Name, release)
+	cs := s.containerSpec(spec, p, release)
 	t0 := time.Now()
 	defer func() {
 		if obs := s.deps.ObserveBoot; obs != nil && ctx.Err() == nil && (err == nil || isBootError(err)) {
@@ -59,79 +49,128 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	s.lock()
-	s.creating[name] = true
-	s.unlock()
-	// Creating and starting count against boot_timeout too: a runtime
-	// that hangs must not keep a deployment starting forever.
-	rctx, cancelRun := context.WithTimeout(ctx, spec.BootTimeout)
-	info, err := s.rt.Run(rctx, ContainerSpec{
-		Name: name, Image: spec.RunImage(), Command: p.Command, Env: env, Labels: labels,
+	info, err := s.create(ctx, spec, p.Name, cs)
+	if err != nil {
+		return nil, err
+	}
+	c = &Container{ID: info.ID, Name: cs.Name, Process: p.Name, Release: release, grace: true, created: t0}
+	if p.Name == WebProcess && info.IP != "" {
+		c.Addr = net.JoinHostPort(info.IP, strconv.Itoa(spec.Port))
+	}
+	bctx := s.started(ctx, c, r, onCreated)
+	err = s.waitReady(bctx, spec, c, t0)
+	return c, s.settleBoot(ctx, c, r, err)
+}
+
+// containerSpec returns what a container of process type p of release
+// runs: the app's env, with PORT for a web one, whose labels say its port
+// too.
+func (s *Supervisor) containerSpec(spec AppSpec, p ProcessSpec, release string) ContainerSpec {
+	env := maps.Clone(spec.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	labels := s.labels(spec.Name, release, p.Name)
+	if p.Name == WebProcess {
+		env["PORT"] = strconv.Itoa(spec.Port)
+		labels[LabelPort] = strconv.Itoa(spec.Port)
+	}
+	return ContainerSpec{
+		Name: containerName(spec.Name, p.Name, release), Image: spec.RunImage(), Command: p.Command, Env: env, Labels: labels,
 		StopTimeout: spec.StopTimeout,
-	})
+	}
+}
+
+// create creates and starts container cs of process type process. Creating
+// and starting count against boot_timeout too: a runtime that hangs must
+// not keep a deployment starting forever. The container's name is noted as
+// being created until it is recorded, or, when the create failed, until
+// what it may have left is removed.
+func (s *Supervisor) create(ctx context.Context, spec AppSpec, process string, cs ContainerSpec) (ContainerInfo, error) {
+	s.lock()
+	s.fleet.markCreating(cs.Name)
+	s.unlock()
+	rctx, cancelRun := context.WithTimeout(ctx, spec.BootTimeout)
+	info, err := s.rt.Run(rctx, cs)
 	runTimedOut := rctx.Err() != nil && ctx.Err() == nil
 	cancelRun()
-	s.lock()
-	if err != nil {
-		s.unlock()
-		// The name stays in creating until the container is removed, so
-		// that the app is not done (removed) before it is.
-		runErr := err
-		s.spawn(func() {
-			if info.ID != "" {
-				s.removeQuietly(info.ID)
-			} else if errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded) || errors.Is(runErr, ErrUnavailable) {
-				s.removeQuietly(name) // the call was cut: the create may have happened
-			}
-			s.lock()
-			delete(s.creating, name)
-			s.unlock()
-			s.poke()
-		})
-		switch {
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
-		case runTimedOut:
-			return nil, &bootError{StatusTimeoutError, fmt.Sprintf("%s container was not created and started within %s", p.Name, spec.BootTimeout)}
-		case errors.Is(err, ErrUnavailable):
-			return nil, err
-		}
-		return nil, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", p.Name, err)}
+	if err == nil {
+		return info, nil
 	}
-	delete(s.creating, name)
-	c = &Container{ID: info.ID, Name: name, Process: p.Name, Release: release, grace: true, created: t0}
+	id, runErr := info.ID, err
+	s.spawn(func() { s.forgetCreate(cs.Name, id, runErr) })
+	switch {
+	case ctx.Err() != nil:
+		return ContainerInfo{}, ctx.Err()
+	case runTimedOut:
+		return ContainerInfo{}, &bootError{StatusTimeoutError, fmt.Sprintf("%s container was not created and started within %s", process, spec.BootTimeout)}
+	case errors.Is(err, ErrUnavailable):
+		return ContainerInfo{}, err
+	}
+	return ContainerInfo{}, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", process, err)}
+}
+
+// forgetCreate removes what a create that failed with runErr may have
+// left (container id, or one named name when the call was cut), then no
+// longer notes name as being created: the app is not done (removed)
+// before that container is.
+func (s *Supervisor) forgetCreate(name, id string, runErr error) {
+	if id != "" {
+		s.removeQuietly(id)
+	} else if errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded) || errors.Is(runErr, ErrUnavailable) {
+		s.removeQuietly(name) // the call was cut: the create may have happened
+	}
+	s.lock()
+	s.fleet.doneCreating(name)
+	s.unlock()
+	s.poke()
+}
+
+// started records c, just created, as starting, as part of rollout r when
+// r is set, and then calls onCreated, with the lock held. It returns the
+// context of c's boot, which ends when c leaves starting.
+func (s *Supervisor) started(ctx context.Context, c *Container, r *rollout, onCreated func()) context.Context {
+	s.lock()
+	defer s.unlock()
+	s.fleet.doneCreating(c.Name)
 	if r != nil {
 		c.owner = r.id
 		r.e.fresh = append(r.e.fresh, c)
 	}
-	if web && info.IP != "" {
-		c.Addr = net.JoinHostPort(info.IP, strconv.Itoa(spec.Port))
-	}
 	bctx, cancelBoot := context.WithCancel(ctx)
 	c.cancel = cancelBoot
-	s.containers[c.ID] = c
-	s.setState(c, StateStarting, "")
+	s.fleet.add(c, StateStarting, "")
 	if onCreated != nil {
 		onCreated()
 	}
-	s.unlock()
+	return bctx
+}
 
-	if web {
-		err = s.waitListening(bctx, spec, c, t0)
-	} else {
-		err = s.waitRunning(bctx, spec, c)
+// waitReady waits until c is ready: a web container until it listens (see
+// waitListening), another until it kept running (see waitRunning).
+func (s *Supervisor) waitReady(ctx context.Context, spec AppSpec, c *Container, t0 time.Time) error {
+	if c.Process == WebProcess {
+		return s.waitListening(ctx, spec, c, t0)
 	}
+	return s.waitRunning(ctx, spec, c)
+}
+
+// settleBoot ends the boot of c, whose wait for ready ended with err
+// (ctx is the boot's): it moves c to booted, as part of r when r is set,
+// and returns nil; or it returns why the boot failed, once it logged a
+// failure of the app and kept c's output.
+func (s *Supervisor) settleBoot(ctx context.Context, c *Container, r *rollout, err error) error {
 	s.lock()
 	switch {
 	case c.state == StateCrashed:
 		err = &bootError{StatusCrashedError, c.timeline[len(c.timeline)-1].Note}
 	case err == nil && c.state == StateStarting:
-		s.setState(c, StateBooted, "")
+		s.fleet.setState(c, StateBooted, "")
 		if r != nil {
 			r.booted = append(r.booted, c)
 		}
 	case err == nil:
-		err = &bootError{StatusCrashedError, fmt.Sprintf("%s container is %s, not booted", p.Name, c.state)}
+		err = &bootError{StatusCrashedError, fmt.Sprintf("%s container is %s, not booted", c.Process, c.state)}
 	case ctx.Err() != nil:
 		err = ctx.Err()
 	}
@@ -140,11 +179,11 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	if failed {
 		var be *bootError
 		errors.As(err, &be)
-		s.log.Warn("container failed to boot", zap.String("container", shortID(c.ID)), zap.String("process", p.Name),
+		s.log.Warn("container failed to boot", zap.String("container", shortID(c.ID)), zap.String("process", c.Process),
 			zap.String("status", string(be.status)), zap.String("error", be.msg))
 		s.captureOutput(c)
 	}
-	return c, err
+	return err
 }
 
 func isBootError(err error) bool {
@@ -261,7 +300,7 @@ func (s *Supervisor) exitedWhileBooting(c *Container, code int) {
 func (s *Supervisor) exited(id string, code int) {
 	s.lock()
 	defer s.unlock()
-	if c := s.containers[id]; c != nil && c.state.live() {
+	if c := s.fleet.get(id); c != nil && c.state.live() {
 		s.crashedLocked(c, code)
 	}
 }
@@ -290,7 +329,7 @@ func (s *Supervisor) crashedLocked(c *Container, code int) {
 	default:
 		msg = fmt.Sprintf("%s container %s %s", c.Process, c.Name, exit)
 	}
-	if !s.setState(c, StateCrashed, msg) || from != StateReady {
+	if !s.fleet.setState(c, StateCrashed, msg) || from != StateReady {
 		return
 	}
 	c.crashedServing = true

@@ -28,7 +28,7 @@ func TestRegressionBootedCrashLeak(t *testing.T) {
 					s := h.m.App(appName)
 					s.lock()
 					var id string
-					for _, c := range s.containers {
+					for c := range s.fleet.all() {
 						if c.state == StateBooted && c.owner == 0 {
 							id = c.ID
 						}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"slices"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // State is where a container is in its life, in the words users see.
@@ -47,7 +45,7 @@ const (
 )
 
 // next holds the allowed transitions. Everything else is a bug, logged and
-// refused by setState.
+// refused by fleet.setState.
 var next = map[State][]State{
 	"":            {StateStarting, StateReady, StateStopping},
 	StateStarting: {StateBooted, StateStopping, StateCrashed},
@@ -73,7 +71,7 @@ type Transition struct {
 }
 
 // Container is the supervisor's record of one container. Its fields are
-// guarded by the supervisor's lock; state changes only through setState.
+// guarded by the supervisor's lock; state changes only through fleet.setState.
 type Container struct {
 	ID      string
 	Name    string
@@ -143,47 +141,6 @@ func (c *Container) entered(st State) time.Time {
 		}
 	}
 	return time.Time{}
-}
-
-// setState moves c to state to, with the supervisor's lock held. It is the
-// one place where a container's state changes: it refuses a transition the
-// state machine does not have, records the change in the container's
-// timeline, logs it, and marks the traffic pool for a rebuild when a web
-// container enters or leaves ready (the pool is swapped once, at unlock, so
-// that a switch of many containers is one atomic step). It reports whether
-// the state changed.
-func (s *Supervisor) setState(c *Container, to State, note string) bool {
-	from := c.state
-	if from == to {
-		return false
-	}
-	if !slices.Contains(next[from], to) {
-		s.log.Error("refused container state change", zap.String("container", c.ID),
-			zap.String("from", string(from)), zap.String("to", string(to)), zap.String("note", note))
-		return false
-	}
-	c.state = to
-	c.timeline = append(c.timeline, Transition{State: to, At: time.Now(), Note: note})
-	if c.Process == WebProcess && (from == StateReady || to == StateReady) {
-		s.poolDirty = true
-	}
-	if to != StateStarting {
-		c.cancelBoot()
-	}
-	fields := []zap.Field{zap.String("container", shortID(c.ID)), zap.String("process", c.Process),
-		zap.String("release", c.Release), zap.String("from", string(from)), zap.String("to", string(to))}
-	if note != "" {
-		fields = append(fields, zap.String("note", note))
-	}
-	lvl := zap.InfoLevel
-	if to == StateCrashed {
-		lvl = zap.WarnLevel
-	}
-	if ce := s.log.Check(lvl, "container state changed"); ce != nil {
-		ce.Write(fields...)
-	}
-	s.touch()
-	return true
 }
 
 // cancelBoot ends the container's boot, if any.

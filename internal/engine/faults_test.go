@@ -93,7 +93,8 @@ func appSpecKept(t *testing.T, image string, web int, others ...ProcessSpec) App
 // once.
 func TestStateMachine(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
-	s := &Supervisor{log: zap.New(core), pool: new(PoolRef), containers: map[string]*Container{}}
+	s := &Supervisor{log: zap.New(core), pool: new(PoolRef)}
+	s.fleet = newFleet(s.log, s.pool, s.touch)
 	c := &Container{ID: "c1", Process: WebProcess, Addr: "10.0.0.1:5000"}
 	for _, step := range []struct {
 		to State
@@ -103,7 +104,7 @@ func TestStateMachine(t *testing.T) {
 		{StateReady, false}, {StateStopping, true}, {StateCrashed, false}, {StateStopped, true}, {StateStarting, false},
 	} {
 		before := c.state
-		if got := s.setState(c, step.to, ""); got != step.ok || (step.ok && c.state != step.to) || (!step.ok && c.state != before) {
+		if got := s.fleet.setState(c, step.to, ""); got != step.ok || (step.ok && c.state != step.to) || (!step.ok && c.state != before) {
 			t.Errorf("%s -> %s: changed %v, state %s", before, step.to, got, c.state)
 		}
 	}
@@ -118,14 +119,13 @@ func TestStateMachine(t *testing.T) {
 	}
 	// The pool follows ready web containers, once per unlock.
 	c2 := &Container{ID: "c2", Process: WebProcess, Addr: "10.0.0.2:5000"}
-	s.containers[c2.ID] = c2
 	s.lock()
-	s.setState(c2, StateStarting, "")
-	s.setState(c2, StateBooted, "")
+	s.fleet.add(c2, StateStarting, "")
+	s.fleet.setState(c2, StateBooted, "")
 	if s.pool.Load() != nil {
 		t.Error("pool swapped before the unlock")
 	}
-	s.setState(c2, StateReady, "")
+	s.fleet.setState(c2, StateReady, "")
 	s.unlock()
 	if p := s.pool.Load(); p == nil || !slices.Equal(p.Addrs, []string{"10.0.0.2:5000"}) {
 		t.Errorf("pool %+v after c2 is ready", p)

@@ -91,17 +91,14 @@ func (s *Supervisor) liveCheck(addr, path string, status [2]int) error {
 // once.
 func (s *Supervisor) healthPass() (again bool) {
 	s.lock()
-	var cs []*Container
 	var addrs []string
 	path, status := s.desired.ReadyPath, s.desired.ReadyStatus
 	if status == [2]int{} {
 		status = [2]int{200, 299}
 	}
-	for _, c := range s.containers {
-		if c.state == StateReady && c.Process == WebProcess && c.Addr != "" {
-			cs = append(cs, c)
-			addrs = append(addrs, c.Addr)
-		}
+	cs := s.fleet.readyWeb()
+	for _, c := range cs {
+		addrs = append(addrs, c.Addr)
 	}
 	s.unlock()
 	if len(cs) == 0 {
@@ -137,7 +134,7 @@ func (s *Supervisor) healthPass() (again bool) {
 		if !c.unhealthy {
 			c.unhealthy = true
 			c.unhealthySince = now
-			s.poolDirty = true
+			s.fleet.markPoolDirty()
 			s.touch()
 			s.log.Warn("container fails its health check, out of the pool", zap.String("container", shortID(c.ID)),
 				zap.String("process", c.Process), zap.String("dial", c.Addr), zap.String("check", c.healthErr))
@@ -157,7 +154,7 @@ func (s *Supervisor) healthPass() (again bool) {
 // not serving, the replacement.
 func (s *Supervisor) healthyAgainLocked(c *Container) {
 	c.unhealthy, c.unhealthySince, c.healthErr = false, time.Time{}, ""
-	s.poolDirty = true
+	s.fleet.markPoolDirty()
 	s.touch()
 	s.log.Info("container answers its health check again, back in the pool", zap.String("container", shortID(c.ID)), zap.String("dial", c.Addr))
 	if c.replacing {
@@ -203,7 +200,7 @@ func (s *Supervisor) retireReplacedLocked(name string, ready, count int) {
 	if ready < count {
 		return
 	}
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		if c.replacing && c.Process == name && c.state == StateReady {
 			s.retireLocked(c, nil, fmt.Sprintf("replaced: unhealthy for %s (%s)", time.Since(c.unhealthySince).Round(time.Second), c.healthErr))
 		}
@@ -226,22 +223,6 @@ func (s *Supervisor) inspectUnreachable(c *Container) {
 	case err == nil && !info.Running:
 		s.exited(c.ID, info.ExitCode)
 	}
-}
-
-// panicLocked notes whether every ready web container fails its check (the
-// pool then keeps them all): a warning once per episode.
-func (s *Supervisor) panicLocked(ready, healthy int) {
-	all := ready > 0 && healthy == 0
-	if all == s.allUnhealthy {
-		return
-	}
-	s.allUnhealthy = all
-	if all {
-		s.log.Warn("every web container fails its health check: traffic goes to all of them rather than none", zap.Int("containers", ready))
-	} else {
-		s.log.Info("a web container passes its health check again: traffic goes to the healthy ones only")
-	}
-	s.touch()
 }
 
 // AllUnhealthyMessage is what the status says while every ready web

@@ -122,7 +122,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 	err = s.withRuntime(hctx, func() (err error) {
 		name = containerName(spec.Name, HookProcess, r.release)
 		s.lock()
-		s.creating[name] = true
+		s.fleet.markCreating(name)
 		s.unlock()
 		info, err = s.rt.Run(hctx, ContainerSpec{
 			Name: name, Image: spec.RunImage(), Command: spec.Postdeploy, Env: spec.Env,
@@ -131,7 +131,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 		})
 		if err != nil {
 			s.lock()
-			delete(s.creating, name)
+			s.fleet.doneCreating(name)
 			s.unlock()
 			if info.ID != "" {
 				s.spawn(func() { s.removeQuietly(info.ID) })
@@ -178,7 +178,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 	s.spawn(func() {
 		s.removeQuietly(info.ID)
 		s.lock()
-		delete(s.creating, name)
+		s.fleet.doneCreating(name)
 		s.endHookLocked(h)
 		s.unlock()
 	})
@@ -229,7 +229,7 @@ func (s *Supervisor) stopLeftoverHooksLocked(infos []ContainerInfo, stopTimeout 
 	h := &hookRun{done: make(chan struct{})}
 	s.hook = h
 	for _, info := range infos {
-		s.creating[info.Name] = true
+		s.fleet.markCreating(info.Name)
 		s.log.Warn("a postdeploy hook a previous run left still runs: stopping it before any hook runs again",
 			zap.String("container", shortID(info.ID)), zap.String("release", info.Labels[LabelRelease]))
 	}
@@ -249,7 +249,7 @@ func (s *Supervisor) stopLeftoverHooksLocked(infos []ContainerInfo, stopTimeout 
 		}
 		s.lock()
 		for _, info := range infos {
-			delete(s.creating, info.Name)
+			s.fleet.doneCreating(info.Name)
 		}
 		s.endHookLocked(h)
 		s.unlock()

@@ -221,7 +221,7 @@ func (m *Manager) Wait() {
 		busy := false
 		for _, s := range m.supervisors() {
 			s.lock()
-			for _, c := range s.containers {
+			for c := range s.fleet.all() {
 				if c.state == StateDraining || c.state == StateStopping || c.state == StateCrashed {
 					busy = true
 				}

@@ -332,10 +332,10 @@ func (s *Supervisor) Restart(process, container string) (DeployResult, error) {
 // findLocked finds a container by full or short (12+ characters) ID, or
 // name.
 func (s *Supervisor) findLocked(ref string) *Container {
-	if c := s.containers[ref]; c != nil {
+	if c := s.fleet.get(ref); c != nil {
 		return c
 	}
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		if c.Name == ref || (len(ref) >= 12 && strings.HasPrefix(c.ID, ref)) {
 			return c
 		}

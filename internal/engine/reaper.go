@@ -43,7 +43,7 @@ func (s *Supervisor) retireLocked(c *Container, e *logEntry, note string) {
 	switch c.state {
 	case StateReady:
 		c.retiredBy = e
-		s.setState(c, StateDraining, note)
+		s.fleet.setState(c, StateDraining, note)
 		s.reapLocked(c)
 	case StateStarting, StateBooted, StateCrashed:
 		s.discardLocked(c)
@@ -54,7 +54,7 @@ func (s *Supervisor) retireLocked(c *Container, e *logEntry, note string) {
 func (s *Supervisor) discardLocked(c *Container) {
 	switch c.state {
 	case StateStarting, StateBooted:
-		s.setState(c, StateStopping, "discarded")
+		s.fleet.setState(c, StateStopping, "discarded")
 	case StateCrashed, StateStopping:
 	default:
 		return
@@ -97,44 +97,67 @@ func (s *Supervisor) reap(c *Container) {
 	st, addr := c.state, c.Addr
 	drainTimeout, stopTimeout := s.desired.DrainTimeout, s.desired.StopTimeout
 	s.unlock()
-	if st == StateDraining {
-		s.drain(addr, drainTimeout)
-		if s.ctx.Err() != nil {
-			return // exiting: the next start finishes the job
-		}
-		s.lock()
-		s.setState(c, StateStopping, "")
-		s.unlock()
+	if st == StateDraining && !s.drainOut(c, addr, drainTimeout) {
+		return // exiting: the next start finishes the job
+	}
+	note, ok := s.halt(c, stopTimeout)
+	if !ok {
+		return // exiting: still recorded as retiring
+	}
+	if !s.removeContainer(c.ID) {
+		return
+	}
+	s.reaped(c, note)
+}
+
+// drainOut waits for the requests in flight to draining container c (at
+// addr) to end, then moves it to stopping. It reports false when the
+// supervisor ends first.
+func (s *Supervisor) drainOut(c *Container, addr string, timeout time.Duration) bool {
+	s.drain(addr, timeout)
+	if s.ctx.Err() != nil {
+		return false
 	}
 	s.lock()
+	s.fleet.setState(c, StateStopping, "")
+	s.unlock()
+	return true
+}
+
+// halt ends the process of retiring container c and returns what its
+// stop says of it. A crashed container's crash is reported first; one
+// whose exit was seen needs no stop, nor one that never ran the app; one
+// taken for crashed while it may still run (no exit code) gets the rule
+// (see stop). It reports false when the supervisor ends first.
+func (s *Supervisor) halt(c *Container, timeout time.Duration) (note string, ok bool) {
+	s.lock()
 	crashed, grace := c.state == StateCrashed, c.grace
-	// A crashed container whose exit was seen needs no stop; one taken
-	// for crashed while it may still run (no exit code) gets the rule.
 	exited := crashed && c.exitCode != nil
 	s.unlock()
 	if crashed {
 		s.reportCrash(c)
 	}
-	note := ""
-	if grace && !exited {
-		res, err := s.stop(c.ID, stopTimeout)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			if s.ctx.Err() != nil {
-				return // exiting: still recorded as retiring
-			}
-			s.log.Warn("stopping container failed", zap.String("container", shortID(c.ID)), zap.Error(err))
+	if !grace || exited {
+		return "", true
+	}
+	res, err := s.stop(c.ID, timeout)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		if s.ctx.Err() != nil {
+			return "", false
 		}
-		note = res.note()
-		s.log.Info("container stopped", append(res.fields(), zap.String("container", shortID(c.ID)),
-			zap.String("process", c.Process), zap.Duration("stop_timeout", stopTimeout))...)
+		s.log.Warn("stopping container failed", zap.String("container", shortID(c.ID)), zap.Error(err))
 	}
-	if !s.removeContainer(c.ID) {
-		return
-	}
+	s.log.Info("container stopped", append(res.fields(), zap.String("container", shortID(c.ID)),
+		zap.String("process", c.Process), zap.Duration("stop_timeout", timeout))...)
+	return res.note(), true
+}
+
+// reaped forgets c, which the runtime removed, and tells the deployment
+// that switched it out, or the abandoned rollout that booted it, that it
+// is gone.
+func (s *Supervisor) reaped(c *Container, note string) {
 	s.lock()
-	s.setState(c, StateStopped, note)
-	delete(s.containers, c.ID)
-	s.gone[c.ID] = time.Now()
+	s.fleet.remove(c, note)
 	if e := c.retiredBy; e != nil {
 		s.retiredLocked(e)
 	}

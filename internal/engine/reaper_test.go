@@ -249,15 +249,14 @@ func TestKillDuringScaleDownDrain(t *testing.T) {
 // its exit is no crash to replace), then removes it and forgets it.
 func stopByTest(s *Supervisor, id string, timeout time.Duration) (stopResult, error) {
 	s.lock()
-	c := s.containers[id]
+	c := s.fleet.get(id)
 	c.reaping = true
-	s.setState(c, StateStopping, "stopped by the test")
+	s.fleet.setState(c, StateStopping, "stopped by the test")
 	s.unlock()
 	res, err := s.stop(id, timeout)
 	s.removeContainer(id)
 	s.lock()
-	s.setState(c, StateStopped, "")
-	delete(s.containers, id)
+	s.fleet.remove(c, "")
 	s.unlock()
 	s.poke()
 	return res, err

@@ -125,7 +125,7 @@ func (s *Supervisor) reconcileLocked() {
 		s.reconcileProcessLocked(spec, p)
 	}
 	// Containers of process types the serving release does not have.
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		if c.owner == 0 && c.state.live() {
 			if _, ok := spec.Process(c.Process); !ok {
 				s.retireLocked(c, nil, "its process type was removed")
@@ -165,7 +165,7 @@ func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 	ps := s.proc(p.Name)
 	var live []*Container
 	ready := 0
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		// An unhealthy container waiting for its replacement does not
 		// count: it is retired once the type has its count ready.
 		if c.owner == 0 && c.Process == p.Name && c.Release == s.serving.ID && c.state.live() && !c.replacing {
@@ -238,7 +238,7 @@ func (s *Supervisor) startBootLocked(spec AppSpec, p ProcessSpec, ps *procState)
 			s.retireLocked(c, nil, "no longer wanted")
 			return
 		}
-		s.setState(c, StateReady, "")
+		s.fleet.setState(c, StateReady, "")
 		ps.failures, ps.retryAt = 0, time.Time{}
 		ps.backoff.Reset()
 	})
@@ -325,13 +325,13 @@ func (s *Supervisor) removeStepLocked() {
 	}
 	s.resetProcsLocked(nil) // ends the boots in flight
 	var going []*Container
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		if c.state == StateReady || (c.owner == 0 && (c.state == StateStarting || c.state == StateBooted)) {
 			going = append(going, c)
 		}
 	}
 	s.recordRetiringLocked(going) // one write before any of them stops
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		switch {
 		case c.state == StateReady:
 			s.retireLocked(c, nil, "the app was removed from the config")
@@ -343,11 +343,11 @@ func (s *Supervisor) removeStepLocked() {
 	}
 	if s.serving != nil {
 		s.serving = nil
-		s.poolDirty = true
+		s.fleet.markPoolDirty()
 	}
 	// Done once nothing is left, being created (a create in flight makes
 	// a container that must be removed too) or abandoned.
-	if len(s.containers) == 0 && len(s.creating) == 0 && len(s.abandoned) == 0 && s.rollout == nil && !s.stopped {
+	if s.fleet.empty() && len(s.abandoned) == 0 && s.rollout == nil && !s.stopped {
 		s.stopped = true
 		if s.deps.Store != nil {
 			if err := s.deps.Store.Archive(s.name); err != nil {

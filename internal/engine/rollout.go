@@ -276,7 +276,7 @@ func (s *Supervisor) switchLocked(r *rollout) error {
 	}
 	for _, c := range fresh {
 		c.owner = 0
-		s.setState(c, StateReady, "switched in")
+		s.fleet.setState(c, StateReady, "switched in")
 	}
 	e := r.e
 	if r.kind == KindRestart {
@@ -303,7 +303,7 @@ func (s *Supervisor) switchLocked(r *rollout) error {
 			spec:        &spec,
 		}
 		s.resetProcsLocked(nil)
-		s.poolDirty = true
+		s.fleet.markPoolDirty()
 	} else {
 		s.resetProcsLocked([]string{r.process})
 	}
@@ -332,7 +332,7 @@ func later(a, b time.Time) time.Time {
 // the ready ones it names.
 func (s *Supervisor) replacedLocked(r *rollout) []*Container {
 	var old []*Container
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		if c.owner != 0 || !c.state.live() {
 			continue
 		}
@@ -377,7 +377,7 @@ func (s *Supervisor) recordServingLocked(r *rollout, old []*Container, now time.
 
 // pruneRetiringLocked returns the retiring IDs still known.
 func (s *Supervisor) pruneRetiringLocked() []string {
-	return slices.DeleteFunc(slices.Clone(s.rec.Retiring), func(id string) bool { return s.containers[id] == nil })
+	return slices.DeleteFunc(slices.Clone(s.rec.Retiring), func(id string) bool { return s.fleet.get(id) == nil })
 }
 
 // abandonLocked ends r without a switch: what served keeps serving, and

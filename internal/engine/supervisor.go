@@ -128,23 +128,15 @@ type Supervisor struct {
 	queued    []func()
 	queueWake chan struct{}
 
-	mu        sync.Mutex
-	poolDirty bool
+	mu sync.Mutex
+	// fleet are the app's containers and the traffic pool they make.
+	fleet fleet
 	// config is the app's spec as the config has it; desired is config
 	// with the overrides that stand.
 	config  AppSpec
 	desired AppSpec
 	rec     AppRecord
 	serving *serving
-	// containers are the containers the supervisor knows, by ID, until
-	// they are removed.
-	containers map[string]*Container
-	// creating holds the names of containers being created (and hooks
-	// running), which a resync must not take for leftovers.
-	creating map[string]bool
-	// gone holds the containers removed lately, which a list taken before
-	// their removal still shows.
-	gone    map[string]time.Time
 	rollout *rollout
 	// abandoned are rollouts that failed and wait for their containers to
 	// be gone before they end.
@@ -170,9 +162,6 @@ type Supervisor struct {
 	// name; othersWarned is set once that was logged.
 	others       int
 	othersWarned bool
-	// allUnhealthy is set while every ready web container fails its
-	// health check (the pool keeps them all).
-	allUnhealthy bool
 	// hook is the postdeploy hook that runs, or the leftover one of a
 	// previous run being stopped: nil when no hook of the app runs.
 	hook *hookRun
@@ -208,25 +197,23 @@ func (sv *serving) setCounts(counts map[string]int) {
 func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, rt Runtime, probes chan struct{}) *Supervisor {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Supervisor{
-		name:       spec.Name,
-		deps:       deps,
-		rt:         rt,
-		log:        deps.Logger.With(zap.String("app", spec.Name)),
-		pool:       pool,
-		probes:     probes,
-		ctx:        ctx,
-		cancel:     cancel,
-		wake:       make(chan struct{}, 1),
-		queueWake:  make(chan struct{}, 1),
-		done:       make(chan struct{}),
-		config:     spec,
-		containers: map[string]*Container{},
-		creating:   map[string]bool{},
-		gone:       map[string]time.Time{},
-		abandoned:  map[*rollout]bool{},
-		procs:      map[string]*procState{},
+		name:      spec.Name,
+		deps:      deps,
+		rt:        rt,
+		log:       deps.Logger.With(zap.String("app", spec.Name)),
+		pool:      pool,
+		probes:    probes,
+		ctx:       ctx,
+		cancel:    cancel,
+		wake:      make(chan struct{}, 1),
+		queueWake: make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		config:    spec,
+		abandoned: map[*rollout]bool{},
+		procs:     map[string]*procState{},
 	}
 	s.desired = spec
+	s.fleet = newFleet(s.log, pool, s.touch)
 	return s
 }
 
@@ -268,42 +255,12 @@ func (s *Supervisor) lock() { s.mu.Lock() }
 // unlock swaps in a new traffic pool if a transition asked for one, then
 // releases the lock.
 func (s *Supervisor) unlock() {
-	if s.poolDirty {
-		s.poolDirty = false
-		s.publishLocked()
-	}
-	s.mu.Unlock()
-}
-
-// publishLocked swaps in a pool of the ready web containers. A container
-// that stopped answering health checks is left out, unless none answers:
-// then the pool keeps them all rather than none.
-func (s *Supervisor) publishLocked() {
-	var ready, reachable []*Container
-	for _, c := range s.containers {
-		if c.state == StateReady && c.Process == WebProcess && c.Addr != "" {
-			ready = append(ready, c)
-			if !c.unhealthy {
-				reachable = append(reachable, c)
-			}
-		}
-	}
-	s.panicLocked(len(ready), len(reachable))
-	if len(reachable) > 0 {
-		ready = reachable
-	}
-	slices.SortFunc(ready, func(a, b *Container) int {
-		return cmp.Or(a.entered(StateStarting).Compare(b.entered(StateStarting)), cmp.Compare(a.ID, b.ID))
-	})
-	addrs := make([]string, len(ready))
-	for i, c := range ready {
-		addrs[i] = c.Addr
-	}
 	rel := ""
 	if s.serving != nil {
 		rel = s.serving.ID
 	}
-	s.pool.store(rel, addrs)
+	s.fleet.publish(rel)
+	s.mu.Unlock()
 }
 
 // touch tells observers that something of the app changed.
@@ -416,7 +373,7 @@ func (s *Supervisor) run(prevs ...<-chan struct{}) {
 func (s *Supervisor) exit() {
 	s.lock()
 	var ids []string
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		if c.state == StateDraining || c.state == StateStopping || (c.owner != 0 && c.state.live()) {
 			ids = append(ids, c.ID)
 		}
@@ -503,13 +460,13 @@ func (s *Supervisor) Status() AppStatus {
 		Image:        s.desired.Image,
 		ImageID:      s.desired.ImageID,
 		Processes:    s.desired.Counts(),
-		Containers:   make([]ContainerStatus, 0, len(s.containers)),
+		Containers:   make([]ContainerStatus, 0, s.fleet.count()),
 		Deployments:  s.log_.snapshots(),
 		Overrides:    s.rec.Overrides.list(s.config),
 		RuntimeError: s.runtimeErr,
 		Others:       s.others,
 	}
-	if s.allUnhealthy {
+	if s.fleet.allUnhealthy {
 		st.AllUnhealthy = AllUnhealthyMessage
 	}
 	for name, ps := range s.procs {
@@ -522,7 +479,7 @@ func (s *Supervisor) Status() AppStatus {
 		r := s.serving.ReleaseInfo
 		st.Release = &r
 	}
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		st.Containers = append(st.Containers, c.status())
 	}
 	slices.SortFunc(st.Containers, func(a, b ContainerStatus) int {
@@ -543,7 +500,7 @@ func (s *Supervisor) ContainerCounts() map[[2]string]int {
 	s.lock()
 	defer s.unlock()
 	n := make(map[[2]string]int)
-	for _, c := range s.containers {
+	for c := range s.fleet.all() {
 		n[[2]string{c.Process, string(c.state)}]++
 	}
 	return n

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,6 +72,7 @@ var (
 type Dashboard struct {
 	src    dashSource
 	logger *zap.Logger
+	mux    *errMux
 	// done is closed when the server that serves the handler shuts down or
 	// its config is unloaded: every stream then ends, so that neither waits
 	// for the other (an event stream never ends by itself).
@@ -128,8 +128,6 @@ func (d *Dashboard) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 // Provision finds the engine of the podswitch app and ties the handler's
 // streams to the life of its server and config.
 func (d *Dashboard) Provision(ctx caddy.Context) error {
-	d.logger = ctx.Logger()
-	d.done = make(chan struct{})
 	v, err := ctx.AppIfConfigured("podswitch")
 	if err != nil {
 		return fmt.Errorf("podswitch_dashboard: the podswitch global option (apps.podswitch) is not configured: %w", err)
@@ -138,7 +136,7 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	if a == nil || a.host == nil {
 		return errors.New("podswitch_dashboard: the podswitch app is not provisioned")
 	}
-	d.src = dashSource{manager: a.host.manager, changes: a.host.changes, crashes: dashCrashes}
+	d.setup(dashSource{manager: a.host.manager, changes: a.host.changes, crashes: dashCrashes}, ctx.Logger())
 	// Caddy stops a config's servers (and, on exit, waits for their
 	// requests) before it cleans its modules up: the streams must end when
 	// the server begins to shut down, not only at Cleanup.
@@ -157,6 +155,32 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 		}
 	}
 	return nil
+}
+
+// setup makes d serve src.
+func (d *Dashboard) setup(src dashSource, logger *zap.Logger) {
+	d.src = src
+	d.logger = logger
+	d.done = make(chan struct{})
+	d.mux = d.routes()
+}
+
+// routes are the dashboard's paths. Every one is GET (and so HEAD).
+func (d *Dashboard) routes() *errMux {
+	m := newErrMux()
+	for path, a := range dashAssets {
+		pattern := "GET " + path
+		if path == "/" {
+			pattern = "GET /{$}"
+		}
+		m.handle(pattern, a.serve)
+	}
+	m.handle("GET /index.html", dashAssets["/"].serve)
+	m.handle("GET /api/apps", d.serveOverview)
+	m.handle("GET /api/apps/{app}", d.serveApp)
+	m.handle("GET /api/apps/{app}/deployments/{id}", d.serveDeployment)
+	m.handle("GET /api/events", d.serveEvents)
+	return m
 }
 
 // Cleanup ends the streams still open, and waits a moment for them.
@@ -196,6 +220,22 @@ type dashAsset struct {
 	body  []byte
 	ctype string
 	etag  string
+	// page is set on the page, which gets the security policy.
+	page bool
+}
+
+// serve answers the file, revalidated by its ETag.
+func (a *dashAsset) serve(w http.ResponseWriter, r *http.Request) error {
+	h := w.Header()
+	h.Set("Content-Type", a.ctype)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("ETag", a.etag)
+	if a.page {
+		h.Set("Content-Security-Policy", dashCSP)
+		h.Set("X-Frame-Options", "DENY")
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+	return nil
 }
 
 //go:embed dashboard/index.html dashboard/app.js dashboard/app.css
@@ -221,18 +261,13 @@ var dashAssets = func() map[string]*dashAsset {
 			ctype = "text/css; charset=utf-8"
 		}
 		sum := sha256.Sum256(b)
-		out[path] = &dashAsset{body: b, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		out[path] = &dashAsset{body: b, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, page: path == "/"}
 	}
 	return out
 }()
 
 // dashCSP allows the page only its own script, style and connections.
 const dashCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
-var (
-	dashAppPath        = regexp.MustCompile(`^/api/apps/([^/]+)$`)
-	dashDeploymentPath = regexp.MustCompile(`^/api/apps/([^/]+)/deployments/([^/]+)$`)
-)
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. It answers every
 // request itself.
@@ -241,57 +276,58 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		w.Header().Set("Allow", "GET, HEAD")
 		return dashError(w, http.StatusMethodNotAllowed, "the dashboard is read-only")
 	}
-	p := r.URL.Path
-	if p == "" || p == "/index.html" {
-		p = "/"
-	}
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	if a := dashAssets[p]; a != nil {
-		h.Set("Content-Type", a.ctype)
-		h.Set("Cache-Control", "no-cache")
-		h.Set("ETag", a.etag)
-		if p == "/" {
-			h.Set("Content-Security-Policy", dashCSP)
-			h.Set("X-Frame-Options", "DENY")
-		}
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
-		return nil
+	if r.URL.Path == "" {
+		// The page, mounted with handle_path at /prefix and asked for
+		// at /prefix.
+		u := *r.URL
+		u.Path, u.RawPath = "/", ""
+		r = r.WithContext(r.Context())
+		r.URL = &u
 	}
-	switch {
-	case p == "/api/events":
-		return d.serveEvents(w, r)
-	case p == "/api/apps":
-		return dashJSON(w, d.overview())
-	}
-	if m := dashAppPath.FindStringSubmatch(p); m != nil {
-		id, err := dashDeploymentParam(r)
-		if err != nil {
-			return dashError(w, http.StatusBadRequest, err.Error())
-		}
-		v := d.appView(m[1], id)
-		if v.Missing != "" {
-			return dashError(w, http.StatusNotFound, fmt.Sprintf("no app %q in the running config", m[1]))
-		}
-		return dashJSON(w, v)
-	}
-	if m := dashDeploymentPath.FindStringSubmatch(p); m != nil {
-		id, err := strconv.ParseInt(m[2], 10, 64)
-		if err != nil || id <= 0 {
-			return dashError(w, http.StatusBadRequest, fmt.Sprintf("deployment %q: want a number", m[2]))
-		}
-		s := d.src.manager.App(m[1])
-		if s == nil {
-			return dashError(w, http.StatusNotFound, fmt.Sprintf("no app %q in the running config", m[1]))
-		}
-		dep, _, ok := s.Deployment(id)
-		if !ok {
-			return dashError(w, http.StatusNotFound, fmt.Sprintf("app %q has no deployment %d in its history", m[1], id))
-		}
-		return dashJSON(w, withoutOutput(dep))
+	// Every route is GET, so the mux never answers 405; a path it has no
+	// route for, or would redirect (to a cleaned path, which under a
+	// stripped prefix is the wrong one), is not found.
+	if _, matched, err := d.mux.serve(w, r); matched {
+		return err
 	}
 	return dashError(w, http.StatusNotFound, "not found: the dashboard serves /, /assets/ and /api/ of the path it is given; under a path prefix, mount it with handle_path, which strips the prefix")
+}
+
+func (d *Dashboard) serveOverview(w http.ResponseWriter, _ *http.Request) error {
+	return dashJSON(w, d.overview())
+}
+
+func (d *Dashboard) serveApp(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("app")
+	id, err := dashDeploymentParam(r)
+	if err != nil {
+		return dashError(w, http.StatusBadRequest, err.Error())
+	}
+	v := d.appView(name, id)
+	if v.Missing != "" {
+		return dashError(w, http.StatusNotFound, fmt.Sprintf("no app %q in the running config", name))
+	}
+	return dashJSON(w, v)
+}
+
+func (d *Dashboard) serveDeployment(w http.ResponseWriter, r *http.Request) error {
+	name, v := r.PathValue("app"), r.PathValue("id")
+	id, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || id <= 0 {
+		return dashError(w, http.StatusBadRequest, fmt.Sprintf("deployment %q: want a number", v))
+	}
+	s := d.src.manager.App(name)
+	if s == nil {
+		return dashError(w, http.StatusNotFound, fmt.Sprintf("no app %q in the running config", name))
+	}
+	dep, _, ok := s.Deployment(id)
+	if !ok {
+		return dashError(w, http.StatusNotFound, fmt.Sprintf("app %q has no deployment %d in its history", name, id))
+	}
+	return dashJSON(w, withoutOutput(dep))
 }
 
 // dashDeploymentParam reads ?deployment=ID; 0 means the newest.

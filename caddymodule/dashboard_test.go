@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -50,7 +51,8 @@ func newDashEnv(t *testing.T, log *zap.Logger, specs ...engine.AppSpec) *dashEnv
 	t.Cleanup(m.Close)
 	m.Apply(specs)
 	e := &dashEnv{t: t, rt: rt, m: m, crashes: newCrashLog()}
-	e.d = &Dashboard{src: dashSource{manager: m, changes: feed, crashes: e.crashes}, logger: log, done: make(chan struct{})}
+	e.d = new(Dashboard)
+	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes}, log)
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := e.d.ServeHTTP(w, r, nil); err != nil {
 			t.Errorf("%s %s: %v", r.Method, r.URL, err)
@@ -178,6 +180,112 @@ func TestDashboardAssets(t *testing.T) {
 	}
 	if code, _, b := e.get("/podswitch/"); code != http.StatusNotFound || !strings.Contains(string(b), "handle_path") {
 		t.Errorf("GET /podswitch/: %d %s, want 404 naming handle_path", code, b)
+	}
+}
+
+// Each path reaches its own handler; anything but GET and HEAD is a 405
+// with Allow, whatever the path; a path without a route is a 404 that
+// says how to mount the dashboard, never a redirect (under handle_path a
+// redirect would leave the prefix); percent-encoded letters are the
+// letters, an encoded slash is part of a name.
+func TestDashboardRouting(t *testing.T) {
+	e := newBlogDash(t)
+	id := strconv.FormatInt(e.m.App("blog").Status().Deployments[0].ID, 10)
+	const html, js, css, jsonType, sse = "text/html; charset=utf-8", "text/javascript; charset=utf-8", "text/css; charset=utf-8", "application/json", "text/event-stream"
+	cases := []struct {
+		method, path string
+		code         int
+		ctype        string
+		// want is in the body: the message of a JSON error when code
+		// >= 400.
+		want string
+	}{
+		{"GET", "/", 200, html, "<html"},
+		{"GET", "/index.html", 200, html, "<html"},
+		{"GET", "/assets/app.js", 200, js, "api/events"},
+		{"GET", "/assets/app.css", 200, css, ""},
+		{"GET", "/api/apps", 200, jsonType, `"name":"blog"`},
+		{"GET", "/api/apps/blog", 200, jsonType, `"containers":`},
+		{"GET", "/api/apps/blog?deployment=" + id, 200, jsonType, `"deployment":{"id":` + id},
+		{"GET", "/api/apps/blog/deployments/" + id, 200, jsonType, `"id":` + id},
+		{"HEAD", "/api/events", 200, sse, ""},
+		{"HEAD", "/api/apps/blog", 200, jsonType, ""},
+
+		{"POST", "/api/apps", 405, jsonType, "read-only"},
+		{"DELETE", "/nope", 405, jsonType, "read-only"},
+		{"OPTIONS", "/", 405, jsonType, "read-only"},
+
+		{"GET", "/nope", 404, jsonType, "handle_path"},
+		{"GET", "/podswitch/", 404, jsonType, "handle_path"},
+		{"GET", "/assets/", 404, jsonType, "handle_path"},
+		{"GET", "/api/apps/", 404, jsonType, "handle_path"},
+		{"GET", "/api/apps/blog/", 404, jsonType, "handle_path"},
+		{"GET", "/api/apps/blog/deployments", 404, jsonType, "handle_path"},
+		{"GET", "/api/events/blog", 404, jsonType, "handle_path"},
+		{"GET", "/api/../api/apps", 404, jsonType, "handle_path"},
+		{"GET", "//api/apps", 404, jsonType, "handle_path"},
+		{"GET", "/assets/./app.js", 404, jsonType, "handle_path"},
+
+		{"GET", "/api/apps/nope", 404, jsonType, `no app "nope"`},
+		{"GET", "/api/apps/Bad!App", 404, jsonType, `no app "Bad!App"`},
+		{"GET", "/api/apps/Bad!App/deployments/1", 404, jsonType, `no app "Bad!App"`},
+		{"GET", "/api/apps/blog/deployments/x", 400, jsonType, `deployment "x"`},
+		{"GET", "/api/apps/blog/deployments/0", 400, jsonType, `deployment "0"`},
+		{"GET", "/api/apps/blog?deployment=x", 400, jsonType, `deployment "x"`},
+
+		{"GET", "/api/apps/bl%6Fg", 200, jsonType, `"containers":`},
+		{"GET", "/api/%61pps", 200, jsonType, `"name":"blog"`},
+		{"GET", "/assets/app%2Ejs", 200, js, "api/events"},
+		{"GET", "/api/apps/blog%2Fdeployments%2F" + id, 404, jsonType, `no app "blog/deployments/` + id + `"`},
+		{"GET", "/api/apps/blog/deployments/1%2F2", 400, jsonType, `deployment "1/2"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, e.srv.URL+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.code || resp.Header.Get("Content-Type") != tc.ctype {
+				t.Errorf("%d %q, want %d %q: %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), tc.code, tc.ctype, b)
+			}
+			if loc := resp.Header.Get("Location"); loc != "" {
+				t.Errorf("redirected to %s", loc)
+			}
+			if allow := resp.Header.Get("Allow"); (tc.code == 405) != (allow == "GET, HEAD") {
+				t.Errorf("Allow %q", allow)
+			}
+			if tc.code != 405 && resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("no nosniff")
+			}
+			switch {
+			case tc.method == http.MethodHead:
+				if len(b) != 0 {
+					t.Errorf("HEAD answered a body: %.200s", b)
+				}
+			case tc.code >= 400:
+				var body map[string]string
+				if json.Unmarshal(b, &body) != nil || len(body) != 1 || !strings.Contains(body["error"], tc.want) {
+					t.Errorf(`answer %s, want {"error": "...%s..."}`, b, tc.want)
+				}
+			case !strings.Contains(string(b), tc.want):
+				t.Errorf("answer %.200s does not have %s", b, tc.want)
+			}
+		})
+	}
+
+	// Mounted with handle_path at /prefix and asked for at /prefix, the
+	// path is empty: the page.
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.URL.Path = ""
+	if err := e.d.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusOK || w.Header().Get("Content-Type") != html {
+		t.Errorf("GET of an empty path: %v %d %q", err, w.Code, w.Header().Get("Content-Type"))
 	}
 }
 
@@ -523,7 +631,8 @@ func TestDashboardTimelineRetries(t *testing.T) {
 	t.Cleanup(m.Close)
 	m.Apply([]engine.AppSpec{spec})
 	e := &dashEnv{t: t, rt: rt.apiFakeRuntime, m: m, crashes: newCrashLog()}
-	e.d = &Dashboard{src: dashSource{manager: m, changes: feed, crashes: e.crashes}, logger: zap.NewNop(), done: make(chan struct{})}
+	e.d = new(Dashboard)
+	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes}, zap.NewNop())
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _ = e.d.ServeHTTP(w, r, nil) }))
 	t.Cleanup(e.srv.Close)
 	t.Cleanup(func() { _ = e.d.Cleanup() })

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -44,6 +45,43 @@ var (
 	// dashRetry is the reconnection delay the page's EventSource is told.
 	dashRetry = time.Second
 )
+
+// maxDashStreams bounds the dashboard's event streams open at once in the
+// process, over every podswitch_dashboard handler of every config: each
+// holds a connection, a goroutine and a subscription to the change feed,
+// and renders a view at each change. A stream over the bound is answered
+// 503 with Retry-After (dashStreamsRetryAfter); the page tries again.
+const maxDashStreams = 64
+
+// dashStreamsRetryAfter is the Retry-After of a stream over the bound, in
+// seconds.
+const dashStreamsRetryAfter = "5"
+
+// dashStreams counts the process's open streams against maxDashStreams.
+var dashStreams = &streamSlots{max: maxDashStreams}
+
+// streamSlots counts open streams against a bound, without a lock. It must
+// not be copied.
+type streamSlots struct {
+	n   atomic.Int32
+	max int32
+}
+
+// take counts a stream in, unless max are open.
+func (s *streamSlots) take() bool {
+	for {
+		n := s.n.Load()
+		if n >= s.max {
+			return false
+		}
+		if s.n.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// give counts a stream out.
+func (s *streamSlots) give() { s.n.Add(-1) }
 
 // Dashboard serves a read-only web page of every podswitch app: the
 // overview, each app's containers and deployments, and the timeline of a
@@ -79,11 +117,13 @@ type Dashboard struct {
 }
 
 // dashSource is what the dashboard reads: the engine, the feed that tells
-// which apps changed, and the crashes heard of.
+// which apps changed, and the crashes heard of; and the slots its streams
+// take.
 type dashSource struct {
 	manager *engine.Manager
 	changes *changeFeed
 	crashes *crashLog
+	slots   *streamSlots
 }
 
 // CaddyModule returns the Caddy module information.
@@ -105,7 +145,7 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	if a == nil || a.host == nil {
 		return errors.New("podswitch_dashboard: the podswitch app is not provisioned")
 	}
-	d.setup(dashSource{manager: a.host.manager, changes: a.host.changes, crashes: dashCrashes}, ctx.Logger())
+	d.setup(dashSource{manager: a.host.manager, changes: a.host.changes, crashes: dashCrashes, slots: dashStreams}, ctx.Logger())
 	// Caddy stops a config's servers (and, on exit, waits for their
 	// requests) before it cleans its modules up: the streams must end when
 	// the server begins to shut down, not only at Cleanup.
@@ -335,7 +375,8 @@ func dashError(w http.ResponseWriter, status int, msg string) error {
 // then `apps` with the apps that changed and those removed), or one app
 // (event `app`, at first and whenever it changed). Updates follow a change
 // within dashMinGap. The stream ends when the client leaves or the
-// handler's server or config goes away; the page then reconnects.
+// handler's server or config goes away; the page then reconnects. At most
+// maxDashStreams are open at once; the slot is freed when the stream ends.
 func (d *Dashboard) serveEvents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	app := q.Get("app")
@@ -350,6 +391,11 @@ func (d *Dashboard) serveEvents(w http.ResponseWriter, r *http.Request) error {
 		return dashError(w, http.StatusServiceUnavailable, "the dashboard is being unloaded; try again")
 	}
 	defer d.streams.Done()
+	if !d.src.slots.take() {
+		w.Header().Set("Retry-After", dashStreamsRetryAfter)
+		return dashError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many dashboard streams open (at most %d); try again in a few seconds", d.src.slots.max))
+	}
+	defer d.src.slots.give()
 	sub, unsubscribe := d.src.changes.subscribe()
 	defer unsubscribe()
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -51,7 +52,7 @@ func newDashEnv(t *testing.T, log *zap.Logger, specs ...engine.AppSpec) *dashEnv
 	m.Apply(specs)
 	e := &dashEnv{t: t, rt: rt, m: m, crashes: newCrashLog()}
 	e.d = new(Dashboard)
-	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes}, log)
+	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes, slots: &streamSlots{max: maxDashStreams}}, log)
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := e.d.ServeHTTP(w, r, nil); err != nil {
 			t.Errorf("%s %s: %v", r.Method, r.URL, err)
@@ -433,10 +434,16 @@ func openStreamURL(t *testing.T, url string) (<-chan sseEvent, *http.Response) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("GET %s: %d %q %s", url, resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
+	return readEvents(resp.Body), resp
+}
+
+// readEvents returns the events read from body; the channel closes when
+// body ends.
+func readEvents(body io.Reader) <-chan sseEvent {
 	ch := make(chan sseEvent, 100)
 	go func() {
 		defer close(ch)
-		sc := bufio.NewScanner(resp.Body)
+		sc := bufio.NewScanner(body)
 		sc.Buffer(make([]byte, 1<<20), 1<<24)
 		var ev sseEvent
 		for sc.Scan() {
@@ -454,7 +461,7 @@ func openStreamURL(t *testing.T, url string) (<-chan sseEvent, *http.Response) {
 			}
 		}
 	}()
-	return ch, resp
+	return ch
 }
 
 // next returns the next event, failing the test if none comes in time.
@@ -569,6 +576,119 @@ func TestDashboardStreamsEndAtShutdown(t *testing.T) {
 	}
 }
 
+// At most maxDashStreams streams are open at once: the next is answered
+// 503 with Retry-After at once; a stream whose client left frees its slot
+// for a new one, and so do the streams ended as the server shuts down.
+func TestDashboardStreamsCapped(t *testing.T) {
+	e := newBlogDash(t)
+	// Each connection the server is done with, by the client's address: a
+	// stream's handler, and so its slot, is done before.
+	closed := make(chan string, 4*maxDashStreams)
+	srv := httptest.NewUnstartedServer(e.srv.Config.Handler)
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- c.RemoteAddr().String()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	t.Cleanup(e.d.end) // before srv.Close, which waits for the streams
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	// open asks for a stream; it returns the answer and the client's
+	// address on its connection.
+	open := func(path string) (*http.Response, string) {
+		t.Helper()
+		var addr string
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { addr = i.Conn.LocalAddr().String() }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp, addr
+	}
+	// stream opens a stream that must be accepted, and waits for its
+	// first event: from then on it holds a slot.
+	stream := func(path string) (*http.Response, string, <-chan sseEvent) {
+		t.Helper()
+		resp, addr := open(path)
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+		}
+		ch := readEvents(resp.Body)
+		if ev := next(t, ch, 10*time.Second); ev.name != "overview" && ev.name != "app" {
+			t.Fatalf("GET %s: first event %s", path, ev.name)
+		}
+		return resp, addr, ch
+	}
+
+	type open1 struct {
+		resp *http.Response
+		addr string
+		ch   <-chan sseEvent
+	}
+	var streams []open1
+	for i := range maxDashStreams {
+		path := "/api/events"
+		if i%2 == 1 {
+			path += "?app=blog"
+		}
+		resp, addr, ch := stream(path)
+		streams = append(streams, open1{resp, addr, ch})
+	}
+
+	refused := func() {
+		t.Helper()
+		resp, _ := open("/api/events?app=blog")
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("stream %d: %d, want 503", maxDashStreams+1, resp.StatusCode)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		var body map[string]string
+		if resp.Header.Get("Retry-After") != "5" || json.Unmarshal(b, &body) != nil || !strings.Contains(body["error"], "too many dashboard streams") {
+			t.Fatalf("stream %d: Retry-After %q %s, want 5 and an error", maxDashStreams+1, resp.Header.Get("Retry-After"), b)
+		}
+	}
+	refused()
+	// The other routes are not bounded.
+	if code, _, b := e.get("/api/apps"); code != http.StatusOK {
+		t.Fatalf("GET /api/apps with every stream slot taken: %d %s", code, b)
+	}
+
+	// A client leaves: its slot is free once the server is done with its
+	// connection.
+	gone := streams[0]
+	streams = streams[1:]
+	gone.resp.Body.Close()
+	for addr := ""; addr != gone.addr; {
+		select {
+		case addr = <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server did not end the stream whose client left")
+		}
+	}
+	resp, addr, ch := stream("/api/events")
+	streams = append(streams, open1{resp, addr, ch})
+	refused()
+
+	// The server shuts down: every stream ends, and every slot is free.
+	e.d.end()
+	for _, s := range streams {
+		for range s.ch {
+		}
+	}
+	if n := e.d.src.slots.n.Load(); n != 0 {
+		t.Errorf("%d stream slots taken after every stream ended", n)
+	}
+}
+
 // scriptedRuntime is the fake runtime whose next web containers fail as
 // planned: "crash" exits at once, "hang" never accepts a connection.
 type scriptedRuntime struct {
@@ -631,7 +751,7 @@ func TestDashboardTimelineRetries(t *testing.T) {
 	m.Apply([]engine.AppSpec{spec})
 	e := &dashEnv{t: t, rt: rt.apiFakeRuntime, m: m, crashes: newCrashLog()}
 	e.d = new(Dashboard)
-	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes}, zap.NewNop())
+	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes, slots: &streamSlots{max: maxDashStreams}}, zap.NewNop())
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _ = e.d.ServeHTTP(w, r, nil) }))
 	t.Cleanup(e.srv.Close)
 	t.Cleanup(func() { _ = e.d.Cleanup() })

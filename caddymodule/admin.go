@@ -79,6 +79,8 @@ type adminAPI struct {
 // appHandler answers a request to one app's route.
 type appHandler func(w http.ResponseWriter, r *http.Request, m *engine.Manager, s *engine.Supervisor) error
 
+// newAdminAPI routes each path of the API on its method; a GET route
+// answers HEAD too.
 func newAdminAPI(manager func() *engine.Manager) *adminAPI {
 	a := &adminAPI{manager: manager, mux: newErrMux()}
 	a.mux.handle("GET /podswitch/apps", a.list)
@@ -130,9 +132,10 @@ func (a *adminAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 }
 
 // withoutTrailingSlash returns r, or a shallow copy of it whose path has
-// no trailing slash.
+// no trailing slash. An encoded one (%2F) is part of the last segment, and
+// stays.
 func withoutTrailingSlash(r *http.Request) *http.Request {
-	if len(r.URL.Path) <= 1 || !strings.HasSuffix(r.URL.Path, "/") {
+	if p := r.URL.EscapedPath(); len(p) <= 1 || !strings.HasSuffix(p, "/") {
 		return r
 	}
 	u := *r.URL

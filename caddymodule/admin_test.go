@@ -683,6 +683,7 @@ func TestAdminRouting(t *testing.T) {
 		{"encoded slash in the app", "GET", "/podswitch/apps/blog%2Fdeployments", "", 404, "", `unknown app "blog/deployments"`},
 		{"encoded slash before an operation", "POST", "/podswitch/apps/blog%2Fscale", `{"web": 1}`, 405, "GET, HEAD", "use GET"},
 		{"encoded space", "GET", "/podswitch/apps/a%20b", "", 404, "", `unknown app "a b"`},
+		{"encoded trailing slash", "GET", "/podswitch/apps/blog%2F", "", 404, "", `unknown app "blog/"`},
 		{"encoded deployment id not a number", "GET", "/podswitch/apps/blog/deployments/1%2F2", "", 400, "", `deployment id "1/2"`},
 	}
 	for _, tc := range cases {

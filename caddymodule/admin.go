@@ -61,8 +61,7 @@ func (Admin) CaddyModule() caddy.ModuleInfo {
 
 // Routes returns the admin routes.
 func (Admin) Routes() []caddy.AdminRoute {
-	api := &adminAPI{manager: currentManager}
-	return []caddy.AdminRoute{{Pattern: "/podswitch/", Handler: caddy.AdminHandlerFunc(api.serve)}}
+	return []caddy.AdminRoute{{Pattern: "/podswitch/", Handler: newAdminAPI(currentManager)}}
 }
 
 // maxBodySize bounds the body of a POST to the podswitch API.
@@ -74,111 +73,126 @@ const imageCheckTimeout = 30 * time.Second
 // adminAPI serves the podswitch routes for the engine manager returns.
 type adminAPI struct {
 	manager func() *engine.Manager
+	mux     *errMux
 }
 
-// deploymentAnswer is the body of a deploy, restart or rollback answer.
-type deploymentAnswer struct {
-	// Deployment is the deployment the request started, or the one on
-	// its way; nil when there is none.
-	Deployment *engine.Deployment `json:"deployment"`
-	// Message says why nothing was started, when that is the case.
-	Message string `json:"message,omitempty"`
+// appHandler answers a request to one app's route.
+type appHandler func(w http.ResponseWriter, r *http.Request, m *engine.Manager, s *engine.Supervisor) error
+
+// newAdminAPI routes each path of the API on its method; a GET route
+// answers HEAD too.
+func newAdminAPI(manager func() *engine.Manager) *adminAPI {
+	a := &adminAPI{manager: manager, mux: newErrMux()}
+	a.mux.handle("GET /podswitch/apps", a.list)
+	a.handleApp("GET /podswitch/apps/{app}", a.status)
+	a.handleApp("GET /podswitch/apps/{app}/deployments", a.history)
+	a.handleApp("GET /podswitch/apps/{app}/deployments/{id}", a.deployment)
+	a.handleApp("GET /podswitch/apps/{app}/logs", a.logs)
+	a.handleApp("POST /podswitch/apps/{app}/deploy", a.deploy)
+	a.handleApp("POST /podswitch/apps/{app}/restart", a.restart)
+	a.handleApp("POST /podswitch/apps/{app}/scale", a.scale)
+	a.handleApp("POST /podswitch/apps/{app}/rollback", a.rollback)
+	a.handleApp("POST /podswitch/apps/{app}/pause", a.pause)
+	a.handleApp("POST /podswitch/apps/{app}/maintenance", a.maintenance)
+	a.handleApp("POST /podswitch/apps/{app}/resume", a.resume)
+	return a
 }
 
-// routes maps the last part of /podswitch/apps/{app}/{op} to its method.
-var routes = map[string]string{
-	"deployments": http.MethodGet,
-	"logs":        http.MethodGet,
-	"deploy":      http.MethodPost,
-	"restart":     http.MethodPost,
-	"scale":       http.MethodPost,
-	"rollback":    http.MethodPost,
-	"pause":       http.MethodPost,
-	"maintenance": http.MethodPost,
-	"resume":      http.MethodPost,
+// handleApp routes pattern to h with the app its path names, after the
+// method: 404 when podswitch is not configured or has no such app.
+func (a *adminAPI) handleApp(pattern string, h appHandler) {
+	a.mux.handle(pattern, func(w http.ResponseWriter, r *http.Request) error {
+		m := a.manager()
+		if m == nil {
+			return apiErr(http.StatusNotFound, "podswitch is not configured")
+		}
+		name := r.PathValue("app")
+		s := m.App(name)
+		if s == nil {
+			return apiErr(http.StatusNotFound, "unknown app %q", name)
+		}
+		return h(w, r, m, s)
+	})
 }
 
-func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	path := strings.Trim(strings.TrimPrefix(r.URL.Path, "/podswitch/"), "/")
-	parts := strings.Split(path, "/")
-	if len(parts) == 0 || parts[0] != "apps" || len(parts) > 4 {
-		return apiErr(http.StatusNotFound, "no such podswitch endpoint: %s", r.URL.Path)
-	}
-
-	// Find the route and check the method before anything else.
-	method := http.MethodGet
+// ServeHTTP implements caddy.AdminHandler. A path no route has is a 404, a
+// method its route lacks a 405 with Allow, both answered {"error": "..."}
+// like every other error, before anything else is looked at. A trailing
+// slash is ignored: /podswitch/apps/ is /podswitch/apps.
+func (a *adminAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	allow, matched, err := a.mux.serve(w, withoutTrailingSlash(r))
 	switch {
-	case len(parts) <= 2:
-	case len(parts) == 4 && parts[2] == "deployments":
-	case len(parts) == 3 && routes[parts[2]] != "":
-		method = routes[parts[2]]
-	default:
-		return apiErr(http.StatusNotFound, "no such podswitch endpoint: %s", r.URL.Path)
+	case matched:
+		return err
+	case allow != "":
+		w.Header().Set("Allow", allow)
+		return apiErr(http.StatusMethodNotAllowed, "method %s not allowed on %s; use %s", r.Method, r.URL.Path, useMethods(allow))
 	}
-	if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
-		w.Header().Set("Allow", method)
-		return apiErr(http.StatusMethodNotAllowed, "method %s not allowed on %s; use %s", r.Method, r.URL.Path, method)
-	}
+	return apiErr(http.StatusNotFound, "no such podswitch endpoint: %s", r.URL.Path)
+}
 
+// withoutTrailingSlash returns r, or a shallow copy of it whose path has
+// no trailing slash. An encoded one (%2F) is part of the last segment, and
+// stays.
+func withoutTrailingSlash(r *http.Request) *http.Request {
+	if p := r.URL.EscapedPath(); len(p) <= 1 || !strings.HasSuffix(p, "/") {
+		return r
+	}
+	u := *r.URL
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = strings.TrimSuffix(u.RawPath, "/")
+	r2 := r.WithContext(r.Context())
+	r2.URL = &u
+	return r2
+}
+
+func (a *adminAPI) list(w http.ResponseWriter, _ *http.Request) error {
 	m := a.manager()
 	if m == nil {
 		return apiErr(http.StatusNotFound, "podswitch is not configured")
 	}
-	if len(parts) == 1 {
-		out := []engine.AppStatus{}
-		for _, name := range m.Apps() {
-			if s := m.App(name); s != nil {
-				out = append(out, s.Status())
-			}
+	out := []engine.AppStatus{}
+	for _, name := range m.Apps() {
+		if s := m.App(name); s != nil {
+			out = append(out, s.Status())
 		}
-		return writeJSON(w, http.StatusOK, out)
 	}
-	app := parts[1]
-	s := m.App(app)
-	if s == nil {
-		return apiErr(http.StatusNotFound, "unknown app %q", app)
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *adminAPI) status(w http.ResponseWriter, _ *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
+	return writeJSON(w, http.StatusOK, s.Status())
+}
+
+func (a *adminAPI) history(w http.ResponseWriter, _ *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
+	return writeJSON(w, http.StatusOK, s.Status().Deployments)
+}
+
+func (a *adminAPI) deployment(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
+	v := r.PathValue("id")
+	id, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || id <= 0 {
+		return apiErr(http.StatusBadRequest, "deployment id %q: want a positive whole number", v)
 	}
-	if len(parts) == 2 {
-		return writeJSON(w, http.StatusOK, s.Status())
+	d, _, ok := s.Deployment(id)
+	if !ok {
+		return apiErr(http.StatusNotFound, "app %s has no deployment %d", s.Name(), id)
 	}
-	switch parts[2] {
-	case "deployments":
-		if len(parts) == 3 {
-			return writeJSON(w, http.StatusOK, s.Status().Deployments)
-		}
-		id, err := strconv.ParseInt(parts[3], 10, 64)
-		if err != nil || id <= 0 {
-			return apiErr(http.StatusBadRequest, "deployment id %q: want a positive whole number", parts[3])
-		}
-		d, _, ok := s.Deployment(id)
-		if !ok {
-			return apiErr(http.StatusNotFound, "app %s has no deployment %d", app, id)
-		}
-		return writeJSON(w, http.StatusOK, d)
-	case "logs":
-		return serveLogs(w, r, m.Runtime(), s)
-	case "deploy":
-		return a.deploy(w, r, m, s)
-	case "restart":
-		return a.restart(w, r, s)
-	case "scale":
-		return a.scale(w, r, s)
-	case "rollback":
-		return a.rollback(w, r, s)
-	case "pause":
-		return a.pause(w, r, s)
-	case "maintenance":
-		return a.maintenance(w, r, s)
-	case "resume":
-		if err := readBody(w, r, &struct{}{}, true); err != nil {
-			return err
-		}
-		if err := s.Resume(); err != nil {
-			return opErr(s.Name(), err)
-		}
-		return writeJSON(w, http.StatusOK, s.Status())
+	return writeJSON(w, http.StatusOK, d)
+}
+
+func (a *adminAPI) logs(w http.ResponseWriter, r *http.Request, m *engine.Manager, s *engine.Supervisor) error {
+	return serveLogs(w, r, m.Runtime(), s)
+}
+
+func (a *adminAPI) resume(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
+	if err := readBody(w, r, &struct{}{}, true); err != nil {
+		return err
 	}
-	return apiErr(http.StatusNotFound, "no such podswitch endpoint: %s", r.URL.Path)
+	if err := s.Resume(); err != nil {
+		return opErr(s.Name(), err)
+	}
+	return writeJSON(w, http.StatusOK, s.Status())
 }
 
 // opErr maps an error of an engine operation to an answer.
@@ -255,6 +269,15 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 	return answerDeployment(w, r, s, res, wait)
 }
 
+// deploymentAnswer is the body of a deploy, restart or rollback answer.
+type deploymentAnswer struct {
+	// Deployment is the deployment the request started, or the one on
+	// its way; nil when there is none.
+	Deployment *engine.Deployment `json:"deployment"`
+	// Message says why nothing was started, when that is the case.
+	Message string `json:"message,omitempty"`
+}
+
 // answerDeployment answers what an operation started: 202 and the
 // deployment, 200 and its final state with wait, 200 and a message when
 // nothing was started.
@@ -274,7 +297,7 @@ func answerDeployment(w http.ResponseWriter, r *http.Request, s *engine.Supervis
 	return writeJSON(w, code, ans)
 }
 
-func (a *adminAPI) restart(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+func (a *adminAPI) restart(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
 	wait, err := wantWait(r)
 	if err != nil {
 		return err
@@ -305,7 +328,7 @@ func (a *adminAPI) restart(w http.ResponseWriter, r *http.Request, s *engine.Sup
 	return answerDeployment(w, r, s, res, wait)
 }
 
-func (a *adminAPI) rollback(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+func (a *adminAPI) rollback(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
 	wait, err := wantWait(r)
 	if err != nil {
 		return err
@@ -320,7 +343,7 @@ func (a *adminAPI) rollback(w http.ResponseWriter, r *http.Request, s *engine.Su
 	return answerDeployment(w, r, s, res, wait)
 }
 
-func (a *adminAPI) scale(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+func (a *adminAPI) scale(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
 	wait, err := wantWait(r)
 	if err != nil {
 		return err
@@ -381,7 +404,7 @@ func scaled(st engine.AppStatus) bool {
 	return true
 }
 
-func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
 	var body struct {
 		Timeout string `json:"timeout"`
 	}
@@ -402,7 +425,7 @@ func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request, s *engine.Super
 	return writeJSON(w, http.StatusOK, s.Status())
 }
 
-func (a *adminAPI) maintenance(w http.ResponseWriter, r *http.Request, s *engine.Supervisor) error {
+func (a *adminAPI) maintenance(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
 	var body struct {
 		Message string `json:"message"`
 	}
@@ -539,4 +562,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) error {
 }
 
 // Interface guards
-var _ caddy.AdminRouter = Admin{}
+var (
+	_ caddy.AdminRouter  = Admin{}
+	_ caddy.AdminHandler = (*adminAPI)(nil)
+)

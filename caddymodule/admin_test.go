@@ -11,9 +11,11 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -314,10 +316,10 @@ func caddyAdminErrorBody(w http.ResponseWriter, err error) {
 
 // apiMux serves the podswitch routes of m under /podswitch/.
 func apiMux(m *engine.Manager) *http.ServeMux {
-	api := &adminAPI{manager: func() *engine.Manager { return m }}
+	api := newAdminAPI(func() *engine.Manager { return m })
 	mux := http.NewServeMux()
 	mux.HandleFunc("/podswitch/", func(w http.ResponseWriter, r *http.Request) {
-		if err := api.serve(w, r); err != nil {
+		if err := api.ServeHTTP(w, r); err != nil {
 			caddyAdminErrorBody(w, err)
 		}
 	})
@@ -369,6 +371,13 @@ func newAPIEnv(t *testing.T, network string) *apiEnv {
 // `caddy` would send, and returns the status and body.
 func (e *apiEnv) do(method, path, body string) (int, []byte) {
 	e.t.Helper()
+	resp, b := e.request(method, path, body)
+	return resp.StatusCode, b
+}
+
+// request is do with the whole answer.
+func (e *apiEnv) request(method, path, body string) (*http.Response, []byte) {
+	e.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -390,7 +399,7 @@ func (e *apiEnv) do(method, path, body string) (int, []byte) {
 	if bytes.Contains(b, []byte(apiSecret)) {
 		e.t.Errorf("%s %s: an env value shows in the answer: %s", method, path, b)
 	}
-	return resp.StatusCode, b
+	return resp, b
 }
 
 func (e *apiEnv) status() engine.AppStatus {
@@ -602,6 +611,123 @@ func TestAdminReadRoutes(t *testing.T) {
 	var d engine.Deployment
 	if code != 200 || json.Unmarshal(body, &d) != nil || d.ID != deps[0].ID || d.Status != engine.StatusSuccess {
 		t.Fatalf("GET deployment: %d %s", code, body)
+	}
+}
+
+// Each route reaches its own handler (the answers below are each
+// handler's own, none changes anything); a method a route lacks is a 405
+// with Allow, a path no route has a 404, an app the config lacks a 404, all
+// {"error": "..."}; the method is checked before the app. Percent-encoded
+// letters name the same app; an encoded slash is part of the name, never a
+// separator.
+func TestAdminRouting(t *testing.T) {
+	e := newAPIEnv(t, "tcp")
+	st0 := e.waitSettled(map[string]int{"web": 2, "worker": 1})
+	ops0 := operationState(t, st0)
+	id := strconv.FormatInt(st0.Deployments[0].ID, 10)
+	var encodedID string
+	for _, c := range []byte(id) {
+		encodedID += fmt.Sprintf("%%%02X", c)
+	}
+
+	cases := []struct {
+		name, method, path, body string
+		code                     int
+		// allow is the Allow header a 405 must have.
+		allow string
+		// want is in the body: a JSON error's message when code >= 400.
+		want string
+	}{
+		{"list", "GET", "/podswitch/apps", "", 200, "", `"name": "blog"`},
+		{"status", "GET", "/podswitch/apps/blog", "", 200, "", `"name": "blog"`},
+		{"status HEAD", "HEAD", "/podswitch/apps/blog", "", 200, "", ""},
+		{"history", "GET", "/podswitch/apps/blog/deployments", "", 200, "", `"status": "success"`},
+		{"deployment", "GET", "/podswitch/apps/blog/deployments/" + id, "", 200, "", `"id": ` + id},
+		{"logs", "GET", "/podswitch/apps/blog/logs?tail=x", "", 400, "", `tail="x"`},
+		{"deploy", "POST", "/podswitch/apps/blog/deploy", `{}`, 400, "", "image is required"},
+		{"restart", "POST", "/podswitch/apps/blog/restart", `{"process": "clock"}`, 400, "", `no process type "clock"`},
+		{"scale", "POST", "/podswitch/apps/blog/scale", `{}`, 400, "", "at least one process type"},
+		{"rollback", "POST", "/podswitch/apps/blog/rollback", ``, 409, "", "no earlier release"},
+		{"pause", "POST", "/podswitch/apps/blog/pause", `{"timeout": "soon"}`, 400, "", `timeout "soon"`},
+		{"maintenance", "POST", "/podswitch/apps/blog/maintenance", `{"message": 5}`, 400, "", `field "message"`},
+		{"resume", "POST", "/podswitch/apps/blog/resume", ``, 409, "", "neither paused nor in maintenance"},
+
+		{"trailing slash on the list", "GET", "/podswitch/apps/", "", 200, "", `"name": "blog"`},
+		{"trailing slash on an app", "GET", "/podswitch/apps/blog/", "", 200, "", `"name": "blog"`},
+		{"trailing slash on an operation", "POST", "/podswitch/apps/blog/rollback/", ``, 409, "", "no earlier release"},
+
+		{"GET on a POST route", "GET", "/podswitch/apps/blog/deploy", "", 405, "POST", "method GET not allowed on /podswitch/apps/blog/deploy; use POST"},
+		{"HEAD on a POST route", "HEAD", "/podswitch/apps/blog/resume", "", 405, "POST", ""},
+		{"POST on a GET route", "POST", "/podswitch/apps/blog", `{}`, 405, "GET, HEAD", "method POST not allowed on /podswitch/apps/blog; use GET"},
+		{"DELETE on the list", "DELETE", "/podswitch/apps", "", 405, "GET, HEAD", "method DELETE not allowed on /podswitch/apps; use GET"},
+		{"PUT on a deployment", "PUT", "/podswitch/apps/blog/deployments/" + id, `{}`, 405, "GET, HEAD", "use GET"},
+		{"OPTIONS on a POST route", "OPTIONS", "/podswitch/apps/blog/scale", "", 405, "POST", "method OPTIONS not allowed"},
+		{"wrong method on an unknown app", "GET", "/podswitch/apps/nope/deploy", "", 405, "POST", "method GET not allowed"},
+
+		{"root", "GET", "/podswitch/", "", 404, "", "no such podswitch endpoint: /podswitch/"},
+		{"unknown path", "GET", "/podswitch/nope", "", 404, "", "no such podswitch endpoint: /podswitch/nope"},
+		{"unknown operation", "POST", "/podswitch/apps/blog/nope", `{}`, 404, "", "no such podswitch endpoint: /podswitch/apps/blog/nope"},
+		{"too deep", "GET", "/podswitch/apps/blog/deployments/1/x", "", 404, "", "no such podswitch endpoint"},
+		{"logs too deep", "GET", "/podswitch/apps/blog/logs/web", "", 404, "", "no such podswitch endpoint"},
+
+		{"unknown app", "GET", "/podswitch/apps/nope", "", 404, "", `unknown app "nope"`},
+		{"bad app name", "GET", "/podswitch/apps/Bad!App", "", 404, "", `unknown app "Bad!App"`},
+		{"bad app name, operation", "POST", "/podswitch/apps/Bad!App/deploy", `{"image": "x:v2"}`, 404, "", `unknown app "Bad!App"`},
+		{"bad app name, history", "GET", "/podswitch/apps/..%2E/deployments", "", 404, "", `unknown app "..."`},
+
+		{"encoded letters", "GET", "/podswitch/apps/bl%6Fg", "", 200, "", `"name": "blog"`},
+		{"encoded letters, history", "GET", "/podswitch/apps/%62%6C%6F%67/deployments", "", 200, "", `"status": "success"`},
+		{"encoded letters, operation", "POST", "/podswitch/apps/bl%6Fg/rollback", ``, 409, "", "app blog: no earlier release"},
+		{"encoded deployment id", "GET", "/podswitch/apps/blog/deployments/" + encodedID, "", 200, "", `"id": ` + id},
+		{"encoded route name", "POST", "/podswitch/apps/blog/%72esume", ``, 409, "", "neither paused nor in maintenance"},
+		{"encoded slash in the app", "GET", "/podswitch/apps/blog%2Fdeployments", "", 404, "", `unknown app "blog/deployments"`},
+		{"encoded slash before an operation", "POST", "/podswitch/apps/blog%2Fscale", `{"web": 1}`, 405, "GET, HEAD", "use GET"},
+		{"encoded space", "GET", "/podswitch/apps/a%20b", "", 404, "", `unknown app "a b"`},
+		{"encoded trailing slash", "GET", "/podswitch/apps/blog%2F", "", 404, "", `unknown app "blog/"`},
+		{"encoded deployment id not a number", "GET", "/podswitch/apps/blog/deployments/1%2F2", "", 400, "", `deployment id "1/2"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := e.request(tc.method, tc.path, tc.body)
+			if resp.StatusCode != tc.code {
+				t.Errorf("status %d, want %d: %s", resp.StatusCode, tc.code, body)
+			}
+			if allow := resp.Header.Get("Allow"); allow != tc.allow {
+				t.Errorf("Allow %q, want %q", allow, tc.allow)
+			}
+			if tc.method == http.MethodHead {
+				if len(body) != 0 {
+					t.Errorf("HEAD answered a body: %s", body)
+				}
+			} else if ct := resp.Header.Get("Content-Type"); ct != "application/json" && !(tc.code == 400 && strings.HasPrefix(tc.path, "/podswitch/apps/blog/logs")) {
+				t.Errorf("Content-Type %q, want application/json", ct)
+			}
+			if tc.code >= 400 && tc.method != http.MethodHead {
+				var ans map[string]any
+				if err := json.Unmarshal(body, &ans); err != nil {
+					t.Fatalf("answer is not JSON: %v: %s", err, body)
+				}
+				if msg, _ := ans["error"].(string); len(ans) != 1 || !strings.Contains(msg, tc.want) {
+					t.Errorf(`answer %s, want {"error": "...%s..."}`, body, tc.want)
+				}
+			} else if !strings.Contains(string(body), tc.want) {
+				t.Errorf("answer %s does not have %s", body, tc.want)
+			}
+			st := e.status()
+			if ops := operationState(t, st); ops != ops0 || len(st.Deployments) != len(st0.Deployments) {
+				t.Errorf("the request changed the app: %s, %d deployments", ops, len(st.Deployments))
+			}
+		})
+	}
+
+	// Without podswitch in the config, every route of the API says so.
+	unset := newAdminAPI(func() *engine.Manager { return nil })
+	for _, path := range []string{"/podswitch/apps", "/podswitch/apps/blog"} {
+		err := unset.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, path, nil))
+		var apiErr caddy.APIError
+		if !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusNotFound || apiErr.Message != "podswitch is not configured" {
+			t.Errorf("GET %s without podswitch: %v", path, err)
+		}
 	}
 }
 

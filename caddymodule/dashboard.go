@@ -12,16 +12,14 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -31,10 +29,6 @@ import (
 
 func init() {
 	caddy.RegisterModule(new(Dashboard))
-	httpcaddyfile.RegisterHandlerDirective("podswitch_dashboard", parseDashboardDirective)
-	// A terminal handler, like metrics: after the auth handlers (basic_auth,
-	// forward_auth), before the proxies.
-	httpcaddyfile.RegisterDirectiveOrder("podswitch_dashboard", httpcaddyfile.Before, "reverse_proxy")
 }
 
 // Timing of the dashboard's event streams.
@@ -51,6 +45,43 @@ var (
 	// dashRetry is the reconnection delay the page's EventSource is told.
 	dashRetry = time.Second
 )
+
+// maxDashStreams bounds the dashboard's event streams open at once in the
+// process, over every podswitch_dashboard handler of every config: each
+// holds a connection, a goroutine and a subscription to the change feed,
+// and renders a view at each change. A stream over the bound is answered
+// 503 with Retry-After (dashStreamsRetryAfter); the page tries again.
+const maxDashStreams = 64
+
+// dashStreamsRetryAfter is the Retry-After of a stream over the bound, in
+// seconds.
+const dashStreamsRetryAfter = "5"
+
+// dashStreams counts the process's open streams against maxDashStreams.
+var dashStreams = &streamSlots{max: maxDashStreams}
+
+// streamSlots counts open streams against a bound, without a lock. It must
+// not be copied.
+type streamSlots struct {
+	n   atomic.Int32
+	max int32
+}
+
+// take counts a stream in, unless max are open.
+func (s *streamSlots) take() bool {
+	for {
+		n := s.n.Load()
+		if n >= s.max {
+			return false
+		}
+		if s.n.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// give counts a stream out.
+func (s *streamSlots) give() { s.n.Add(-1) }
 
 // Dashboard serves a read-only web page of every podswitch app: the
 // overview, each app's containers and deployments, and the timeline of a
@@ -73,6 +104,7 @@ var (
 type Dashboard struct {
 	src    dashSource
 	logger *zap.Logger
+	mux    *errMux
 	// done is closed when the server that serves the handler shuts down or
 	// its config is unloaded: every stream then ends, so that neither waits
 	// for the other (an event stream never ends by itself).
@@ -85,11 +117,13 @@ type Dashboard struct {
 }
 
 // dashSource is what the dashboard reads: the engine, the feed that tells
-// which apps changed, and the crashes heard of.
+// which apps changed, and the crashes heard of; and the slots its streams
+// take.
 type dashSource struct {
 	manager *engine.Manager
 	changes *changeFeed
 	crashes *crashLog
+	slots   *streamSlots
 }
 
 // CaddyModule returns the Caddy module information.
@@ -100,36 +134,9 @@ func (*Dashboard) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// parseDashboardDirective sets up the `podswitch_dashboard` site
-// directive, which takes no argument:
-//
-//	podswitch_dashboard [<matcher>]
-func parseDashboardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	d := new(Dashboard)
-	if err := d.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return d, nil
-}
-
-// UnmarshalCaddyfile reads `podswitch_dashboard`, which has no argument
-// and no block.
-func (d *Dashboard) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
-	disp.Next() // directive name
-	if disp.NextArg() {
-		return disp.Errf("podswitch_dashboard: unexpected argument %q: it takes none (mount it with handle_path, guard it with basic_auth)", disp.Val())
-	}
-	if disp.NextBlock(0) {
-		return disp.Errf("podswitch_dashboard: unexpected block: it has no settings")
-	}
-	return nil
-}
-
 // Provision finds the engine of the podswitch app and ties the handler's
 // streams to the life of its server and config.
 func (d *Dashboard) Provision(ctx caddy.Context) error {
-	d.logger = ctx.Logger()
-	d.done = make(chan struct{})
 	v, err := ctx.AppIfConfigured("podswitch")
 	if err != nil {
 		return fmt.Errorf("podswitch_dashboard: the podswitch global option (apps.podswitch) is not configured: %w", err)
@@ -138,7 +145,7 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	if a == nil || a.host == nil {
 		return errors.New("podswitch_dashboard: the podswitch app is not provisioned")
 	}
-	d.src = dashSource{manager: a.host.manager, changes: a.host.changes, crashes: dashCrashes}
+	d.setup(dashSource{manager: a.host.manager, changes: a.host.changes, crashes: dashCrashes, slots: dashStreams}, ctx.Logger())
 	// Caddy stops a config's servers (and, on exit, waits for their
 	// requests) before it cleans its modules up: the streams must end when
 	// the server begins to shut down, not only at Cleanup.
@@ -157,6 +164,32 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 		}
 	}
 	return nil
+}
+
+// setup makes d serve src.
+func (d *Dashboard) setup(src dashSource, logger *zap.Logger) {
+	d.src = src
+	d.logger = logger
+	d.done = make(chan struct{})
+	d.mux = d.routes()
+}
+
+// routes are the dashboard's paths. Every one is GET (and so HEAD).
+func (d *Dashboard) routes() *errMux {
+	m := newErrMux()
+	for path, a := range dashAssets {
+		pattern := "GET " + path
+		if path == "/" {
+			pattern = "GET /{$}"
+		}
+		m.handle(pattern, a.serve)
+	}
+	m.handle("GET /index.html", dashAssets["/"].serve)
+	m.handle("GET /api/apps", d.serveOverview)
+	m.handle("GET /api/apps/{app}", d.serveApp)
+	m.handle("GET /api/apps/{app}/deployments/{id}", d.serveDeployment)
+	m.handle("GET /api/events", d.serveEvents)
+	return m
 }
 
 // Cleanup ends the streams still open, and waits a moment for them.
@@ -196,6 +229,22 @@ type dashAsset struct {
 	body  []byte
 	ctype string
 	etag  string
+	// page is set on the page, which gets the security policy.
+	page bool
+}
+
+// serve answers the file, revalidated by its ETag.
+func (a *dashAsset) serve(w http.ResponseWriter, r *http.Request) error {
+	h := w.Header()
+	h.Set("Content-Type", a.ctype)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("ETag", a.etag)
+	if a.page {
+		h.Set("Content-Security-Policy", dashCSP)
+		h.Set("X-Frame-Options", "DENY")
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+	return nil
 }
 
 //go:embed dashboard/index.html dashboard/app.js dashboard/app.css
@@ -221,18 +270,13 @@ var dashAssets = func() map[string]*dashAsset {
 			ctype = "text/css; charset=utf-8"
 		}
 		sum := sha256.Sum256(b)
-		out[path] = &dashAsset{body: b, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		out[path] = &dashAsset{body: b, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, page: path == "/"}
 	}
 	return out
 }()
 
 // dashCSP allows the page only its own script, style and connections.
 const dashCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
-var (
-	dashAppPath        = regexp.MustCompile(`^/api/apps/([^/]+)$`)
-	dashDeploymentPath = regexp.MustCompile(`^/api/apps/([^/]+)/deployments/([^/]+)$`)
-)
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. It answers every
 // request itself.
@@ -241,57 +285,58 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		w.Header().Set("Allow", "GET, HEAD")
 		return dashError(w, http.StatusMethodNotAllowed, "the dashboard is read-only")
 	}
-	p := r.URL.Path
-	if p == "" || p == "/index.html" {
-		p = "/"
-	}
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	if a := dashAssets[p]; a != nil {
-		h.Set("Content-Type", a.ctype)
-		h.Set("Cache-Control", "no-cache")
-		h.Set("ETag", a.etag)
-		if p == "/" {
-			h.Set("Content-Security-Policy", dashCSP)
-			h.Set("X-Frame-Options", "DENY")
-		}
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
-		return nil
+	if r.URL.Path == "" {
+		// The page, mounted with handle_path at /prefix and asked for
+		// at /prefix.
+		u := *r.URL
+		u.Path, u.RawPath = "/", ""
+		r = r.WithContext(r.Context())
+		r.URL = &u
 	}
-	switch {
-	case p == "/api/events":
-		return d.serveEvents(w, r)
-	case p == "/api/apps":
-		return dashJSON(w, d.overview())
-	}
-	if m := dashAppPath.FindStringSubmatch(p); m != nil {
-		id, err := dashDeploymentParam(r)
-		if err != nil {
-			return dashError(w, http.StatusBadRequest, err.Error())
-		}
-		v := d.appView(m[1], id)
-		if v.Missing != "" {
-			return dashError(w, http.StatusNotFound, fmt.Sprintf("no app %q in the running config", m[1]))
-		}
-		return dashJSON(w, v)
-	}
-	if m := dashDeploymentPath.FindStringSubmatch(p); m != nil {
-		id, err := strconv.ParseInt(m[2], 10, 64)
-		if err != nil || id <= 0 {
-			return dashError(w, http.StatusBadRequest, fmt.Sprintf("deployment %q: want a number", m[2]))
-		}
-		s := d.src.manager.App(m[1])
-		if s == nil {
-			return dashError(w, http.StatusNotFound, fmt.Sprintf("no app %q in the running config", m[1]))
-		}
-		dep, _, ok := s.Deployment(id)
-		if !ok {
-			return dashError(w, http.StatusNotFound, fmt.Sprintf("app %q has no deployment %d in its history", m[1], id))
-		}
-		return dashJSON(w, withoutOutput(dep))
+	// Every route is GET, so the mux never answers 405; a path it has no
+	// route for, or would redirect (to a cleaned path, which under a
+	// stripped prefix is the wrong one), is not found.
+	if _, matched, err := d.mux.serve(w, r); matched {
+		return err
 	}
 	return dashError(w, http.StatusNotFound, "not found: the dashboard serves /, /assets/ and /api/ of the path it is given; under a path prefix, mount it with handle_path, which strips the prefix")
+}
+
+func (d *Dashboard) serveOverview(w http.ResponseWriter, _ *http.Request) error {
+	return dashJSON(w, d.overview())
+}
+
+func (d *Dashboard) serveApp(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("app")
+	id, err := dashDeploymentParam(r)
+	if err != nil {
+		return dashError(w, http.StatusBadRequest, err.Error())
+	}
+	v := d.appView(name, id)
+	if v.Missing != "" {
+		return dashError(w, http.StatusNotFound, fmt.Sprintf("no app %q in the running config", name))
+	}
+	return dashJSON(w, v)
+}
+
+func (d *Dashboard) serveDeployment(w http.ResponseWriter, r *http.Request) error {
+	name, v := r.PathValue("app"), r.PathValue("id")
+	id, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || id <= 0 {
+		return dashError(w, http.StatusBadRequest, fmt.Sprintf("deployment %q: want a number", v))
+	}
+	s := d.src.manager.App(name)
+	if s == nil {
+		return dashError(w, http.StatusNotFound, fmt.Sprintf("no app %q in the running config", name))
+	}
+	dep, _, ok := s.Deployment(id)
+	if !ok {
+		return dashError(w, http.StatusNotFound, fmt.Sprintf("app %q has no deployment %d in its history", name, id))
+	}
+	return dashJSON(w, withoutOutput(dep))
 }
 
 // dashDeploymentParam reads ?deployment=ID; 0 means the newest.
@@ -330,7 +375,8 @@ func dashError(w http.ResponseWriter, status int, msg string) error {
 // then `apps` with the apps that changed and those removed), or one app
 // (event `app`, at first and whenever it changed). Updates follow a change
 // within dashMinGap. The stream ends when the client leaves or the
-// handler's server or config goes away; the page then reconnects.
+// handler's server or config goes away; the page then reconnects. At most
+// maxDashStreams are open at once; the slot is freed when the stream ends.
 func (d *Dashboard) serveEvents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	app := q.Get("app")
@@ -345,6 +391,11 @@ func (d *Dashboard) serveEvents(w http.ResponseWriter, r *http.Request) error {
 		return dashError(w, http.StatusServiceUnavailable, "the dashboard is being unloaded; try again")
 	}
 	defer d.streams.Done()
+	if !d.src.slots.take() {
+		w.Header().Set("Retry-After", dashStreamsRetryAfter)
+		return dashError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many dashboard streams open (at most %d); try again in a few seconds", d.src.slots.max))
+	}
+	defer d.src.slots.give()
 	sub, unsubscribe := d.src.changes.subscribe()
 	defer unsubscribe()
 
@@ -864,6 +915,5 @@ var (
 	_ caddy.Provisioner           = (*Dashboard)(nil)
 	_ caddy.CleanerUpper          = (*Dashboard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Dashboard)(nil)
-	_ caddyfile.Unmarshaler       = (*Dashboard)(nil)
 	_ caddyevents.Handler         = crashRecorder{}
 )

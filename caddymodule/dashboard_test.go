@@ -10,17 +10,18 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
@@ -50,7 +51,8 @@ func newDashEnv(t *testing.T, log *zap.Logger, specs ...engine.AppSpec) *dashEnv
 	t.Cleanup(m.Close)
 	m.Apply(specs)
 	e := &dashEnv{t: t, rt: rt, m: m, crashes: newCrashLog()}
-	e.d = &Dashboard{src: dashSource{manager: m, changes: feed, crashes: e.crashes}, logger: log, done: make(chan struct{})}
+	e.d = new(Dashboard)
+	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes, slots: &streamSlots{max: maxDashStreams}}, log)
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := e.d.ServeHTTP(w, r, nil); err != nil {
 			t.Errorf("%s %s: %v", r.Method, r.URL, err)
@@ -178,6 +180,112 @@ func TestDashboardAssets(t *testing.T) {
 	}
 	if code, _, b := e.get("/podswitch/"); code != http.StatusNotFound || !strings.Contains(string(b), "handle_path") {
 		t.Errorf("GET /podswitch/: %d %s, want 404 naming handle_path", code, b)
+	}
+}
+
+// Each path reaches its own handler; anything but GET and HEAD is a 405
+// with Allow, whatever the path; a path without a route is a 404 that
+// says how to mount the dashboard, never a redirect (under handle_path a
+// redirect would leave the prefix); percent-encoded letters are the
+// letters, an encoded slash is part of a name.
+func TestDashboardRouting(t *testing.T) {
+	e := newBlogDash(t)
+	id := strconv.FormatInt(e.m.App("blog").Status().Deployments[0].ID, 10)
+	const html, js, css, jsonType, sse = "text/html; charset=utf-8", "text/javascript; charset=utf-8", "text/css; charset=utf-8", "application/json", "text/event-stream"
+	cases := []struct {
+		method, path string
+		code         int
+		ctype        string
+		// want is in the body: the message of a JSON error when code
+		// >= 400.
+		want string
+	}{
+		{"GET", "/", 200, html, "<html"},
+		{"GET", "/index.html", 200, html, "<html"},
+		{"GET", "/assets/app.js", 200, js, "api/events"},
+		{"GET", "/assets/app.css", 200, css, ""},
+		{"GET", "/api/apps", 200, jsonType, `"name":"blog"`},
+		{"GET", "/api/apps/blog", 200, jsonType, `"containers":`},
+		{"GET", "/api/apps/blog?deployment=" + id, 200, jsonType, `"deployment":{"id":` + id},
+		{"GET", "/api/apps/blog/deployments/" + id, 200, jsonType, `"id":` + id},
+		{"HEAD", "/api/events", 200, sse, ""},
+		{"HEAD", "/api/apps/blog", 200, jsonType, ""},
+
+		{"POST", "/api/apps", 405, jsonType, "read-only"},
+		{"DELETE", "/nope", 405, jsonType, "read-only"},
+		{"OPTIONS", "/", 405, jsonType, "read-only"},
+
+		{"GET", "/nope", 404, jsonType, "handle_path"},
+		{"GET", "/podswitch/", 404, jsonType, "handle_path"},
+		{"GET", "/assets/", 404, jsonType, "handle_path"},
+		{"GET", "/api/apps/", 404, jsonType, "handle_path"},
+		{"GET", "/api/apps/blog/", 404, jsonType, "handle_path"},
+		{"GET", "/api/apps/blog/deployments", 404, jsonType, "handle_path"},
+		{"GET", "/api/events/blog", 404, jsonType, "handle_path"},
+		{"GET", "/api/../api/apps", 404, jsonType, "handle_path"},
+		{"GET", "//api/apps", 404, jsonType, "handle_path"},
+		{"GET", "/assets/./app.js", 404, jsonType, "handle_path"},
+
+		{"GET", "/api/apps/nope", 404, jsonType, `no app "nope"`},
+		{"GET", "/api/apps/Bad!App", 404, jsonType, `no app "Bad!App"`},
+		{"GET", "/api/apps/Bad!App/deployments/1", 404, jsonType, `no app "Bad!App"`},
+		{"GET", "/api/apps/blog/deployments/x", 400, jsonType, `deployment "x"`},
+		{"GET", "/api/apps/blog/deployments/0", 400, jsonType, `deployment "0"`},
+		{"GET", "/api/apps/blog?deployment=x", 400, jsonType, `deployment "x"`},
+
+		{"GET", "/api/apps/bl%6Fg", 200, jsonType, `"containers":`},
+		{"GET", "/api/%61pps", 200, jsonType, `"name":"blog"`},
+		{"GET", "/assets/app%2Ejs", 200, js, "api/events"},
+		{"GET", "/api/apps/blog%2Fdeployments%2F" + id, 404, jsonType, `no app "blog/deployments/` + id + `"`},
+		{"GET", "/api/apps/blog/deployments/1%2F2", 400, jsonType, `deployment "1/2"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, e.srv.URL+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.code || resp.Header.Get("Content-Type") != tc.ctype {
+				t.Errorf("%d %q, want %d %q: %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), tc.code, tc.ctype, b)
+			}
+			if loc := resp.Header.Get("Location"); loc != "" {
+				t.Errorf("redirected to %s", loc)
+			}
+			if allow := resp.Header.Get("Allow"); (tc.code == 405) != (allow == "GET, HEAD") {
+				t.Errorf("Allow %q", allow)
+			}
+			if tc.code != 405 && resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("no nosniff")
+			}
+			switch {
+			case tc.method == http.MethodHead:
+				if len(b) != 0 {
+					t.Errorf("HEAD answered a body: %.200s", b)
+				}
+			case tc.code >= 400:
+				var body map[string]string
+				if json.Unmarshal(b, &body) != nil || len(body) != 1 || !strings.Contains(body["error"], tc.want) {
+					t.Errorf(`answer %s, want {"error": "...%s..."}`, b, tc.want)
+				}
+			case !strings.Contains(string(b), tc.want):
+				t.Errorf("answer %.200s does not have %s", b, tc.want)
+			}
+		})
+	}
+
+	// Mounted with handle_path at /prefix and asked for at /prefix, the
+	// path is empty: the page.
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.URL.Path = ""
+	if err := e.d.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusOK || w.Header().Get("Content-Type") != html {
+		t.Errorf("GET of an empty path: %v %d %q", err, w.Code, w.Header().Get("Content-Type"))
 	}
 }
 
@@ -326,10 +434,16 @@ func openStreamURL(t *testing.T, url string) (<-chan sseEvent, *http.Response) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("GET %s: %d %q %s", url, resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
+	return readEvents(resp.Body), resp
+}
+
+// readEvents returns the events read from body; the channel closes when
+// body ends.
+func readEvents(body io.Reader) <-chan sseEvent {
 	ch := make(chan sseEvent, 100)
 	go func() {
 		defer close(ch)
-		sc := bufio.NewScanner(resp.Body)
+		sc := bufio.NewScanner(body)
 		sc.Buffer(make([]byte, 1<<20), 1<<24)
 		var ev sseEvent
 		for sc.Scan() {
@@ -347,7 +461,7 @@ func openStreamURL(t *testing.T, url string) (<-chan sseEvent, *http.Response) {
 			}
 		}
 	}()
-	return ch, resp
+	return ch
 }
 
 // next returns the next event, failing the test if none comes in time.
@@ -462,6 +576,119 @@ func TestDashboardStreamsEndAtShutdown(t *testing.T) {
 	}
 }
 
+// At most maxDashStreams streams are open at once: the next is answered
+// 503 with Retry-After at once; a stream whose client left frees its slot
+// for a new one, and so do the streams ended as the server shuts down.
+func TestDashboardStreamsCapped(t *testing.T) {
+	e := newBlogDash(t)
+	// Each connection the server is done with, by the client's address: a
+	// stream's handler, and so its slot, is done before.
+	closed := make(chan string, 4*maxDashStreams)
+	srv := httptest.NewUnstartedServer(e.srv.Config.Handler)
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- c.RemoteAddr().String()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	t.Cleanup(e.d.end) // before srv.Close, which waits for the streams
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	// open asks for a stream; it returns the answer and the client's
+	// address on its connection.
+	open := func(path string) (*http.Response, string) {
+		t.Helper()
+		var addr string
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { addr = i.Conn.LocalAddr().String() }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp, addr
+	}
+	// stream opens a stream that must be accepted, and waits for its
+	// first event: from then on it holds a slot.
+	stream := func(path string) (*http.Response, string, <-chan sseEvent) {
+		t.Helper()
+		resp, addr := open(path)
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+		}
+		ch := readEvents(resp.Body)
+		if ev := next(t, ch, 10*time.Second); ev.name != "overview" && ev.name != "app" {
+			t.Fatalf("GET %s: first event %s", path, ev.name)
+		}
+		return resp, addr, ch
+	}
+
+	type open1 struct {
+		resp *http.Response
+		addr string
+		ch   <-chan sseEvent
+	}
+	var streams []open1
+	for i := range maxDashStreams {
+		path := "/api/events"
+		if i%2 == 1 {
+			path += "?app=blog"
+		}
+		resp, addr, ch := stream(path)
+		streams = append(streams, open1{resp, addr, ch})
+	}
+
+	refused := func() {
+		t.Helper()
+		resp, _ := open("/api/events?app=blog")
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("stream %d: %d, want 503", maxDashStreams+1, resp.StatusCode)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		var body map[string]string
+		if resp.Header.Get("Retry-After") != "5" || json.Unmarshal(b, &body) != nil || !strings.Contains(body["error"], "too many dashboard streams") {
+			t.Fatalf("stream %d: Retry-After %q %s, want 5 and an error", maxDashStreams+1, resp.Header.Get("Retry-After"), b)
+		}
+	}
+	refused()
+	// The other routes are not bounded.
+	if code, _, b := e.get("/api/apps"); code != http.StatusOK {
+		t.Fatalf("GET /api/apps with every stream slot taken: %d %s", code, b)
+	}
+
+	// A client leaves: its slot is free once the server is done with its
+	// connection.
+	gone := streams[0]
+	streams = streams[1:]
+	gone.resp.Body.Close()
+	for addr := ""; addr != gone.addr; {
+		select {
+		case addr = <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server did not end the stream whose client left")
+		}
+	}
+	resp, addr, ch := stream("/api/events")
+	streams = append(streams, open1{resp, addr, ch})
+	refused()
+
+	// The server shuts down: every stream ends, and every slot is free.
+	e.d.end()
+	for _, s := range streams {
+		for range s.ch {
+		}
+	}
+	if n := e.d.src.slots.n.Load(); n != 0 {
+		t.Errorf("%d stream slots taken after every stream ended", n)
+	}
+}
+
 // scriptedRuntime is the fake runtime whose next web containers fail as
 // planned: "crash" exits at once, "hang" never accepts a connection.
 type scriptedRuntime struct {
@@ -523,7 +750,8 @@ func TestDashboardTimelineRetries(t *testing.T) {
 	t.Cleanup(m.Close)
 	m.Apply([]engine.AppSpec{spec})
 	e := &dashEnv{t: t, rt: rt.apiFakeRuntime, m: m, crashes: newCrashLog()}
-	e.d = &Dashboard{src: dashSource{manager: m, changes: feed, crashes: e.crashes}, logger: zap.NewNop(), done: make(chan struct{})}
+	e.d = new(Dashboard)
+	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes, slots: &streamSlots{max: maxDashStreams}}, zap.NewNop())
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _ = e.d.ServeHTTP(w, r, nil) }))
 	t.Cleanup(e.srv.Close)
 	t.Cleanup(func() { _ = e.d.Cleanup() })
@@ -736,38 +964,6 @@ func TestDashboardCrashRecorder(t *testing.T) {
 	}
 	if apps := sub.Take(); !slices.Equal(apps, []string{"blog", "shop"}) {
 		t.Errorf("changes published: %v", apps)
-	}
-}
-
-// The directive adapts to the handler, after basic_auth, at a site root
-// and under handle_path; it takes no argument.
-func TestDashboardCaddyfile(t *testing.T) {
-	const global = "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n\t\t}\n\t}\n}\n"
-	adapt := func(site string) (string, error) {
-		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(global+site), nil)
-		return string(out), err
-	}
-	for _, site := range []string{
-		// podswitch_dashboard first: the order puts basic_auth in front anyway.
-		"ops.example.com {\n\tpodswitch_dashboard\n\tbasic_auth {\n\t\tadmin $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG\n\t}\n}\n",
-		"example.com {\n\thandle_path /podswitch/* {\n\t\tpodswitch_dashboard\n\t\tbasic_auth {\n\t\t\tadmin $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG\n\t\t}\n\t}\n\thandle {\n\t\tpodswitch blog\n\t}\n}\n",
-	} {
-		out, err := adapt(site)
-		if err != nil {
-			t.Fatalf("adapt %q: %v", site, err)
-		}
-		auth, dash := strings.Index(out, `"handler":"authentication"`), strings.Index(out, `"handler":"podswitch_dashboard"`)
-		if auth < 0 || dash < 0 || auth > dash {
-			t.Errorf("adapted %q: want authentication before podswitch_dashboard:\n%s", site, out)
-		}
-	}
-	for _, bad := range []string{"podswitch_dashboard extra", "podswitch_dashboard {\n\t\ttitle x\n\t}"} {
-		if _, err := adapt(":80 {\n\t" + bad + "\n}\n"); err == nil || !strings.Contains(err.Error(), "podswitch_dashboard") {
-			t.Errorf("%q: %v, want an error", bad, err)
-		}
-	}
-	if _, err := caddy.GetModule("http.handlers.podswitch_dashboard"); err != nil {
-		t.Error(err)
 	}
 }
 

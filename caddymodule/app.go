@@ -53,6 +53,8 @@ type App struct {
 	specs  []engine.AppSpec
 	host   *host
 	notify *notifyTarget
+	// pages are the apps' maintenance and pause pages, by app.
+	pages  map[string]pages
 	logger *zap.Logger
 	// done is closed by Cleanup.
 	done chan struct{}
@@ -152,6 +154,20 @@ type AppConfig struct {
 	// Notify sends the app's events (deployment ends, give-ups, crashes)
 	// to a webhook and/or by e-mail, besides Caddy's event bus and log.
 	Notify *NotifyConfig `json:"notify,omitempty"`
+
+	// MaintenancePage is an HTML file answered (503, Retry-After, as
+	// text/html) instead of the plain text message while the app is in
+	// maintenance. It is read when the config loads: a file that cannot
+	// be read, is empty or is larger than 1 MiB fails the load. Default:
+	// none (the maintenance message, as plain text).
+	MaintenancePage string `json:"maintenance_page,omitempty"`
+
+	// PausePage is an HTML file answered (503, Retry-After, as text/html)
+	// instead of the plain text message to a request that a pause does
+	// not hold to the end: its timeout passed, the pause holds its limit
+	// of requests, or Caddy shuts down. Read and bounded as
+	// MaintenancePage. Default: none (plain text).
+	PausePage string `json:"pause_page,omitempty"`
 }
 
 // ProcessConfig is one non-web process type.
@@ -369,6 +385,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 		a.specs = append(a.specs, spec)
+	}
+	if err := a.loadPages(); err != nil {
+		return err
 	}
 	t, err := newNotifyTarget(ctx, a.Apps)
 	if err != nil {

@@ -38,6 +38,8 @@ func init() {
 //			worker_ready_time <duration>
 //			postdeploy <command...>
 //			postdeploy_timeout <duration>
+//			maintenance_page <file.html>
+//			pause_page <file.html>
 //			notify {
 //				webhook <url>
 //				email {
@@ -265,6 +267,19 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				return nil, err
 			}
 			cfg.RestartAttempts = &n
+		case "maintenance_page", "pause_page":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := readPage(dir, v); err != nil {
+				return nil, d.Errf("app %q: %v", name, err)
+			}
+			if dir == "maintenance_page" {
+				cfg.MaintenancePage = v
+			} else {
+				cfg.PausePage = v
+			}
 		default:
 			return nil, d.Errf("app %q: unknown subdirective %q", name, dir)
 		}

@@ -27,12 +27,15 @@ func init() {
 // server's graceful shutdown ends promptly. It takes no lock: one atomic
 // load when the app is neither paused nor in maintenance, an atomic counter
 // when it is paused. The `podswitch` site directive puts it in front of
-// reverse_proxy.
+// reverse_proxy. The app's maintenance_page and pause_page, when set,
+// replace the plain text of these answers.
 type Gate struct {
 	// App is the podswitch app. Required.
 	App string `json:"app,omitempty"`
 
 	pool *engine.PoolRef
+	// pages are the app's HTML pages (maintenance_page, pause_page).
+	pages pages
 	// release tells held requests that the process exits.
 	release *releaseSignal
 }
@@ -60,6 +63,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("podswitch_gate: %w", err)
 	}
 	g.pool = pool
+	g.pages = v.(*App).pages[g.App]
 	g.release = releaseOnExit(ctx)
 	return nil
 }
@@ -74,14 +78,14 @@ const (
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	gate, verdict := g.pool.Pass(r.Context(), g.release.done())
-	msg := pausedMessage
+	msg, page := pausedMessage, g.pages.pause
 	switch verdict {
 	case engine.Through:
 		return next.ServeHTTP(w, r)
 	case engine.ClientGone:
 		return nil // the client left while it was held
 	case engine.InMaintenance:
-		msg = gate.Message
+		msg, page = gate.Message, g.pages.maintenance
 	case engine.Full:
 		msg = busyMessage
 	case engine.Released:
@@ -89,8 +93,14 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		w.Header().Set("Connection", "close")
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(gate.RetryAfter.Seconds()))))
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if page != nil {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(page)
+		return nil
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = fmt.Fprintln(w, msg)
 	return nil

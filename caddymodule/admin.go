@@ -256,7 +256,7 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 	if err != nil {
 		switch {
 		case errors.Is(err, engine.ErrImageNotFound):
-			return apiErr(http.StatusBadRequest, "%v; nothing was changed", err)
+			return apiErr(http.StatusBadRequest, "%s; nothing was changed", engine.MissingImageMessage(body.Image, err))
 		case errors.Is(err, engine.ErrUnavailable):
 			return apiErr(http.StatusServiceUnavailable, "cannot check the image: %v; nothing was changed", err)
 		}

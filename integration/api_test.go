@@ -312,7 +312,7 @@ func TestAPIBadRequests(t *testing.T) {
 		{"POST", base + "/deploy", `{"image": "` + strings.Repeat("x", 70<<10) + `"}`, 413, "too large"},
 		{"POST", base + "/scale", `{"web": -1}`, 400, "from 0 to 1000"},
 		{"POST", base + "/scale", `{"web": 100000}`, 400, "from 0 to 1000"},
-		{"POST", base + "/deploy", `{"image": "localhost/nope:v9"}`, 400, "is not in the storage of the Podman service"},
+		{"POST", base + "/deploy", `{"image": "localhost/nope:v9"}`, 400, "is not on this host: build it or pull it (podman pull localhost/nope:v9)"},
 		{"POST", base + "/deploy", `{"image": "Bad:Ref!"}`, 400, "not a valid image reference"},
 		{"POST", base + "/rollback", "", 409, "no earlier release"},
 		{"POST", base + "/resume", "", 409, "neither paused nor in maintenance"},

@@ -34,6 +34,25 @@ func (s *Supervisor) pinLocked(unpinned, id string) {
 	s.desired.ImageID = id
 }
 
+// MissingImageMessage says what to do about image, which the runtime does
+// not have (err, with the runtime's words): the same words for a deploy
+// through the API, which is refused, and for a config's deployment, which
+// ends start-error.
+func MissingImageMessage(image string, err error) string {
+	return fmt.Sprintf("image %s is not on this host: build it or pull it (podman pull %s), then reload or deploy (%v)", image, image, err)
+}
+
+// imageMissing records that r, a deployment of a new release, failed
+// because its image is missing: the next config load tries the release
+// again, even unchanged.
+func (s *Supervisor) imageMissing(r *rollout) {
+	s.lock()
+	defer s.unlock()
+	if s.lastTried == r.release {
+		s.missingImage = r.release
+	}
+}
+
 // pinImage resolves the image reference of r, a deployment of a new
 // release whose image ID is not known yet, to the ID that every container
 // of the release will run, before the first of them is created. The
@@ -56,7 +75,8 @@ func (s *Supervisor) pinImage(r *rollout) error {
 	case r.ctx.Err() != nil:
 		return errAborted
 	case errors.Is(err, ErrImageNotFound):
-		return &bootError{StatusStartError, err.Error()}
+		s.imageMissing(r)
+		return &bootError{StatusStartError, MissingImageMessage(r.spec.Image, err)}
 	case err != nil:
 		return &bootError{StatusStartError, fmt.Sprintf("inspecting image %s: %v", r.spec.Image, err)}
 	case id == "":

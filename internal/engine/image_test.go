@@ -285,3 +285,74 @@ func TestImageLegacyReleaseAdopted(t *testing.T) {
 		}
 	})
 }
+
+// A config deployment that failed because its image was missing says
+// what to do, and the next config load tries it again even unchanged
+// (the image may have been built since); one that failed for another
+// cause is not tried again by an unchanged load.
+func TestImageMissingRetriedOnConfigLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.shutdown()
+		spec := appSpec(t, "localhost/blog:v1", 1)
+		h.rt.Tag(spec.Image, imgOld)
+		s, _ := h.deployFirst(spec)
+		const img = "localhost/blog:v2"
+		h.rt.OnImage(img, behavior{NoImage: true})
+		next := spec
+		next.Image = img
+		d := s.Update(next)
+		if d == nil {
+			t.Fatal("no deployment")
+		}
+		got := h.waitDone(s, d.ID)
+		want := "image localhost/blog:v2 is not on this host: build it or pull it (podman pull localhost/blog:v2), then reload or deploy ("
+		if got.Status != StatusStartError || !strings.HasPrefix(got.Error, want) || !strings.Contains(got.Error, "not in the service's storage") {
+			t.Fatalf("deployment of a missing image: %s (%s), want start-error starting %q with the runtime's words", got.Status, got.Error, want)
+		}
+		synctest.Wait()
+
+		// Still missing: the unchanged load tries again, and fails again.
+		d = s.Update(next)
+		if d == nil {
+			t.Fatal("an unchanged config load did not try the missing image again")
+		}
+		if got := h.waitDone(s, d.ID); got.Status != StatusStartError {
+			t.Fatalf("second try: %s (%s), want start-error", got.Status, got.Error)
+		}
+		synctest.Wait()
+
+		// Built now: the unchanged load deploys it.
+		h.rt.OnImage(img, behavior{})
+		h.rt.Tag(img, imgNew)
+		d = s.Update(next)
+		if d == nil {
+			t.Fatal("an unchanged config load did not try the image built since")
+		}
+		if got := h.waitDone(s, d.ID); got.Status != StatusSuccess {
+			t.Fatalf("after the build: %s (%s), want success", got.Status, got.Error)
+		}
+		synctest.Wait()
+		if d := s.Update(next); d != nil {
+			t.Errorf("an unchanged load after the success started deployment %d (%s)", d.ID, d.Kind)
+		}
+
+		// Another cause (the new containers crash): not tried again.
+		const crashing = "localhost/blog:v3"
+		h.rt.OnImage(crashing, behavior{Crash: true})
+		h.rt.Tag(crashing, strings.Repeat("3", 64))
+		third := spec
+		third.Image = crashing
+		d = s.Update(third)
+		if d == nil {
+			t.Fatal("no deployment of v3")
+		}
+		if got := h.waitDone(s, d.ID); got.Status == StatusSuccess {
+			t.Fatalf("deployment of crashing containers: success")
+		}
+		synctest.Wait()
+		if d := s.Update(third); d != nil {
+			t.Errorf("an unchanged load retried a deployment that failed for another cause than a missing image: %d", d.ID)
+		}
+	})
+}

@@ -53,7 +53,8 @@ func inputErr(format string, args ...any) error {
 // operations stand unless the config brings a new value for their setting.
 // A change of release deploys (and aborts a deployment of another release
 // on its way); a change of counts scales; an unchanged spec touches
-// nothing. It returns the deployment it started, if any.
+// nothing, except that a deployment that failed because its image was
+// missing is tried again. It returns the deployment it started, if any.
 func (s *Supervisor) Update(config AppSpec) *Deployment {
 	s.lock()
 	defer s.poke()
@@ -61,6 +62,11 @@ func (s *Supervisor) Update(config AppSpec) *Deployment {
 	before := s.log_.nextID
 	prev := s.desired
 	s.config = config
+	if s.missingImage != "" && s.lastTried == s.missingImage {
+		// Its image was missing: it may be there now.
+		s.lastTried = ""
+	}
+	s.missingImage = ""
 	s.refreshDesiredLocked()
 	var changed []string
 	counts := prev.Counts()

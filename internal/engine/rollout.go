@@ -81,7 +81,7 @@ func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, cont
 			s.rec = prev
 			return nil, err
 		}
-		s.lastTried = spec.ReleaseID()
+		s.lastTried, s.missingImage = spec.ReleaseID(), ""
 	}
 	if r := s.rollout; r != nil {
 		r.abort("replaced by a newer deployment")

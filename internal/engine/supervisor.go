@@ -146,8 +146,12 @@ type Supervisor struct {
 	// a desired release that was tried and failed is not tried again
 	// until something changes.
 	lastTried string
-	procs     map[string]*procState
-	adopted   bool
+	// missingImage is lastTried when its deployment failed because its
+	// image was missing: the next config load tries it again, even
+	// unchanged (the image may have been built or pulled since).
+	missingImage string
+	procs        map[string]*procState
+	adopted      bool
 	// resumed is set when adoption found a deployment that a previous run
 	// left unfinished: the next one is its start over.
 	resumed bool

@@ -540,6 +540,14 @@ func (l *lineSplitter) emit(text string) {
 	l.fn(engine.LogLine{Stream: l.stream, Text: text})
 }
 
+// missingImage is the error of image, which the service at uri does not
+// have (em, its 404), with its words; engine.MissingImageMessage says what
+// to do.
+func missingImage(uri, image string, em errorhandling.ErrorModel) error {
+	return fmt.Errorf("%w: %s is not in the storage of the Podman service at %s, and podswitch does not pull images (the service says: %s)",
+		engine.ErrImageNotFound, image, Redact(uri), em.Message)
+}
+
 // ImageExists implements engine.Runtime. It asks the exists endpoint
 // itself: images.Exists of the bindings reports any answer but 2xx, a
 // failing service too, as a missing image.
@@ -566,8 +574,7 @@ func (r *Runtime) ImageExists(ctx context.Context, image string) error {
 	}
 	err = resp.Process(nil)
 	if em, ok := apiError(err); ok && em.ResponseCode == http.StatusNotFound {
-		return fmt.Errorf("%w: %s is not in the storage of the Podman service at %s, and podswitch does not pull images: build or pull it there (the service says: %s)",
-			engine.ErrImageNotFound, image, Redact(r.uri), em.Message)
+		return missingImage(r.uri, image, em)
 	}
 	if err == nil {
 		err = fmt.Errorf("unexpected answer %d", resp.StatusCode)
@@ -600,8 +607,7 @@ func (r *Runtime) ImageID(ctx context.Context, image string) (string, error) {
 	}
 	err = resp.Process(&report)
 	if em, ok := apiError(err); ok && em.ResponseCode == http.StatusNotFound {
-		return "", fmt.Errorf("%w: %s is not in the storage of the Podman service at %s, and podswitch does not pull images: build or pull it there (the service says: %s)",
-			engine.ErrImageNotFound, image, Redact(r.uri), em.Message)
+		return "", missingImage(r.uri, image, em)
 	}
 	if err != nil {
 		return "", r.check(err)

@@ -80,7 +80,7 @@ func (r *Runtime) call(ctx context.Context) (context.Context, context.CancelFunc
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
-			return nil, nil, fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, Redact(r.uri), err)
+			return nil, nil, unreachable(r.uri, err)
 		}
 		// The connection keeps the context it was made with: make it one
 		// that is never cancelled.
@@ -125,7 +125,7 @@ func (r *Runtime) check(err error) error {
 			c.Client.CloseIdleConnections()
 		}
 	}
-	return fmt.Errorf("%w: podman service at %s: %v", engine.ErrUnavailable, Redact(r.uri), err)
+	return unreachable(r.uri, err)
 }
 
 // apiError returns the service's answer that err carries, if it carries

@@ -414,7 +414,7 @@ func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request, _ *engine.Manag
 	var timeout time.Duration
 	if body.Timeout != "" {
 		d, err := caddy.ParseDuration(body.Timeout)
-		if err != nil || d <= 0 {
+		if err != nil || d < time.Second {
 			return apiErr(http.StatusBadRequest, "timeout %q: want a duration from 1s to 1h, e.g. \"30s\"", body.Timeout)
 		}
 		timeout = d

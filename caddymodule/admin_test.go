@@ -533,6 +533,7 @@ func TestAdminBadRequests(t *testing.T) {
 		{"pause bad timeout", "POST", "/podswitch/apps/blog/pause", `{"timeout": "soon"}`, 400, `timeout "soon"`},
 		{"pause negative timeout", "POST", "/podswitch/apps/blog/pause", `{"timeout": "-5s"}`, 400, `timeout "-5s"`},
 		{"pause timeout over an hour", "POST", "/podswitch/apps/blog/pause", `{"timeout": "2h"}`, 400, "from 1s to 1h"},
+		{"pause timeout under a second", "POST", "/podswitch/apps/blog/pause", `{"timeout": "500ms"}`, 400, "from 1s to 1h"},
 		{"pause unknown field", "POST", "/podswitch/apps/blog/pause", `{"for": "5s"}`, 400, `unknown field "for"`},
 		{"maintenance message number", "POST", "/podswitch/apps/blog/maintenance", `{"message": 5}`, 400, `field "message": want a string`},
 		{"maintenance message too long", "POST", "/podswitch/apps/blog/maintenance", `{"message": "` + strings.Repeat("x", 5000) + `"}`, 400, "at most 4096"},

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -88,9 +89,13 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 		case "to", "dynamic":
 			return nil, d.Errf("podswitch %s: %s is not allowed here: the upstreams are the app's ready web containers", app, d.Val())
 		}
-		given[d.Val()] = true
+		name := d.Val()
+		given[name] = true
 		d.RemainingArgs()
 		for n := d.Nesting(); d.NextBlock(n); { // skip the subdirective's block
+			if name == "transport" && d.Val() == "dial_timeout" {
+				given["transport.dial_timeout"] = true
+			}
 		}
 	}
 	d.Reset()
@@ -161,5 +166,26 @@ func applyDirectiveDefaults(rp *reverseproxy.Handler, app string, given map[stri
 	}
 	if rp.TransportRaw == nil {
 		rp.TransportRaw = caddyconfig.JSONModuleObject(reverseproxy.HTTPTransport{DialTimeout: caddy.Duration(directiveDialTimeout)}, "protocol", "http", nil)
+	} else if !given["transport.dial_timeout"] {
+		rp.TransportRaw = withDialTimeout(rp.TransportRaw)
 	}
+}
+
+// withDialTimeout gives a user's http transport without a dial_timeout the
+// directive's: a `transport http { ... }` written for another setting
+// keeps failing over quickly from a container that is gone.
+func withDialTimeout(raw json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || string(m["protocol"]) != `"http"` {
+		return raw
+	}
+	if _, ok := m["dial_timeout"]; ok {
+		return raw
+	}
+	m["dial_timeout"] = json.RawMessage(strconv.FormatInt(int64(directiveDialTimeout), 10))
+	out, err := json.Marshal(m)
+	if err != nil {
+		return raw
+	}
+	return out
 }

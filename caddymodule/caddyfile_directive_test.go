@@ -72,7 +72,17 @@ func TestDirectiveAdapt(t *testing.T) {
 		}()},
 		{"a transport of the user's", site("podswitch blog {\n\t\ttransport http {\n\t\t\tread_timeout 5s\n\t\t}\n\t\tlb_try_interval 1s\n\t}"), func() want {
 			w := defaults
-			w.transport, w.tryInterval = `{"protocol":"http","read_timeout":5000000000}`, time.Second
+			w.transport, w.tryInterval = `{"dial_timeout":1000000000,"protocol":"http","read_timeout":5000000000}`, time.Second
+			return w
+		}()},
+		{"a transport with its own dial_timeout", site("podswitch blog {\n\t\ttransport http {\n\t\t\tdial_timeout 3s\n\t\t}\n\t}"), func() want {
+			w := defaults
+			w.transport = `{"dial_timeout":3000000000,"protocol":"http"}`
+			return w
+		}()},
+		{"a transport with dial_timeout 0", site("podswitch blog {\n\t\ttransport http {\n\t\t\tdial_timeout 0\n\t\t\tread_timeout 5s\n\t\t}\n\t}"), func() want {
+			w := defaults
+			w.transport = `{"protocol":"http","read_timeout":5000000000}`
 			return w
 		}()},
 		{"an argument that reads like a refused subdirective", site("podswitch blog {\n\t\theader_up X-Route to\n\t}"), func() want {

@@ -270,7 +270,7 @@ func pauseCommand() *cobra.Command {
 			return c.simple("/podswitch/apps/"+url.PathEscape(args[0])+"/pause", body, "paused")
 		}),
 	}
-	cmd.Flags().Duration("timeout", 0, "How long a request waits before it gets 503 (default 30s)")
+	cmd.Flags().Duration("timeout", 0, "How long a request waits before it gets 503: from 1s to 1h (default 30s)")
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -196,7 +197,17 @@ func BenchmarkScaleApps(b *testing.B) {
 		b.Logf("%d apps serving %.2fs after the start (%.2fx podman alone)", n, serve.Seconds(), serve.Seconds()/base.ready.Seconds())
 
 		rss := procRSS(b, c.cmd.Process.Pid)
+		// PODSWITCH_BENCH_PPROF names a file for a CPU profile of Caddy
+		// over the same 20 s (from its admin endpoint's pprof).
+		profiled := make(chan struct{})
+		go func() {
+			defer close(profiled)
+			if f := os.Getenv("PODSWITCH_BENCH_PPROF"); f != "" {
+				saveProfile(b, "http://"+c.admin+"/debug/pprof/profile?seconds=20", f)
+			}
+		}()
 		cpu := procCPU(b, c.cmd.Process.Pid, 20*time.Second)
+		<-profiled
 		b.Logf("at rest: caddy RSS %.1f MiB, CPU %.2f%% of one core over 20s (health checks of %d containers)", float64(rss)/(1<<20), cpu*100, n)
 
 		t1 := time.Now()
@@ -278,6 +289,25 @@ func procRSS(b *testing.B, pid int) int64 {
 
 // procCPU returns the CPU time process pid spent over d, as a share of one
 // core.
+// saveProfile writes what url answers to file.
+func saveProfile(b *testing.B, url, file string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Errorf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		b.Errorf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Errorf("profile: %v", err)
+	}
+}
+
 func procCPU(b *testing.B, pid int, d time.Duration) float64 {
 	ticks := func() int64 {
 		s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

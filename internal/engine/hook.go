@@ -127,7 +127,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 		info, err = s.rt.Run(hctx, ContainerSpec{
 			Name: name, Image: spec.RunImage(), Command: spec.Postdeploy, Env: spec.Env,
 			Labels:      s.labels(spec.Name, r.release, HookProcess),
-			StopTimeout: spec.StopTimeout,
+			StopTimeout: spec.StopTimeout, Settings: spec.Settings,
 		})
 		if err != nil {
 			s.lock()

@@ -17,6 +17,12 @@ type ContainerSpec struct {
 	Env         map[string]string
 	Labels      map[string]string
 	StopTimeout time.Duration
+	// Settings are the container's memory and CPU limits, networks,
+	// volumes and user.
+	Settings Settings
+	// Aliases are the names the container answers to on each network of
+	// Settings.Networks (Podman's default network has no DNS).
+	Aliases []string
 }
 
 // ContainerInfo is what a Runtime knows of one container.
@@ -28,6 +34,9 @@ type ContainerInfo struct {
 	Running bool
 	// ExitCode is meaningful once Running is false and the container ran.
 	ExitCode int
+	// OOMKilled says the container was killed for exceeding its memory
+	// limit.
+	OOMKilled bool
 	// IP is the address the container can be dialed at from this host.
 	IP string
 }
@@ -105,6 +114,9 @@ type ContainerEvent struct {
 	ID       string
 	App      string
 	ExitCode int
+	// OOMKilled says the container was killed for exceeding its memory
+	// limit.
+	OOMKilled bool
 }
 
 // ErrNotFound is returned by Runtime.Inspect for a container that is gone.

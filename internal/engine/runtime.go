@@ -35,7 +35,8 @@ type ContainerInfo struct {
 	// ExitCode is meaningful once Running is false and the container ran.
 	ExitCode int
 	// OOMKilled says the container was killed for exceeding its memory
-	// limit.
+	// limit: the runtime said so, or (where Podman does not tell, as
+	// Podman 4 on cgroups v1) it had a memory limit and exited by SIGKILL.
 	OOMKilled bool
 	// IP is the address the container can be dialed at from this host.
 	IP string

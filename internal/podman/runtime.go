@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containers/podman/v5/libpod/define"
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/system"
@@ -205,6 +206,15 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 	return got, nil
 }
 
+// memoryKill tells a container killed for its memory limit where Podman does
+// not say so: Podman 4 on cgroups v1 leaves OOMKilled false. A container
+// with a memory limit that exited with SIGKILL's code is taken as killed by
+// the kernel for its memory: the engine itself only kills containers it
+// stops, which it does not count as exits of their own.
+func memoryKill(running bool, code int32, hc *define.InspectContainerHostConfig) bool {
+	return !running && code == 128+int32(syscall.SIGKILL) && hc != nil && hc.Memory > 0
+}
+
 // cpuPeriod is the CFS period of a cpus limit, in microseconds (Podman's
 // --cpus uses the same).
 const cpuPeriod = 100000
@@ -309,7 +319,7 @@ func (r *Runtime) inspect(cctx context.Context, id string) (engine.ContainerInfo
 	if data.State != nil {
 		info.Running = data.State.Running
 		info.ExitCode = int(data.State.ExitCode)
-		info.OOMKilled = data.State.OOMKilled
+		info.OOMKilled = data.State.OOMKilled || memoryKill(data.State.Running, data.State.ExitCode, data.HostConfig)
 	}
 	if ns := data.NetworkSettings; ns != nil {
 		info.IP = ns.IPAddress

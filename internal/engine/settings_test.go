@@ -1,6 +1,12 @@
 package engine
 
-import "testing"
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"testing/synctest"
+)
 
 func TestParseMemory(t *testing.T) {
 	for in, want := range map[string]int64{"64m": 64 << 20, "512MiB": 512 << 20, "1g": 1 << 30, "1.5G": 3 << 29, "10485760": 10 << 20, "8192k": 8 << 20} {
@@ -75,4 +81,49 @@ func TestSettingsOver(t *testing.T) {
 	if got := app.Over(nil); got.Memory != app.Memory || got.User != "app" {
 		t.Errorf("Over(nil) = %+v", got)
 	}
+}
+
+// Each container gets the settings of its process type, a web one the
+// aliases <app> and <app>-web and the label of its first network.
+func TestContainerSettingsReachRuntime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.m.Close()
+		worker := &Settings{CPUs: 2}
+		spec := appSpec(t, "localhost/blog:v1", 1, ProcessSpec{Name: "worker", Count: 1, Settings: worker})
+		spec.Settings = Settings{Memory: 64 << 20, Networks: []string{"appnet", "other"}, User: "1000"}
+		h.deployFirst(spec)
+		web, _ := h.rt.Spec(h.containers(spec.ReleaseID(), WebProcess)[0])
+		if want := spec.Settings; !reflect.DeepEqual(web.Settings, want) {
+			t.Errorf("web settings %+v, want %+v", web.Settings, want)
+		}
+		if want := []string{appName, appName + "-web"}; !slices.Equal(web.Aliases, want) {
+			t.Errorf("web aliases %v, want %v", web.Aliases, want)
+		}
+		if web.Labels[LabelNetwork] != "appnet" {
+			t.Errorf("web label %s = %q, want appnet", LabelNetwork, web.Labels[LabelNetwork])
+		}
+		w, _ := h.rt.Spec(h.containers(spec.ReleaseID(), "worker")[0])
+		if w.Settings.CPUs != 2 || w.Settings.Memory != 64<<20 || w.Settings.User != "1000" {
+			t.Errorf("worker settings %+v, want the app's with cpus 2", w.Settings)
+		}
+	})
+}
+
+// A release killed for its memory limit ends crashed-error saying so.
+func TestOOMKilledCrashNote(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.m.Close()
+		v1 := appSpec(t, "localhost/blog:v1", 1)
+		s, _ := h.deployFirst(v1)
+		h.rt.OnEnv("BIG", "1", behavior{Crash: true, OOM: true})
+		v2 := appSpec(t, "localhost/blog:v1", 1)
+		v2.Env["BIG"] = "1"
+		v2.Settings.Memory = 64 << 20
+		d := h.waitDone(s, s.Update(v2).ID)
+		if d.Status != StatusCrashedError || !strings.Contains(d.Error, "out of memory (OOMKilled, exit code 137)") {
+			t.Errorf("deployment %s %q, want crashed-error saying out of memory (OOMKilled)", d.Status, d.Error)
+		}
+	})
 }

@@ -161,3 +161,25 @@ func TestSettingsNetworkAndVolume(t *testing.T) {
 		t.Errorf("v2 read /data/x: %d %q, want %q written by v1", code, body, value)
 	}
 }
+
+// A network that does not exist fails the deploy with start-error naming
+// it; the old release serves on.
+func TestSettingsUnknownNetwork(t *testing.T) {
+	settingsImages(t)
+	app := uniqueName("nonet")
+	cfg := appCfg{Name: app, Image: settingsV1, Web: 1, Lines: []string{"stop_timeout 5s"}}
+	c := startCaddy(t, cfg)
+	c.mustDeploy(app, settingsV1, 60*time.Second)
+	missing := uniqueName("missingnet")
+	bad := cfg
+	bad.Image = settingsV2
+	bad.Lines = append(append([]string(nil), cfg.Lines...), "network "+missing)
+	c.reload(bad)
+	d := c.waitDeployment(app, settingsV2, 60*time.Second)
+	if d.Status != engine.StatusStartError || !strings.Contains(d.Error, `network "`+missing+`" does not exist`) {
+		t.Errorf("deployment %s %q, want start-error naming network %s", d.Status, d.Error, missing)
+	}
+	if _, body := getBody(t, c.url("/")); !strings.Contains(body, "version=v1") {
+		t.Errorf("GET / answered %q, want v1", body)
+	}
+}

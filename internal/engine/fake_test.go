@@ -260,6 +260,7 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 	if spec.Labels[LabelProcess] == HookProcess {
 		c.info.Running, c.listening = true, false
 		if !b.HookHold {
+			c.info.OOMKilled = b.OOM
 			c.exitLocked(b.HookExit)
 		}
 	}

@@ -127,3 +127,27 @@ func TestOOMKilledCrashNote(t *testing.T) {
 		}
 	})
 }
+
+// A postdeploy hook killed for its memory limit fails the deployment
+// saying so; a hook that exits 137 otherwise gives its code only.
+func TestOOMKilledHook(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.m.Close()
+		s, _ := h.deployFirst(appSpec(t, "localhost/blog:v1", 1))
+		for _, oom := range []bool{true, false} {
+			v2 := appSpec(t, "localhost/blog:v2", 1)
+			v2.Postdeploy = []string{"migrate"}
+			v2.Settings.Memory = 64 << 20
+			if !oom {
+				v2.Env["OTHER"] = "1"
+			}
+			h.rt.OnProcess(HookProcess, behavior{HookExit: 137, OOM: oom})
+			d := h.waitDone(s, s.Update(v2).ID)
+			says := strings.Contains(d.Error, "out of memory (OOMKilled, exit code 137)")
+			if d.Status != StatusHookError || says != oom || !strings.Contains(d.Error, "137") {
+				t.Errorf("oom=%v: deployment %s %q", oom, d.Status, d.Error)
+			}
+		}
+	})
+}

@@ -31,9 +31,10 @@ func init() {
 // `dynamic podswitch <app>` upstream source).
 //
 // The running config holds each app's settings: a reload that changes an
-// app's image, env, port or commands deploys a new release with zero
-// downtime; one that changes only counts scales; one that leaves an app
-// unchanged touches none of its containers. An app removed from the config
+// app's image, env, port, commands or container settings (memory, cpus,
+// networks, volumes, user) deploys a new release with zero downtime; one
+// that changes only counts scales; one that leaves an app unchanged
+// touches none of its containers. An app removed from the config
 // is drained and stopped. Operations (deploy, scale, restart, rollback,
 // pause, maintenance) act on the engine directly, without a reload, and
 // override the config's value of the settings they name for as long as the

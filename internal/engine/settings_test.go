@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"reflect"
 	"slices"
 	"strings"
@@ -150,4 +151,35 @@ func TestOOMKilledHook(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A kept release keeps its settings (the app's and a process type's): run
+// again from its record, it is the same release.
+func TestReleaseRecordKeepsSettings(t *testing.T) {
+	spec := AppSpec{Name: "blog", Image: "localhost/blog:v1", Port: 5000, Processes: []ProcessSpec{
+		{Name: WebProcess, Count: 1, Settings: &Settings{Memory: 64 << 20}},
+	}}
+	spec.Settings = Settings{Networks: []string{"appnet"}, Volumes: []Volume{{Source: "data", Target: "/data", ReadOnly: true}}, User: "1000"}
+	b, err := json.Marshal(spec.record())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec SpecRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	base := AppSpec{Name: "blog", Image: "localhost/blog:v2", Processes: []ProcessSpec{{Name: WebProcess, Count: 3}}}
+	got, err := base.withRelease(rec, identityEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Settings, spec.Settings) || got.SettingsOf(WebProcess).Memory != 64<<20 {
+		t.Errorf("settings from the record %+v (web %+v), want %+v", got.Settings, got.SettingsOf(WebProcess), spec.Settings)
+	}
+	if got.ReleaseID() != spec.ReleaseID() {
+		t.Errorf("release from the record %s, want %s", got.ReleaseID(), spec.ReleaseID())
+	}
+	if none := (AppSpec{Name: "blog", Image: "x"}).record(); none.Settings != nil {
+		t.Errorf("a spec without settings records %+v", none.Settings)
+	}
 }

@@ -31,9 +31,10 @@ func init() {
 // `dynamic podswitch <app>` upstream source).
 //
 // The running config holds each app's settings: a reload that changes an
-// app's image, env, port or commands deploys a new release with zero
-// downtime; one that changes only counts scales; one that leaves an app
-// unchanged touches none of its containers. An app removed from the config
+// app's image, env, port, commands or container settings (memory, cpus,
+// networks, volumes, user) deploys a new release with zero downtime; one
+// that changes only counts scales; one that leaves an app unchanged
+// touches none of its containers. An app removed from the config
 // is drained and stopped. Operations (deploy, scale, restart, rollback,
 // pause, maintenance) act on the engine directly, without a reload, and
 // override the config's value of the settings they name for as long as the
@@ -74,6 +75,15 @@ type AppConfig struct {
 	// WebCommand overrides the image's command for web containers.
 	// Default: the image's command.
 	WebCommand []string `json:"web_command,omitempty"`
+
+	// WebSettings override the app's container settings for web
+	// containers. Default: the app's.
+	WebSettings *ContainerSettings `json:"web_settings,omitempty"`
+
+	// ContainerSettings (memory, cpus, networks, volumes, user) apply to
+	// every container of the app, the postdeploy hook's too, but where a
+	// process type overrides them.
+	ContainerSettings
 
 	// Processes are the other process types (worker, clock...), by name.
 	// They get no PORT and no traffic.
@@ -177,6 +187,9 @@ type ProcessConfig struct {
 	Count int `json:"count,omitempty"`
 	// Command overrides the image's command. Default: the image's command.
 	Command []string `json:"command,omitempty"`
+	// ContainerSettings override the app's for this process type: each
+	// one set replaces the app's.
+	ContainerSettings
 }
 
 // CaddyModule returns the Caddy module information.
@@ -234,6 +247,12 @@ func (c *AppConfig) spec(name string, resolve bool) (engine.AppSpec, error) {
 		HookTimeout:     time.Duration(c.PostdeployTimeout),
 		Processes:       []engine.ProcessSpec{{Name: engine.WebProcess, Count: web, Command: c.WebCommand}},
 	}
+	if spec.Settings, err = c.ContainerSettings.settings(); err != nil {
+		return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)
+	}
+	if spec.Processes[0].Settings, err = c.WebSettings.override(); err != nil {
+		return engine.AppSpec{}, fmt.Errorf("app %q: web: %w", name, err)
+	}
 	if c.DrainTimeout != nil {
 		spec.DrainTimeout = time.Duration(*c.DrainTimeout)
 	}
@@ -252,7 +271,11 @@ func (c *AppConfig) spec(name string, resolve bool) (engine.AppSpec, error) {
 		if p == nil {
 			p = &ProcessConfig{}
 		}
-		spec.Processes = append(spec.Processes, engine.ProcessSpec{Name: n, Count: p.Count, Command: p.Command})
+		over, err := p.ContainerSettings.override()
+		if err != nil {
+			return engine.AppSpec{}, fmt.Errorf("app %q: process %q: %w", name, n, err)
+		}
+		spec.Processes = append(spec.Processes, engine.ProcessSpec{Name: n, Count: p.Count, Command: p.Command, Settings: over})
 	}
 	if err := spec.Validate(); err != nil {
 		return engine.AppSpec{}, fmt.Errorf("app %q: %w", name, err)

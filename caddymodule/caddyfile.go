@@ -23,8 +23,17 @@ func init() {
 //		podman <address>
 //		app <name> {
 //			image <reference>
-//			web <count> [<command...>]
-//			process <type> <count> [<command...>]
+//			web <count> [<command...>] [{
+//				<setting> ...
+//			}]
+//			process <type> <count> [<command...>] [{
+//				<setting> ...
+//			}]
+//			memory <size>
+//			cpus <number>
+//			network <name...>
+//			volume <source>:<target>[:ro]
+//			user <uid[:gid]|name>
 //			env <NAME> <value>
 //			env_file <path>
 //			port <number>
@@ -122,7 +131,7 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		dir := d.Val()
 		switch dir {
-		case "env", "process", "env_file":
+		case "env", "process", "env_file", "volume":
 		default:
 			if seen[dir] {
 				return nil, d.Errf("app %q: %s is given twice", name, dir)
@@ -146,6 +155,9 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			}
 			cfg.Web = &n
 			cfg.WebCommand = d.RemainingArgs()
+			if cfg.WebSettings, err = parseSettingsBlock(d, "web"); err != nil {
+				return nil, err
+			}
 		case "process":
 			if !d.NextArg() {
 				return nil, d.Errf("process: want process <type> <count> [<command...>]")
@@ -167,7 +179,15 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			if cfg.Processes == nil {
 				cfg.Processes = map[string]*ProcessConfig{}
 			}
-			cfg.Processes[typ] = &ProcessConfig{Count: n, Command: d.RemainingArgs()}
+			pc := &ProcessConfig{Count: n, Command: d.RemainingArgs()}
+			over, err := parseSettingsBlock(d, "process "+typ)
+			if err != nil {
+				return nil, err
+			}
+			if over != nil {
+				pc.ContainerSettings = *over
+			}
+			cfg.Processes[typ] = pc
 		case "env":
 			args := d.RemainingArgs()
 			if len(args) == 1 {
@@ -261,6 +281,10 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				return nil, err
 			}
 			cfg.Notify = n
+		case "memory", "cpus", "network", "volume", "user":
+			if err := parseSetting(d, &cfg.ContainerSettings); err != nil {
+				return nil, err
+			}
 		case "restart_attempts":
 			n, err := countArg(d)
 			if err != nil {

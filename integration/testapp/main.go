@@ -18,6 +18,8 @@
 //	              graceful shutdown) waits after SIGTERM before it exits 0
 //	PRINT_ENV     name of an env var whose value the app prints at start
 //	              (as an app printing a connection string would)
+//	ALLOC_MB      MiB the app allocates and touches at start (and keeps),
+//	              to go over a memory limit
 //
 // Web containers answer control requests, so that a test can change them
 // while they run (send them to the container's own address):
@@ -26,6 +28,9 @@
 //	POST /control/close         closes the listener; the process lives on
 //	POST /control/hang          every later request hangs (a deadlock):
 //	                            the kernel still accepts connections
+//	GET /control/fetch?url=U    GETs U and answers its body (or 502)
+//	GET /control/write?path=P&v=V  writes V to file P
+//	GET /control/read?path=P    answers the content of file P
 //
 // Arguments: "hook" prints "hook ran" and exits with $HOOK_EXIT; "worker"
 // behaves as MODE=worker.
@@ -40,6 +45,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -60,6 +66,9 @@ func main() {
 
 	if k := os.Getenv("PRINT_ENV"); k != "" {
 		fmt.Fprintf(os.Stderr, "testapp: connecting with %s=%s\n", k, os.Getenv(k))
+	}
+	if v := os.Getenv("ALLOC_MB"); v != "" {
+		allocate(v)
 	}
 	mode := os.Getenv("MODE")
 	if len(os.Args) > 1 {
@@ -275,6 +284,7 @@ func runWeb(mode string) {
 		hangOnce.Do(func() { close(hung) })
 	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) { serveEcho(w, r, host) })
+	handleFiles(mux)
 
 	addr := net.JoinHostPort("0.0.0.0", port)
 	ln, err := net.Listen("tcp", addr)
@@ -396,4 +406,58 @@ func serveEcho(w http.ResponseWriter, r *http.Request, host string) {
 			return
 		}
 	}
+}
+
+// held keeps what ALLOC_MB allocated.
+var held [][]byte
+
+// allocate allocates v MiB and writes to every page of it, so that it is
+// resident.
+func allocate(v string) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		fmt.Fprintf(os.Stderr, "testapp: bad ALLOC_MB %q\n", v)
+		os.Exit(2)
+	}
+	log.Printf("allocating %d MiB", n)
+	for range n {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		held = append(held, b)
+	}
+	log.Printf("allocated %d MiB", n)
+}
+
+// handleFiles adds the control routes that reach another container and
+// write and read files (a volume).
+func handleFiles(mux *http.ServeMux) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	mux.HandleFunc("GET /control/fetch", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := client.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	})
+	mux.HandleFunc("GET /control/write", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := os.WriteFile(q.Get("path"), []byte(q.Get("v")), 0o644); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "written")
+	})
+	mux.HandleFunc("GET /control/read", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		_, _ = w.Write(b)
+	})
 }

@@ -382,9 +382,9 @@ func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
 		info, ok := byID[c.ID]
 		switch {
 		case !ok:
-			s.crashedLocked(c, -1)
+			s.crashedLocked(c, -1, false)
 		case !info.Running:
-			s.crashedLocked(c, info.ExitCode)
+			s.crashedLocked(c, info.ExitCode, info.OOMKilled)
 		}
 	}
 	s.fleet.expireGone(listedAt)

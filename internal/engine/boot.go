@@ -64,7 +64,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 
 // containerSpec returns what a container of process type p of release
 // runs: the app's env, with PORT for a web one, whose labels say its port
-// too.
+// too, and the settings of its process type.
 func (s *Supervisor) containerSpec(spec AppSpec, p ProcessSpec, release string) ContainerSpec {
 	env := maps.Clone(spec.Env)
 	if env == nil {
@@ -75,9 +75,13 @@ func (s *Supervisor) containerSpec(spec AppSpec, p ProcessSpec, release string) 
 		env["PORT"] = strconv.Itoa(spec.Port)
 		labels[LabelPort] = strconv.Itoa(spec.Port)
 	}
+	settings := spec.Settings.Over(p.Settings)
+	if len(settings.Networks) > 0 {
+		labels[LabelNetwork] = settings.Networks[0]
+	}
 	return ContainerSpec{
 		Name: containerName(spec.Name, p.Name, release), Image: spec.RunImage(), Command: p.Command, Env: env, Labels: labels,
-		StopTimeout: spec.StopTimeout,
+		StopTimeout: spec.StopTimeout, Settings: settings, Aliases: Aliases(spec.Name, p.Name),
 	}
 }
 
@@ -226,10 +230,10 @@ func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Contain
 			cur, err := s.rt.Inspect(bctx, c.ID)
 			switch {
 			case errors.Is(err, ErrNotFound):
-				s.exitedWhileBooting(c, -1)
+				s.exitedWhileBooting(c, -1, false)
 				return errors.New("gone")
 			case err == nil && !cur.Running:
-				s.exitedWhileBooting(c, cur.ExitCode)
+				s.exitedWhileBooting(c, cur.ExitCode, cur.OOMKilled)
 				return errors.New("exited")
 			case err == nil && addr == "" && cur.IP != "":
 				addr = net.JoinHostPort(cur.IP, strconv.Itoa(spec.Port))
@@ -273,7 +277,7 @@ func (s *Supervisor) waitRunning(ctx context.Context, spec AppSpec, c *Container
 	})
 	switch {
 	case errors.Is(err, ErrNotFound):
-		s.exitedWhileBooting(c, -1)
+		s.exitedWhileBooting(c, -1, false)
 		return errors.New("gone")
 	case err != nil:
 		if ctx.Err() != nil {
@@ -281,27 +285,28 @@ func (s *Supervisor) waitRunning(ctx context.Context, spec AppSpec, c *Container
 		}
 		return &bootError{StatusStartError, fmt.Sprintf("%s container could not be inspected: %v", c.Process, err)}
 	case !cur.Running:
-		s.exitedWhileBooting(c, cur.ExitCode)
+		s.exitedWhileBooting(c, cur.ExitCode, cur.OOMKilled)
 		return errors.New("exited")
 	}
 	return nil
 }
 
-func (s *Supervisor) exitedWhileBooting(c *Container, code int) {
+func (s *Supervisor) exitedWhileBooting(c *Container, code int, oom bool) {
 	s.lock()
 	defer s.unlock()
 	if c.state == StateStarting {
-		s.crashedLocked(c, code)
+		s.crashedLocked(c, code, oom)
 	}
 }
 
 // exited handles a container that exited outside podswitch (an event, a
-// resync or a health check found it).
-func (s *Supervisor) exited(id string, code int) {
+// resync or a health check found it); oom says it was killed for its
+// memory limit.
+func (s *Supervisor) exited(id string, code int, oom bool) {
 	s.lock()
 	defer s.unlock()
 	if c := s.fleet.get(id); c != nil && c.state.live() {
-		s.crashedLocked(c, code)
+		s.crashedLocked(c, code, oom)
 	}
 }
 
@@ -309,12 +314,16 @@ func (s *Supervisor) exited(id string, code int) {
 // container's boot reports the failure; a serving one leaves the pool at
 // the unlock, is removed and replaced: at once the first time, with
 // backoff when it crashed soon after a crash of its process type (a crash
-// loop), until restart_attempts.
-func (s *Supervisor) crashedLocked(c *Container, code int) {
+// loop), until restart_attempts. oom says the runtime killed it for
+// exceeding its memory limit.
+func (s *Supervisor) crashedLocked(c *Container, code int, oom bool) {
 	from := c.state
 	c.exitCode = &code
 	exit := fmt.Sprintf("exited with code %d", code)
-	if code < 0 {
+	switch {
+	case oom:
+		exit = fmt.Sprintf("was killed for exceeding its memory limit: out of memory (OOMKilled, exit code %d)", code)
+	case code < 0:
 		exit = "is gone"
 	}
 	var msg string

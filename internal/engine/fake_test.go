@@ -39,6 +39,9 @@ type behavior struct {
 	TermDelay time.Duration
 	// IgnoreTerm makes the container ignore SIGTERM: only SIGKILL ends it.
 	IgnoreTerm bool
+	// OOM makes a Crash one of the memory limit: exit code 137 and
+	// OOMKilled.
+	OOM bool
 }
 
 type fakeContainer struct {
@@ -247,11 +250,17 @@ func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInf
 	}
 	if b.Crash {
 		c.info.Running = true
-		c.exitLocked(3)
+		if b.OOM {
+			c.info.OOMKilled = true
+			c.exitLocked(137)
+		} else {
+			c.exitLocked(3)
+		}
 	}
 	if spec.Labels[LabelProcess] == HookProcess {
 		c.info.Running, c.listening = true, false
 		if !b.HookHold {
+			c.info.OOMKilled = b.OOM
 			c.exitLocked(b.HookExit)
 		}
 	}
@@ -648,6 +657,17 @@ func (r *fakeRuntime) Removes() []removeCall {
 }
 
 // Get returns the container id and whether it exists (not removed).
+// Spec returns what container id was created with.
+func (r *fakeRuntime) Spec(id string) (ContainerSpec, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.containers[id]
+	if c == nil {
+		return ContainerSpec{}, false
+	}
+	return c.spec, true
+}
+
 func (r *fakeRuntime) Get(id string) (ContainerInfo, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -219,9 +219,9 @@ func (s *Supervisor) inspectUnreachable(c *Container) {
 	s.unlock()
 	switch {
 	case errors.Is(err, ErrNotFound):
-		s.exited(c.ID, -1)
+		s.exited(c.ID, -1, false)
 	case err == nil && !info.Running:
-		s.exited(c.ID, info.ExitCode)
+		s.exited(c.ID, info.ExitCode, info.OOMKilled)
 	}
 }
 

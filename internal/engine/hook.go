@@ -127,7 +127,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 		info, err = s.rt.Run(hctx, ContainerSpec{
 			Name: name, Image: spec.RunImage(), Command: spec.Postdeploy, Env: spec.Env,
 			Labels:      s.labels(spec.Name, r.release, HookProcess),
-			StopTimeout: spec.StopTimeout,
+			StopTimeout: spec.StopTimeout, Settings: spec.Settings,
 		})
 		if err != nil {
 			s.lock()
@@ -174,6 +174,7 @@ func (s *Supervisor) runHook(r *rollout) error {
 		code, err = s.stopHook(info.ID, spec.StopTimeout)
 	}
 	s.captureHookOutput(r, info.ID)
+	oom := err == nil && !timedOut && code == 137 && s.oomKilled(info.ID)
 	// The hook's container is removed before another hook may run.
 	s.spawn(func() {
 		s.removeQuietly(info.ID)
@@ -194,11 +195,22 @@ func (s *Supervisor) runHook(r *rollout) error {
 		return errAborted
 	case err != nil:
 		return s.hookEnded(r, nil, &bootError{StatusHookError, fmt.Sprintf("postdeploy hook: %v", err)})
+	case oom:
+		return s.hookEnded(r, &code, &bootError{StatusHookError, fmt.Sprintf("postdeploy hook was killed for exceeding its memory limit: out of memory (OOMKilled, exit code %d)", code)})
 	case code != 0:
 		return s.hookEnded(r, &code, &bootError{StatusHookError, fmt.Sprintf("postdeploy hook exited with code %d", code)})
 	}
 	s.log.Info("postdeploy hook succeeded", zap.Int64("deployment", r.id), zap.String("release", r.release))
 	return s.hookEnded(r, &code, nil)
+}
+
+// oomKilled asks the runtime whether container id, which exited, was
+// killed for its memory limit; briefly, and no when it cannot tell.
+func (s *Supervisor) oomKilled(id string) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	info, err := s.rt.Inspect(ctx, id)
+	return err == nil && info.OOMKilled
 }
 
 // stopHook stops a hook that ran past its timeout (SIGTERM, stop_timeout,

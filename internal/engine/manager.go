@@ -275,7 +275,7 @@ func (m *Manager) dispatch(ev ContainerEvent) {
 	s := m.sups[ev.App]
 	m.mu.Unlock()
 	if s != nil {
-		s.queue(func() { s.exited(ev.ID, ev.ExitCode) })
+		s.queue(func() { s.exited(ev.ID, ev.ExitCode, ev.OOMKilled) })
 	}
 }
 

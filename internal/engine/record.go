@@ -86,6 +86,9 @@ type SpecRecord struct {
 	Port       int               `json:"port"`
 	Processes  []ProcessSpec     `json:"processes"`
 	Postdeploy []string          `json:"postdeploy,omitempty"`
+	// Settings are the app's container settings; absent in a record of
+	// an older podswitch, or when none is set.
+	Settings *Settings `json:"settings,omitempty"`
 }
 
 // Store keeps app records. Save must be durable when it returns (the
@@ -104,20 +107,29 @@ type Store interface {
 
 // record returns the kept form of s.
 func (s AppSpec) record() SpecRecord {
-	return SpecRecord{
+	r := SpecRecord{
 		Image: s.Image, ImageID: s.ImageID, EnvSource: maps.Clone(s.EnvSource), EnvFiles: slices.Clone(s.EnvFiles),
 		Port: s.Port, Processes: slices.Clone(s.Processes), Postdeploy: slices.Clone(s.Postdeploy),
 	}
+	if !s.Settings.IsZero() {
+		c := s.Settings
+		r.Settings = &c
+	}
+	return r
 }
 
 // withRelease returns base with the release-defining settings of r (image,
-// env, port, commands, hook), keeping base's counts, timeouts, readiness
+// env, port, commands, hook, container settings), keeping base's counts, timeouts, readiness
 // and retries. Env is resolved with resolve. It fails when the env cannot
 // be resolved any more.
 func (base AppSpec) withRelease(r SpecRecord, resolve EnvResolver) (AppSpec, error) {
 	s := base
 	s.Image, s.ImageID, s.Port, s.Postdeploy = r.Image, r.ImageID, r.Port, slices.Clone(r.Postdeploy)
 	s.EnvSource, s.EnvFiles = maps.Clone(r.EnvSource), slices.Clone(r.EnvFiles)
+	s.Settings = Settings{}
+	if r.Settings != nil {
+		s.Settings = *r.Settings
+	}
 	env, err := resolve(s.EnvSource, s.EnvFiles)
 	if err != nil {
 		return AppSpec{}, fmt.Errorf("env of release: %w", err)

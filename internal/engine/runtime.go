@@ -20,6 +20,12 @@ type ContainerSpec struct {
 	Env         map[string]string
 	Labels      map[string]string
 	StopTimeout time.Duration
+	// Settings are the container's memory and CPU limits, networks,
+	// volumes and user.
+	Settings Settings
+	// Aliases are the names the container answers to on each network of
+	// Settings.Networks (Podman's default network has no DNS).
+	Aliases []string
 }
 
 // ContainerInfo is what a Runtime knows of one container.
@@ -31,6 +37,10 @@ type ContainerInfo struct {
 	Running bool
 	// ExitCode is meaningful once Running is false and the container ran.
 	ExitCode int
+	// OOMKilled says the container was killed for exceeding its memory
+	// limit: the runtime said so, or (where Podman does not tell, as
+	// Podman 4 on cgroups v1) it had a memory limit and exited by SIGKILL.
+	OOMKilled bool
 	// IP is the address the container can be dialed at from this host.
 	IP string
 }
@@ -108,6 +118,9 @@ type ContainerEvent struct {
 	ID       string
 	App      string
 	ExitCode int
+	// OOMKilled says the container was killed for exceeding its memory
+	// limit.
+	OOMKilled bool
 }
 
 // ErrNotFound is returned by Runtime.Inspect for a container that is gone.

@@ -43,6 +43,9 @@ const (
 	// LabelPort records the PORT of a web container, so that a later run
 	// can dial it even after the config changed the port.
 	LabelPort = "podswitch.port"
+	// LabelNetwork names the network whose address a container is dialed
+	// at, when the config names networks (the first one).
+	LabelNetwork = "podswitch.network"
 )
 
 // HookProcess is the process label of the one-off postdeploy container.
@@ -59,6 +62,9 @@ type ProcessSpec struct {
 	Count int `json:"count"`
 	// Command overrides the image's command; empty means the image's own.
 	Command []string `json:"command,omitempty"`
+	// Settings, when set, override the app's container settings for this
+	// process type (see Settings.Over).
+	Settings *Settings `json:"settings,omitempty"`
 }
 
 // AppSpec is the desired state of one app.
@@ -112,6 +118,10 @@ type AppSpec struct {
 	// zero never replaces it. Like DrainTimeout, zero has a meaning: the
 	// caller sets DefaultUnhealthyTimeout when the setting is absent.
 	UnhealthyTimeout time.Duration
+	// Settings are the container settings (memory, cpus, networks,
+	// volumes, user) of every process type that does not override them,
+	// and of the postdeploy hook.
+	Settings Settings
 }
 
 // MaxCount is the most containers of one process type an app may ask for:
@@ -182,6 +192,9 @@ func (s AppSpec) Validate() error {
 	if r := s.ReadyStatus; r != [2]int{} && (r[0] < 100 || r[1] > 599 || r[0] > r[1]) {
 		return fmt.Errorf("ready_status %d-%d: want statuses from 100 to 599, low to high", r[0], r[1])
 	}
+	if err := s.Settings.Validate(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, p := range s.Processes {
 		if !ValidName(p.Name) || p.Name == HookProcess {
@@ -196,6 +209,11 @@ func (s AppSpec) Validate() error {
 		}
 		if p.Count > MaxCount {
 			return fmt.Errorf("process type %q: count %d is over the limit of %d", p.Name, p.Count, MaxCount)
+		}
+		if p.Settings != nil {
+			if err := p.Settings.Validate(); err != nil {
+				return fmt.Errorf("process type %q: %w", p.Name, err)
+			}
 		}
 	}
 	for k := range s.Env {
@@ -222,10 +240,11 @@ func SetReleaseKey(key []byte) {
 
 // ReleaseID identifies what a release runs: the image (reference, and ID
 // once resolved: a tag that names another image is another release), the
-// env and the commands of every process type. Counts and timeouts are not
-// part of it, so changing them scales instead of deploying. An unresolved
-// spec hashes as podswitch did before it pinned images, so that the
-// releases an older version left are still recognised.
+// env, the commands of every process type and the container settings.
+// Counts and timeouts are not part of it, so changing them scales instead
+// of deploying. An unresolved spec hashes as podswitch did before it pinned
+// images, and settings are hashed only when set, so that the releases an
+// older version left are still recognised.
 func (s AppSpec) ReleaseID() string {
 	var h hash.Hash
 	if k := releaseKey.Load(); k != nil && len(*k) > 0 {
@@ -256,6 +275,14 @@ func (s AppSpec) ReleaseID() string {
 		for _, a := range p.Command {
 			fmt.Fprintf(h, "%s\x00", a)
 		}
+		if p.Settings != nil && !p.Settings.IsZero() {
+			fmt.Fprintf(h, "proc_settings\x00")
+			p.Settings.hash(h)
+		}
+	}
+	if !s.Settings.IsZero() {
+		fmt.Fprintf(h, "settings\x00")
+		s.Settings.hash(h)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }

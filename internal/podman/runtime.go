@@ -16,12 +16,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containers/podman/v5/libpod/define"
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/system"
 	"github.com/containers/podman/v5/pkg/domain/entities/types"
 	"github.com/containers/podman/v5/pkg/errorhandling"
 	"github.com/containers/podman/v5/pkg/specgen"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	nettypes "go.podman.io/common/libnetwork/types"
 
 	"github.com/podswitch/podswitch/internal/engine"
 )
@@ -175,6 +178,7 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 	s.StopTimeout = &stop
 	noNew := true
 	s.NoNewPrivileges = &noNew
+	applySettings(s, spec.Settings, spec.Aliases)
 	resp, err := containers.CreateWithSpec(cctx, s, nil)
 	if err != nil {
 		// Unless the service refused the create, it may have created the
@@ -189,7 +193,7 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 			_ = r.Remove(rctx, spec.Name)
 			rcancel()
 		}
-		return engine.ContainerInfo{}, mapped
+		return engine.ContainerInfo{}, networkMissing(mapped, spec.Settings.Networks)
 	}
 	info := engine.ContainerInfo{ID: resp.ID, Name: spec.Name, Image: spec.Image, Labels: spec.Labels}
 	if err := containers.Start(cctx, resp.ID, nil); err != nil {
@@ -200,6 +204,71 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 		return info, err
 	}
 	return got, nil
+}
+
+// memoryKill tells a container killed for its memory limit where Podman does
+// not say so: Podman 4 on cgroups v1 leaves OOMKilled false. A container
+// with a memory limit that exited with SIGKILL's code is taken as killed by
+// the kernel for its memory: the engine itself only kills containers it
+// stops, which it does not count as exits of their own.
+func memoryKill(running bool, code int32, hc *define.InspectContainerHostConfig) bool {
+	return !running && code == 128+int32(syscall.SIGKILL) && hc != nil && hc.Memory > 0
+}
+
+// cpuPeriod is the CFS period of a cpus limit, in microseconds (Podman's
+// --cpus uses the same).
+const cpuPeriod = 100000
+
+// applySettings sets the container settings c on s: memory (swap included,
+// so that a container over its limit is killed rather than swapped), CPU
+// quota, networks (with aliases, on the networks the config names), volumes
+// and user.
+func applySettings(s *specgen.SpecGenerator, c engine.Settings, aliases []string) {
+	if c.Memory > 0 || c.CPUs > 0 {
+		s.ResourceLimits = &specs.LinuxResources{}
+	}
+	if c.Memory > 0 {
+		m, swap := c.Memory, c.Memory
+		s.ResourceLimits.Memory = &specs.LinuxMemory{Limit: &m, Swap: &swap}
+	}
+	if c.CPUs > 0 {
+		period := uint64(cpuPeriod)
+		quota := int64(c.CPUs * cpuPeriod)
+		s.ResourceLimits.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
+	}
+	if len(c.Networks) > 0 {
+		s.NetNS = specgen.Namespace{NSMode: specgen.Bridge}
+		s.Networks = make(map[string]nettypes.PerNetworkOptions, len(c.Networks))
+		for _, n := range c.Networks {
+			s.Networks[n] = nettypes.PerNetworkOptions{Aliases: aliases}
+		}
+	}
+	for _, v := range c.Volumes {
+		var opts []string
+		if v.ReadOnly {
+			opts = append(opts, "ro")
+		}
+		if v.Bind() {
+			s.Mounts = append(s.Mounts, specs.Mount{Type: "bind", Source: v.Source, Destination: v.Target, Options: append(opts, "rbind")})
+		} else {
+			s.Volumes = append(s.Volumes, &specgen.NamedVolume{Name: v.Source, Dest: v.Target, Options: opts})
+		}
+	}
+	s.User = c.User
+}
+
+// networkMissing words a create refused for a network that does not exist
+// so that the deployment's error names it.
+func networkMissing(err error, networks []string) error {
+	if err == nil || !strings.Contains(err.Error(), "network not found") {
+		return err
+	}
+	for _, n := range networks {
+		if strings.Contains(err.Error(), n) {
+			return fmt.Errorf("network %q does not exist in Podman (create it with podman network create %s): %w", n, n, err)
+		}
+	}
+	return fmt.Errorf("a network of %v does not exist in Podman: %w", networks, err)
 }
 
 // wholeSeconds returns d in whole seconds, rounded up: Podman counts stop
@@ -220,7 +289,7 @@ func createRefused(em errorhandling.ErrorModel) bool {
 	if em.ResponseCode >= 400 && em.ResponseCode < 500 {
 		return true
 	}
-	for _, s := range []string{"already in use", "already exists", "image not known"} {
+	for _, s := range []string{"already in use", "already exists", "image not known", "network not found"} {
 		if strings.Contains(em.Because, s) || strings.Contains(em.Message, s) {
 			return true
 		}
@@ -250,9 +319,14 @@ func (r *Runtime) inspect(cctx context.Context, id string) (engine.ContainerInfo
 	if data.State != nil {
 		info.Running = data.State.Running
 		info.ExitCode = int(data.State.ExitCode)
+		info.OOMKilled = data.State.OOMKilled || memoryKill(data.State.Running, data.State.ExitCode, data.HostConfig)
 	}
 	if ns := data.NetworkSettings; ns != nil {
 		info.IP = ns.IPAddress
+		if a := ns.Networks[info.Labels[engine.LabelNetwork]]; a != nil && a.IPAddress != "" {
+			// The first network the config names.
+			info.IP = a.IPAddress
+		}
 		if info.IP == "" {
 			// Pick a network's address in a stable order.
 			names := make([]string, 0, len(ns.Networks))
@@ -415,9 +489,22 @@ func (r *Runtime) Events(ctx context.Context, fn func(engine.ContainerEvent)) er
 			if c, err := strconv.Atoi(attrs["containerExitCode"]); err == nil {
 				code = c
 			}
-			fn(engine.ContainerEvent{ID: ev.Actor.ID, App: attrs[engine.LabelApp], ExitCode: code})
+			fn(engine.ContainerEvent{ID: ev.Actor.ID, App: attrs[engine.LabelApp], ExitCode: code, OOMKilled: r.oomKilled(ctx, ev.Actor.ID, code)})
 		}
 	}
+}
+
+// oomKilled tells whether container id, which exited with code, was
+// killed for exceeding its memory limit. The event does not say: a
+// container that got SIGKILL (exit code 137) is inspected, briefly.
+func (r *Runtime) oomKilled(ctx context.Context, id string, code int) bool {
+	if code != 128+int(syscall.SIGKILL) {
+		return false
+	}
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := r.Inspect(ictx, id)
+	return err == nil && info.OOMKilled
 }
 
 // Kill implements engine.Runtime. A container that does not run is not an

@@ -24,7 +24,7 @@ TESTS=0
 for arg in "$@"; do
   case "$arg" in
     --tests) TESTS=1 ;;
-    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'setup: error: unknown argument %s (usage: scripts/setup.sh [--tests])\n' "$arg" >&2; exit 2 ;;
   esac
 done

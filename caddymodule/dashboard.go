@@ -151,6 +151,8 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	// the server begins to shut down, not only at Cleanup.
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
 		srv.RegisterOnShutdown(d.end)
+		// No auth in front of it on a public address: say so.
+		d.warnIfUnguarded(ctx, srv)
 	}
 	// Crashes of serving containers leave no trace in the status once the
 	// container is replaced; the podswitch.crashed event tells of them.

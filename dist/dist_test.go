@@ -20,6 +20,7 @@ import (
 // The files of the install guide, relative to this directory.
 const (
 	caddyUnit      = "systemd/caddy.service"
+	caddyDropIn    = "systemd/caddy.service.d/podswitch.conf"
 	socketDropIn   = "systemd/podman.socket.d/10-podswitch.conf"
 	serviceDropIn  = "systemd/podman.service.d/10-podswitch.conf"
 	sysctlFile     = "sysctl.d/90-podswitch.conf"
@@ -213,7 +214,7 @@ func TestUnitFilesParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{caddyUnit, socketDropIn, serviceDropIn} {
+	for _, want := range []string{caddyUnit, caddyDropIn, socketDropIn, serviceDropIn} {
 		if !slices.Contains(found, want) {
 			t.Errorf("%s is missing", want)
 		}
@@ -229,6 +230,8 @@ func TestUnitFilesParse(t *testing.T) {
 		// Stopping Caddy must kill Caddy's cgroup only, where nothing of
 		// Podman's lives.
 		{"KillMode", "control-group"},
+		// A Caddy that crashes comes back by itself.
+		{"Restart", "on-failure"},
 	} {
 		if got := caddy.last("Service", c.key); got != c.want {
 			t.Errorf("%s: [Service] %s=%q, want %q", caddyUnit, c.key, got, c.want)
@@ -249,6 +252,11 @@ func TestUnitFilesParse(t *testing.T) {
 				t.Errorf("%s: %s=%s: Caddy would go down with Podman", caddyUnit, key, w)
 			}
 		}
+	}
+
+	// The secrets of the Caddyfile's {env.NAME} placeholders.
+	if got := readUnit(t, caddyDropIn).values("Service", "EnvironmentFile"); !slices.Equal(got, []string{"/etc/caddy/podswitch.env"}) {
+		t.Errorf("%s: EnvironmentFile= %q, want /etc/caddy/podswitch.env", caddyDropIn, got)
 	}
 
 	sock := readUnit(t, socketDropIn)
@@ -303,7 +311,7 @@ WantedBy=default.target
 // with caddy's and podman's binaries replaced by true(1): systemd-analyze
 // verify refuses a unit whose ExecStart= does not exist, and the test
 // machine has no /usr/bin/caddy. It returns the paths of the three units.
-func verifyTree(t *testing.T, caddyService, socketConf, serviceConf string) []string {
+func verifyTree(t *testing.T, caddyService, socketConf, serviceConf string, caddyConf ...string) []string {
 	t.Helper()
 	truePath, err := exec.LookPath("true")
 	if err != nil {
@@ -328,6 +336,9 @@ func verifyTree(t *testing.T, caddyService, socketConf, serviceConf string) []st
 		"podman.service":                     strings.ReplaceAll(podmanService, "@TRUE@", truePath),
 		"podman.socket.d/10-podswitch.conf":  socketConf,
 		"podman.service.d/10-podswitch.conf": serviceConf,
+	}
+	for _, c := range caddyConf {
+		files["caddy.service.d/podswitch.conf"] = c
 	}
 	for name, text := range files {
 		p := filepath.Join(dir, name)
@@ -384,7 +395,7 @@ func TestSystemdVerify(t *testing.T) {
 		}
 		return string(b)
 	}
-	units := verifyTree(t, read(caddyUnit), read(socketDropIn), read(serviceDropIn))
+	units := verifyTree(t, read(caddyUnit), read(socketDropIn), read(serviceDropIn), read(caddyDropIn))
 	if out, ok := systemdVerify(t, units); !ok {
 		t.Errorf("systemd-analyze verify %s:\n%s", strings.Join(units, " "), out)
 	} else if out != "" {
@@ -412,6 +423,10 @@ func TestSystemdVerifyCatchesMistakes(t *testing.T) {
 		if ok || !strings.Contains(out, c.want) {
 			t.Errorf("%s: verify passed=%v, want a failure that names %q; output:\n%s", name, ok, c.want, out)
 		}
+	}
+	units := verifyTree(t, string(good), okSocket, okService, "[Service]\nEnvironmentFil=/etc/caddy/podswitch.env\n")
+	if out, ok := systemdVerify(t, units); ok || !strings.Contains(out, "caddy.service.d") {
+		t.Errorf("bad caddy drop-in: verify passed=%v, want a failure that names caddy.service.d; output:\n%s", ok, out)
 	}
 }
 
@@ -518,7 +533,7 @@ func TestGuideNamesTheFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The paths the files point at must be the ones the guide installs to.
-	for _, p := range []string{"/etc/podswitch/containers.conf", "/etc/systemd/system/podman.socket.d/", "/etc/systemd/system/podman.service.d/", "/etc/sysctl.d/", "/var/lib/caddy/.local/share/caddy"} {
+	for _, p := range []string{"/etc/podswitch/containers.conf", "/etc/systemd/system/caddy.service.d/podswitch.conf", "/etc/caddy/podswitch.env", "/etc/systemd/system/podman.socket.d/", "/etc/systemd/system/podman.service.d/", "/etc/sysctl.d/", "/var/lib/caddy/.local/share/caddy"} {
 		if !strings.Contains(text, p) {
 			t.Errorf("%s does not mention %s", guide, p)
 		}

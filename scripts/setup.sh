@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Prepares a machine (Debian 12, as root) for podswitch's tests and demo:
-#   - installs podman, runc and curl when missing (and gcc, which `go test -race` needs, and
-#     chromium, the headless browser of the dashboard's tests);
+# Prepares a machine (Debian 12, as root) for podswitch's demo and, with --tests, its tests:
+#   - installs podman, runc and curl when missing; with --tests also what the tests use: gcc
+#     (`go test -race`), chromium (the headless browser of the dashboard's tests), iproute2 (ss),
+#     procps (pgrep) and systemd (systemd-analyze);
 #   - starts the Podman API service on unix:///run/podman/podman.sock with the project's
 #     containers.conf, unless something already answers there;
-#   - builds the test app and the images localhost/podswitch-testapp:v1 and :v2.
+#   - builds the test app and the images localhost/podswitch-testapp:v1 and :v2 (the demo's too).
+# Usage: scripts/setup.sh [--tests]   (`make setup` runs it bare, `make setup-test` with --tests)
 # Idempotent: safe to run again; a second run reuses the running service and cached builds.
 set -euo pipefail
 
@@ -18,6 +20,15 @@ SERVICE_LOG=/tmp/podswitch-podman-service.log
 IMAGE=localhost/podswitch-testapp
 BUILD_DIR="${PODSWITCH_BUILD_DIR:-${TMPDIR:-/tmp}/podswitch-testapp-build}"
 
+TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) TESTS=1 ;;
+    -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) printf 'setup: error: unknown argument %s (usage: scripts/setup.sh [--tests])\n' "$arg" >&2; exit 2 ;;
+  esac
+done
+
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
@@ -29,24 +40,28 @@ missing=()
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-# The dashboard's tests drive Debian's chromium headless (through chromedp) with
-# --headless --no-sandbox --disable-gpu --disable-quic --no-first-run
-# --disable-background-networking --disable-component-update --disable-sync and a fresh
-# --user-data-dir: it needs no display, no GPU and no network.
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-# The fault tests count Caddy's connections to Podman with ss and find the
-# Podman service with pgrep; the install guide's test runs systemd-analyze.
-command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-command -v pgrep >/dev/null 2>&1 || missing+=(procps)
-command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ "$TESTS" = 1 ]; then
+  command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  # The dashboard's tests drive Debian's chromium headless (through chromedp) with
+  # --headless --no-sandbox --disable-gpu --disable-quic --no-first-run
+  # --disable-background-networking --disable-component-update --disable-sync and a fresh
+  # --user-data-dir: it needs no display, no GPU and no network.
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  # The fault tests count Caddy's connections to Podman with ss and find the
+  # Podman service with pgrep; the install guide's test runs systemd-analyze.
+  command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+  command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
 else
-  say "podman $(podman --version | awk '{print $3}'), runc, curl, gcc, chromium, ss, pgrep, systemd-analyze present"
+  present="podman $(podman --version | awk '{print $3}'), runc, curl"
+  [ "$TESTS" = 1 ] && present="$present, gcc, chromium, ss, pgrep, systemd-analyze"
+  say "$present present"
 fi
 
 # --- kernel ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import (
 )
 
 // Path returns the path of Debian's chromium, and fails the test when it
-// is missing (scripts/setup.sh installs it): never a skip.
+// is missing (scripts/setup.sh --tests, run by `make test`, installs it): never a skip.
 func Path(t testing.TB) string {
 	t.Helper()
 	for _, name := range []string{"chromium", "chromium-browser"} {
@@ -22,7 +22,7 @@ func Path(t testing.TB) string {
 			return p
 		}
 	}
-	t.Fatal("no chromium: run scripts/setup.sh, which installs it")
+	t.Fatal("no chromium: run `make setup-test` (scripts/setup.sh --tests), which installs it")
 	return ""
 }
 

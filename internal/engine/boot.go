@@ -49,7 +49,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	info, err := s.create(ctx, spec, p.Name, cs)
+	info, admitted, err := s.create(ctx, spec, p.Name, cs)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +58,7 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 		c.Addr = net.JoinHostPort(info.IP, strconv.Itoa(spec.Port))
 	}
 	bctx := s.started(ctx, c, r, onCreated)
-	err = s.waitReady(bctx, spec, c, t0)
+	err = s.waitReady(bctx, spec, c, admitted)
 	return c, s.settleBoot(ctx, c, r, err)
 }
 
@@ -85,33 +85,33 @@ func (s *Supervisor) containerSpec(spec AppSpec, p ProcessSpec, release string) 
 	}
 }
 
-// create creates and starts container cs of process type process. Creating
-// and starting count against boot_timeout too: a runtime that hangs must
-// not keep a deployment starting forever. The container's name is noted as
-// being created until it is recorded, or, when the create failed, until
-// what it may have left is removed.
-func (s *Supervisor) create(ctx context.Context, spec AppSpec, process string, cs ContainerSpec) (ContainerInfo, error) {
+// create creates and starts container cs of process type process and
+// returns it with the time its call was admitted. Creating and starting
+// count against boot_timeout too (a runtime that hangs must not keep a
+// deployment starting forever), from the call's admission: the wait for a
+// create slot is podswitch's queue, not the app's boot. The container's
+// name is noted as being created until it is recorded, or, when the create
+// failed, until what it may have left is removed.
+func (s *Supervisor) create(ctx context.Context, spec AppSpec, process string, cs ContainerSpec) (ContainerInfo, time.Time, error) {
 	s.lock()
 	s.fleet.markCreating(cs.Name)
 	s.unlock()
-	rctx, cancelRun := context.WithTimeout(ctx, spec.BootTimeout)
-	info, err := s.rt.Run(rctx, cs)
-	runTimedOut := rctx.Err() != nil && ctx.Err() == nil
-	cancelRun()
+	budget := &runBudget{timeout: spec.BootTimeout}
+	info, err := s.rt.Run(withRunBudget(ctx, budget), cs)
 	if err == nil {
-		return info, nil
+		return info, budget.admitted, nil
 	}
 	id, runErr := info.ID, err
 	s.spawn(func() { s.forgetCreate(cs.Name, id, runErr) })
 	switch {
 	case ctx.Err() != nil:
-		return ContainerInfo{}, ctx.Err()
-	case runTimedOut:
-		return ContainerInfo{}, &bootError{StatusTimeoutError, fmt.Sprintf("%s container was not created and started within %s", process, spec.BootTimeout)}
+		return ContainerInfo{}, time.Time{}, ctx.Err()
+	case errors.Is(err, errRunBudget):
+		return ContainerInfo{}, time.Time{}, &bootError{StatusTimeoutError, fmt.Sprintf("%s container was not created and started within %s", process, spec.BootTimeout)}
 	case errors.Is(err, ErrUnavailable):
-		return ContainerInfo{}, err
+		return ContainerInfo{}, time.Time{}, err
 	}
-	return ContainerInfo{}, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", process, err)}
+	return ContainerInfo{}, time.Time{}, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", process, err)}
 }
 
 // forgetCreate removes what a create that failed with runErr may have

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -65,5 +66,37 @@ func TestRegressionBootedCrashLeak(t *testing.T) {
 			t.Errorf("Manager.Wait did not return 10 minutes after the app was removed")
 		}
 		h.m.Close()
+	})
+}
+
+// boot_timeout bounds a container's own boot, from the moment its create
+// call is admitted: the wait for a create slot is podswitch's queue (a cold
+// start of many apps), not the app's. A create that takes longer than
+// boot_timeout once admitted still fails the boot.
+func TestBootTimeoutCountsFromAdmission(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		h := newHarness(t, rt)
+		h.m = NewManager(Deps{Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: h.m.deps.Logger, InFlight: h.inFlight, Limits: Limits{Run: 1}})
+		defer h.shutdown()
+		spec := appSpec(t, "localhost/blog:v1", 4)
+		spec.BootTimeout = 30 * time.Second
+		rt.mu.Lock()
+		rt.runDelay = 20 * time.Second // one at a time: the fourth waits 60 s for its slot
+		rt.mu.Unlock()
+		s, _ := h.deployFirst(spec)
+		if n := len(h.m.Pool(appName).Load().Addrs); n != 4 {
+			t.Fatalf("%d containers serve, want 4", n)
+		}
+
+		rt.mu.Lock()
+		rt.runDelay = 31 * time.Second // longer than boot_timeout once admitted
+		rt.mu.Unlock()
+		v2 := appSpec(t, "localhost/blog:v2", 1)
+		v2.BootTimeout = 30 * time.Second
+		d := h.waitDone(s, s.Update(v2).ID)
+		if d.Status != StatusTimeoutError || !strings.Contains(d.Error, "not created and started within 30s") {
+			t.Errorf("deployment of a create slower than boot_timeout: %s %q, want timeout-error", d.Status, d.Error)
+		}
 	})
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -144,16 +145,44 @@ func (l *limited) Run(ctx context.Context, spec ContainerSpec) (ContainerInfo, e
 	if err != nil {
 		return ContainerInfo{}, err
 	}
+	start := time.Now()
+	budget, _ := ctx.Value(runBudgetKey{}).(*runBudget)
 	callCtx, cancel := ctx, context.CancelFunc(func() {})
-	if _, ok := ctx.Deadline(); !ok {
+	switch _, ok := ctx.Deadline(); {
+	case budget != nil:
+		budget.admitted = start
+		callCtx, cancel = context.WithTimeout(ctx, budget.timeout)
+	case !ok:
 		callCtx, cancel = context.WithTimeout(ctx, runCallTimeout)
 	}
 	defer cancel()
-	start := time.Now()
 	info, err := l.rt.Run(callCtx, spec)
 	l.run.release(adm, time.Since(start), runOutcome(ctx, err))
+	if err != nil && budget != nil && callCtx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("%w: %w", errRunBudget, err)
+	}
 	return info, err
 }
+
+// runBudget is how long a create and start may take once admitted, given
+// to Run through its context (withRunBudget): the wait for a slot is
+// podswitch's own queue, not the app's boot, so it does not count against
+// boot_timeout (a cold start of many apps queues longer than one boot).
+// Run notes when the call was admitted, from which the boot's own
+// deadline counts.
+type runBudget struct {
+	timeout  time.Duration
+	admitted time.Time
+}
+
+type runBudgetKey struct{}
+
+func withRunBudget(ctx context.Context, b *runBudget) context.Context {
+	return context.WithValue(ctx, runBudgetKey{}, b)
+}
+
+// errRunBudget wraps the error of a Run cut by its budget.
+var errRunBudget = errors.New("not created and started within its budget")
 
 // runOutcome classes how a create and start ended for the adaptive bound:
 // an error of the caller's own (a missing image, a caller that gave up)

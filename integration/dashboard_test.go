@@ -41,7 +41,9 @@ func TestDashboard(t *testing.T) {
 		"env LISTEN_DELAY 1s", "env HOOK_DELAY 500ms", "postdeploy /app hook",
 		"process worker 1 /app worker", "worker_ready_time 500ms", "drain_timeout 2s", "stop_timeout 5s"}}
 	bad := appCfg{Name: uniqueName("dashbad"), Image: imageV1, Web: 1, Lines: []string{
-		"env MODE never-listen", "boot_timeout 3s", "stop_timeout 2s"}}
+		"env MODE never-listen", "boot_timeout 3s", "stop_timeout 2s",
+		// Its timed-out deployments stay as they ended: none is tried again.
+		"restart_attempts 0"}}
 
 	const user, password = "ops", "correct horse battery staple"
 	out, err := exec.Command(caddyBin, "hash-password", "--plaintext", password).Output()

@@ -151,6 +151,7 @@ func (s *Supervisor) endLocked(e *logEntry, st Status, msg string) {
 		s.log.Error("deployment ended", fields...)
 	}
 	s.emit(Event{Name: EventDeployment, Deployment: &d, Message: msg})
+	s.deploymentEndedLocked(&d)
 }
 
 // retiredLocked notes that one container deployment e replaced is gone;

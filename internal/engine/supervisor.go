@@ -169,6 +169,9 @@ type Supervisor struct {
 	// hook is the postdeploy hook that runs, or the leftover one of a
 	// previous run being stopped: nil when no hook of the app runs.
 	hook *hookRun
+	// coldRetry is the retry of a deployment that timed out while nothing
+	// served, nil when there is none.
+	coldRetry *coldRetry
 }
 
 // serving is the release that serves.

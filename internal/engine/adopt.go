@@ -376,7 +376,8 @@ func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
 		byID[info.ID] = info
 	}
 	for c := range s.fleet.all() {
-		if !c.state.live() || len(c.timeline) == 0 || c.timeline[0].At.After(listedAt) {
+		// A list taken when c was recorded, or before, may not show it yet.
+		if !c.state.live() || len(c.timeline) == 0 || !c.timeline[0].At.Before(listedAt) {
 			continue
 		}
 		info, ok := byID[c.ID]

@@ -99,6 +99,9 @@ func (s *Supervisor) create(ctx context.Context, spec AppSpec, process string, c
 	budget := &runBudget{timeout: spec.BootTimeout}
 	info, err := s.rt.Run(withRunBudget(ctx, budget), cs)
 	if err == nil {
+		if budget.admitted.IsZero() { // a runtime not bounded by class: no queue
+			budget.admitted = time.Now()
+		}
 		return info, budget.admitted, nil
 	}
 	id, runErr := info.ID, err

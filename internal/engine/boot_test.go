@@ -86,7 +86,7 @@ func TestBootTimeoutCountsFromAdmission(t *testing.T) {
 		rt.mu.Unlock()
 		s, _ := h.deployFirst(spec)
 		if n := len(h.m.Pool(appName).Load().Addrs); n != 4 {
-			t.Fatalf("%d containers serve, want 4", n)
+			t.Fatalf("%d containers serve, want 4: %+v", n, s.Status().Containers)
 		}
 
 		rt.mu.Lock()

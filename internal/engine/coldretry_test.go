@@ -14,16 +14,7 @@ func TestColdDeployTimeoutRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, nil)
 		defer h.shutdown()
-		spec := appSpec(t, "localhost/blog:v1", 1)
-		spec.BootTimeout = 10 * time.Second
-		h.rt.OnImage(spec.Image, behavior{NoListen: true})
-		h.m.Apply([]AppSpec{spec})
-		synctest.Wait()
-		s := h.sup()
-		first := h.waitDone(s, h.newest(s).ID)
-		if first.Status != StatusTimeoutError {
-			t.Fatalf("first deployment: %s (%s), want timeout-error", first.Status, first.Error)
-		}
+		s, spec, first := coldStart(t, h, 10*time.Second, DefaultRestartAttempts)
 		h.rt.OnImage(spec.Image, behavior{}) // the host has caught up
 		waitFor(t, "a deployment tried again", 5*time.Minute, func() bool { return h.newest(s).ID > first.ID })
 		d := h.waitDone(s, h.newest(s).ID)
@@ -43,13 +34,7 @@ func TestColdDeployTimeoutGivesUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, nil)
 		defer h.shutdown()
-		spec := appSpec(t, "localhost/blog:v1", 1)
-		spec.BootTimeout = 5 * time.Second
-		spec.RestartAttempts = 2
-		h.rt.OnImage(spec.Image, behavior{NoListen: true})
-		h.m.Apply([]AppSpec{spec})
-		synctest.Wait()
-		s := h.sup()
+		s, _, _ := coldStart(t, h, 5*time.Second, 2)
 		waitFor(t, "a give-up", 30*time.Minute, func() bool { return len(h.eventsNamed(EventGaveUp)) > 0 })
 		if n := len(s.Status().Deployments); n != 3 {
 			t.Errorf("%d deployments, want 3 (the first and 2 tries again)", n)
@@ -86,16 +71,7 @@ func TestColdDeployTimeoutNoRetry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, nil)
 		defer h.shutdown()
-		spec := appSpec(t, "localhost/blog:v1", 1)
-		spec.BootTimeout = 5 * time.Second
-		spec.RestartAttempts = 0
-		h.rt.OnImage(spec.Image, behavior{NoListen: true})
-		h.m.Apply([]AppSpec{spec})
-		synctest.Wait()
-		s := h.sup()
-		if d := h.waitDone(s, h.newest(s).ID); d.Status != StatusTimeoutError {
-			t.Fatalf("first deployment: %s, want timeout-error", d.Status)
-		}
+		s, _, _ := coldStart(t, h, 5*time.Second, 0)
 		settle(10 * time.Minute)
 		if n := len(s.Status().Deployments); n != 1 {
 			t.Errorf("%d deployments, want 1", n)
@@ -104,4 +80,23 @@ func TestColdDeployTimeoutNoRetry(t *testing.T) {
 			t.Errorf("give-up notified: %+v", ev)
 		}
 	})
+}
+
+// coldStart applies an app of web 1 whose containers never listen, with
+// boot_timeout timeout and restart_attempts attempts, to an empty manager,
+// and waits for its first deployment to time out.
+func coldStart(t *testing.T, h *harness, timeout time.Duration, attempts int) (*Supervisor, AppSpec, Deployment) {
+	t.Helper()
+	spec := appSpec(t, "localhost/blog:v1", 1)
+	spec.BootTimeout = timeout
+	spec.RestartAttempts = attempts
+	h.rt.OnImage(spec.Image, behavior{NoListen: true})
+	h.m.Apply([]AppSpec{spec})
+	synctest.Wait()
+	s := h.sup()
+	first := h.waitDone(s, h.newest(s).ID)
+	if first.Status != StatusTimeoutError {
+		t.Fatalf("first deployment: %s (%s), want timeout-error", first.Status, first.Error)
+	}
+	return s, spec, first
 }

@@ -84,7 +84,13 @@ func TestHTTPProbeFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := rawServer(t, tc.answer)
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			// A short deadline where the deadline is what ends it, a long
+			// one where the answer must end it by itself.
+			limit := 10 * time.Second
+			if tc.timeout {
+				limit = 300 * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), limit)
 			defer cancel()
 			code, err := httpProbe(ctx, addr, "/up")
 			if err == nil {

@@ -44,7 +44,7 @@ func (s *Supervisor) deploymentEndedLocked(d *Deployment) {
 		if br.attempts == 0 {
 			return // restart_attempts 0: no try again, so nothing to give up
 		}
-		msg := fmt.Sprintf("nothing of the app serves: its deployment of release %s timed out %d times (%s); deploy or reload to try again", shortRelease(d.Release), br.attempts+1, d.Error)
+		msg := fmt.Sprintf("nothing of the app serves: its deployment of release %s timed out %d times (%s); deploy or reload to try again", shortID(d.Release), br.attempts+1, d.Error)
 		s.log.Error("gave up deploying", zap.String("release", d.Release), zap.Int("attempts", br.attempts+1))
 		s.emit(Event{Name: EventGaveUp, Message: msg})
 		return
@@ -71,12 +71,4 @@ func (s *Supervisor) stopColdRetryLocked() {
 		br.timer.Stop()
 	}
 	s.coldRetry = nil
-}
-
-// shortRelease is a release key as logs and messages show it.
-func shortRelease(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

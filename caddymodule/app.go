@@ -140,6 +140,15 @@ type AppConfig struct {
 	// retired once it is ready. 0 never replaces it. Default: 30s.
 	UnhealthyTimeout *caddy.Duration `json:"unhealthy_timeout,omitempty"`
 
+	// IdleTimeout scales the app's web containers to zero after no
+	// request for that long (its workers keep running; the release
+	// stays). The next request is held while a web container boots, then
+	// served; requests held past boot_timeout, or over 1000 held at once,
+	// get 503 with Retry-After. At least 5s; 0 (the default) never
+	// sleeps. Requests must come through the podswitch directive (or the
+	// podswitch_gate handler, or podswitch upstreams) to count.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
 	// RestartAttempts is how many times a restart, a scale-up or the
 	// replacement of a crashed container retries a container that fails
 	// to boot (or crashes again soon after), with exponential backoff
@@ -263,6 +272,7 @@ func (c *AppConfig) spec(name string, resolve bool) (engine.AppSpec, error) {
 	if c.UnhealthyTimeout != nil {
 		spec.UnhealthyTimeout = time.Duration(*c.UnhealthyTimeout)
 	}
+	spec.IdleTimeout = time.Duration(c.IdleTimeout)
 	for _, n := range slices.Sorted(maps.Keys(c.Processes)) {
 		if n == engine.WebProcess {
 			return engine.AppSpec{}, fmt.Errorf("app %q: process type web is set with web, not processes", name)

@@ -43,6 +43,7 @@ func init() {
 //			stop_timeout <duration>
 //			drain_timeout <duration>
 //			unhealthy_timeout <duration>
+//			idle_timeout <duration>
 //			restart_attempts <number>
 //			worker_ready_time <duration>
 //			postdeploy <command...>
@@ -242,7 +243,7 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				return nil, err
 			}
 			cfg.Port = n
-		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time", "postdeploy_timeout", "unhealthy_timeout":
+		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time", "postdeploy_timeout", "unhealthy_timeout", "idle_timeout":
 			v, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -269,6 +270,11 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			case "unhealthy_timeout":
 				ut := caddy.Duration(dur)
 				cfg.UnhealthyTimeout = &ut
+			case "idle_timeout":
+				if dur > 0 && dur < engine.MinIdleTimeout {
+					return nil, d.Errf("idle_timeout: %q is too short: want at least %s, or 0 (never)", v, engine.MinIdleTimeout)
+				}
+				cfg.IdleTimeout = caddy.Duration(dur)
 			}
 		case "postdeploy":
 			cfg.Postdeploy = d.RemainingArgs()

@@ -319,6 +319,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"negative unhealthy_timeout", app("web 1", "unhealthy_timeout -1s"), `unhealthy_timeout: "-1s" must not be negative`, 6},
 		{"bad unhealthy_timeout", app("unhealthy_timeout soon"), `unhealthy_timeout: "soon" is not a duration`, 5},
 		{"unhealthy_timeout given twice", app("unhealthy_timeout 5s", "unhealthy_timeout 6s"), `app "blog": unhealthy_timeout is given twice`, 6},
+		{"short idle_timeout", app("web 1", "idle_timeout 2s"), `idle_timeout: "2s" is too short: want at least 5s, or 0 (never)`, 6},
+		{"negative idle_timeout", app("idle_timeout -5m"), `idle_timeout: "-5m" must not be negative`, 5},
 		{"duration with two values", app("stop_timeout 5s 6s"), `stop_timeout: want one value, got also "6s"`, 5},
 		{"missing image", "{\n\tpodswitch {\n\t\tpodman unix:///x.sock\n\t\tapp blog {\n\t\t\tweb 2\n\t\t\tenv A b\n\t\t}\n\t}\n}\n",
 			`app "blog": image is required`, 4},
@@ -443,6 +445,7 @@ func TestSpecJSONErrors(t *testing.T) {
 		{"negative stop_timeout", "blog", `{"image": "x", "stop_timeout": -1000000000}`, "stop_timeout must not be negative"},
 		{"negative drain_timeout", "blog", `{"image": "x", "drain_timeout": "-30s"}`, "drain_timeout must not be negative"},
 		{"negative unhealthy_timeout", "blog", `{"image": "x", "unhealthy_timeout": "-30s"}`, "unhealthy_timeout must not be negative"},
+		{"short idle_timeout", "blog", `{"image": "x", "idle_timeout": "1s"}`, "idle_timeout 1s: want at least 5s (or 0, never)"},
 		{"negative worker_ready_time", "blog", `{"image": "x", "worker_ready_time": "-2s"}`, "worker_ready_time must not be negative"},
 		{"negative restart_attempts", "blog", `{"image": "x", "restart_attempts": -1}`, "restart_attempts must not be negative"},
 		{"env PORT", "blog", `{"image": "x", "env": {"PORT": "8080"}}`, "env PORT is set by podswitch"},
@@ -507,6 +510,7 @@ func TestSpecDefaults(t *testing.T) {
 		{"stop_timeout", spec.StopTimeout, 30 * time.Second},
 		{"drain_timeout", spec.DrainTimeout, 30 * time.Second},
 		{"unhealthy_timeout", spec.UnhealthyTimeout, 30 * time.Second},
+		{"idle_timeout", spec.IdleTimeout, time.Duration(0)},
 		{"restart_attempts", spec.RestartAttempts, 20},
 		{"worker_ready_time", spec.WorkerReadyTime, 2 * time.Second},
 	} {
@@ -704,6 +708,47 @@ func TestAdaptedUnhealthyTimeout(t *testing.T) {
 			}
 			if spec.UnhealthyTimeout != tc.want {
 				t.Errorf("unhealthy_timeout %s, want %s", spec.UnhealthyTimeout, tc.want)
+			}
+		})
+	}
+}
+
+// idle_timeout adapts to JSON and reaches the engine; absent, the app never
+// sleeps.
+func TestAdaptedIdleTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		json string
+		want time.Duration
+	}{
+		{"idle_timeout 15m", `"idle_timeout": 900000000000`, 15 * time.Minute},
+		{"idle_timeout 0", "", 0},
+		{"", "", 0},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			caddyfile := "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n"
+			if tc.line != "" {
+				caddyfile += "\t\t\t" + tc.line + "\n"
+			}
+			caddyfile += "\t\t}\n\t}\n}\n"
+			out := mustAdapt(t, []byte(caddyfile), true)
+			if tc.json != "" && !bytes.Contains(out, []byte(tc.json)) {
+				t.Errorf("adapted JSON lacks %s:\n%s", tc.json, out)
+			}
+			var cfg struct {
+				Apps struct {
+					Podswitch App `json:"podswitch"`
+				} `json:"apps"`
+			}
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			spec, err := cfg.Apps.Podswitch.Apps["blog"].Spec("blog")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spec.IdleTimeout != tc.want {
+				t.Errorf("idle_timeout %s, want %s", spec.IdleTimeout, tc.want)
 			}
 		})
 	}

@@ -724,6 +724,16 @@ func printApp(w io.Writer, st engine.AppStatus) {
 	if m := st.Maintenance; m != nil {
 		fmt.Fprintf(w, "maintenance: since %s: %q\n", formatTime(m.Since), m.Message)
 	}
+	if i := st.Idle; i != nil {
+		what := "asleep (idle_timeout): web containers stopped; the next request wakes it"
+		if i.Waking {
+			what = "waking up: a web container boots"
+		}
+		fmt.Fprintf(w, "idle:       %s since %s; %d requests held\n", what, formatTime(i.Since), i.Held)
+	}
+	if lw := st.LastWake; lw != nil {
+		fmt.Fprintf(w, "last wake:  %s by %s, cold start %s\n", formatTime(lw.At), lw.Trigger, lw.ColdStart)
+	}
 	for _, o := range st.Overrides {
 		fmt.Fprintf(w, "override:   %s = %s by %s at %s (the config says %s)\n", o.Setting, o.Value, o.Operation, formatTime(o.At), o.ConfigValue)
 	}

@@ -514,6 +514,8 @@ type dashAppSummary struct {
 	Last         *dashDeployment           `json:"last_deployment,omitempty"`
 	Paused       *engine.PauseStatus       `json:"paused,omitempty"`
 	Maintenance  *engine.MaintenanceStatus `json:"maintenance,omitempty"`
+	Idle         *engine.IdleStatus        `json:"idle,omitempty"`
+	LastWake     *engine.WakeStatus        `json:"last_wake,omitempty"`
 	RuntimeError string                    `json:"runtime_error,omitempty"`
 	GaveUp       []string                  `json:"gave_up,omitempty"`
 	// Crashes are the crashes of serving containers within crashWindow.
@@ -695,7 +697,7 @@ const crashWindow = 10 * time.Minute
 func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppSummary {
 	s := dashAppSummary{
 		Name: st.Name, Release: st.Release, DesiredRelease: st.Desired, DesiredImage: st.Image, DesiredImageID: st.ImageID,
-		Paused: st.Paused, Maintenance: st.Maintenance, RuntimeError: st.RuntimeError,
+		Paused: st.Paused, Maintenance: st.Maintenance, Idle: st.Idle, LastWake: st.LastWake, RuntimeError: st.RuntimeError,
 		GaveUp: st.GaveUp, Crashes: crashes,
 	}
 	deploying := false
@@ -744,7 +746,8 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 		if p.Unreachable > 0 {
 			warn = append(warn, dashNote{Text: fmt.Sprintf("%d %s container(s) unhealthy, stopped answering their health check: out of the pool until they answer or are replaced", p.Unreachable, p.Name)})
 		}
-		if !deploying && st.Release != nil && p.live < p.Want && !slices.Contains(st.GaveUp, p.Name) {
+		asleep := st.Idle != nil && p.Name == engine.WebProcess
+		if !deploying && !asleep && st.Release != nil && p.live < p.Want && !slices.Contains(st.GaveUp, p.Name) {
 			warn = append(warn, dashNote{Text: fmt.Sprintf("%s: %d of %d containers running", p.Name, p.live, p.Want)})
 		}
 	}

@@ -21,8 +21,10 @@ func init() {
 // the proxy: in maintenance a request gets 503 with the maintenance message
 // and Retry-After; in a pause it is held until the app resumes (then goes
 // on to the next handler) or the pause's timeout passes (then 503 with
-// Retry-After). A pause holds at most engine.MaxHeld requests of the app at
-// once; the next get 503 with Retry-After at once. When Caddy exits, every
+// Retry-After). An app asleep (idle_timeout) holds requests the same way
+// while a web container boots, at most its boot_timeout each (then 503,
+// "starting", with Retry-After). A pause holds at most engine.MaxHeld
+// requests of the app at once; the next get 503 with Retry-After at once. When Caddy exits, every
 // held request is answered 503 with Retry-After at once, so that the
 // server's graceful shutdown ends promptly. It takes no lock: one atomic
 // load when the app is neither paused nor in maintenance, an atomic counter
@@ -73,12 +75,18 @@ const (
 	pausedMessage   = "The service is paused for a moment. Please try again shortly."
 	busyMessage     = "The service is paused for a moment and cannot hold more requests. Please try again shortly."
 	shutdownMessage = "The server is shutting down. Please try again shortly."
+	// Of an app asleep (idle_timeout) while it wakes up.
+	startingMessage     = "The service is starting. Please try again shortly."
+	startingBusyMessage = "The service is starting and cannot hold more requests. Please try again shortly."
 )
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	gate, verdict := g.pool.Pass(r.Context(), g.release.done())
 	msg, page := pausedMessage, g.pages.pause
+	if gate != nil && gate.Waking {
+		msg, page = startingMessage, nil
+	}
 	switch verdict {
 	case engine.Through:
 		return next.ServeHTTP(w, r)
@@ -88,6 +96,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		msg, page = gate.Message, g.pages.maintenance
 	case engine.Full:
 		msg = busyMessage
+		if gate.Waking {
+			msg = startingBusyMessage
+		}
 	case engine.Released:
 		msg = shutdownMessage
 		w.Header().Set("Connection", "close")

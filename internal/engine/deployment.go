@@ -138,6 +138,7 @@ func (s *Supervisor) endLocked(e *logEntry, st Status, msg string) {
 	}
 	e.d.Status, e.d.Error, e.d.EndedAt = st, msg, time.Now()
 	s.log_.end(e.d.ID)
+	s.noteUsed()
 	if st != StatusSuccess || len(e.old) == 0 {
 		e.settle()
 	}

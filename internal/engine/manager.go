@@ -100,6 +100,7 @@ func (m *Manager) Apply(specs []AppSpec) {
 	m.startOnce.Do(func() {
 		m.bg.Go(m.watch)
 		m.bg.Go(m.resyncLoop)
+		m.bg.Go(m.idleLoop)
 	})
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()

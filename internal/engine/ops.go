@@ -96,6 +96,7 @@ func (s *Supervisor) Update(config AppSpec) *Deployment {
 func (s *Supervisor) refreshDesiredLocked() {
 	desired, dropped := s.rec.Overrides.apply(s.config, s.resolve)
 	s.desired = s.pinnedLocked(desired)
+	s.idleAfter.Store(int64(s.desired.IdleTimeout))
 	if dropped {
 		s.log.Info("the config changed a setting an operation had set: the config's value applies")
 		s.saveRecordLocked()
@@ -322,6 +323,9 @@ func (s *Supervisor) Restart(process, container string) (DeployResult, error) {
 			return DeployResult{}, inputErr("app %s has no process type %q", s.name, process)
 		}
 	}
+	if s.rec.Idle != nil && (process == WebProcess || (container == "" && process == "" && len(spec.Processes) == 1)) {
+		return DeployResult{}, inputErr("app %s is idle: its web containers are stopped until the next request", s.name)
+	}
 	if process == "" {
 		s.resetProcsLocked(slices.Collect(maps.Keys(spec.Counts())))
 	} else {
@@ -430,6 +434,8 @@ func (s *Supervisor) applyGateLocked() {
 	case s.rec.Pause != nil:
 		p := s.rec.Pause
 		s.pool.setGate(&Gate{Timeout: p.Timeout, RetryAfter: gateRetryAfter, Since: p.Since})
+	case s.rec.Idle != nil || s.waking != nil:
+		s.pool.setGate(s.wakeGate())
 	default:
 		s.pool.setGate(nil)
 	}

@@ -38,6 +38,9 @@ type PoolRef struct {
 	// every request held then is released.
 	closed    chan struct{}
 	closeOnce sync.Once
+	// used is set by every request (Pass) and taken back by the idle
+	// check: whether the app got traffic since the last look.
+	used atomic.Bool
 }
 
 func newPoolRef() *PoolRef { return &PoolRef{closed: make(chan struct{})} }
@@ -84,8 +87,15 @@ type Gate struct {
 	// RetryAfter is what a 503 tells the client to wait.
 	RetryAfter time.Duration
 	Since      time.Time
+	// Waking is set on the gate of an app asleep (idle_timeout) or
+	// waking up: requests are held while a web container boots.
+	Waking bool
 
 	resumed chan struct{}
+	// wake, set on the gate of an app asleep, asks its supervisor to wake
+	// it up; the first request the gate sees calls it (woken).
+	wake  func()
+	woken atomic.Bool
 }
 
 // Wait blocks a request while the app is paused: it returns true once the
@@ -131,6 +141,9 @@ const (
 // whose timeout counts afresh) is looked at again. At most maxHeld
 // requests are held at once (an atomic counter); the next are Full.
 func (r *PoolRef) Pass(ctx context.Context, release <-chan struct{}) (*Gate, Verdict) {
+	if !r.used.Load() {
+		r.used.Store(true)
+	}
 	g := r.Gate()
 	if g == nil {
 		return nil, Through
@@ -138,6 +151,7 @@ func (r *PoolRef) Pass(ctx context.Context, release <-chan struct{}) (*Gate, Ver
 	if g.Maintenance {
 		return g, InMaintenance
 	}
+	g.wakeUp()
 	if r.held.Add(1) > r.limit() {
 		r.held.Add(-1)
 		return g, Full
@@ -153,6 +167,14 @@ func (r *PoolRef) Pass(ctx context.Context, release <-chan struct{}) (*Gate, Ver
 		if g.Maintenance {
 			return g, InMaintenance
 		}
+		g.wakeUp()
+	}
+}
+
+// wakeUp asks, once per gate, the supervisor of an app asleep to wake it.
+func (g *Gate) wakeUp() {
+	if g.wake != nil && !g.woken.Load() && g.woken.CompareAndSwap(false, true) {
+		g.wake()
 	}
 }
 

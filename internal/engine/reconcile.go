@@ -105,6 +105,9 @@ func (s *Supervisor) reconcileLocked() {
 	if !s.adopted || s.ctx.Err() != nil {
 		return
 	}
+	if s.rec.Idle != nil && s.desired.IdleTimeout <= 0 {
+		s.wakeLocked("config")
+	}
 	want := s.desired.ReleaseID()
 	if (s.serving == nil || s.serving.ID != want) && s.lastTried != want {
 		trigger := s.trigger()
@@ -154,6 +157,16 @@ func (s *Supervisor) servingSpecLocked() AppSpec {
 	spec.BootTimeout, spec.StopTimeout, spec.DrainTimeout = d.BootTimeout, d.StopTimeout, d.DrainTimeout
 	spec.RestartAttempts, spec.WorkerReadyTime, spec.HookTimeout = d.RestartAttempts, d.WorkerReadyTime, d.HookTimeout
 	spec.ReadyPath, spec.ReadyStatus, spec.UnhealthyTimeout = d.ReadyPath, d.ReadyStatus, d.UnhealthyTimeout
+	spec.IdleTimeout = d.IdleTimeout
+	if s.rec.Idle != nil {
+		// Asleep: no web container runs until the next request.
+		spec.Processes = slices.Clone(spec.Processes)
+		for i, p := range spec.Processes {
+			if p.Name == WebProcess {
+				spec.Processes[i].Count = 0
+			}
+		}
+	}
 	return spec
 }
 
@@ -180,8 +193,12 @@ func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 		slices.SortFunc(live, s.surplusOrder)
 		// Recorded as retiring in one write before any of them stops.
 		s.recordRetiringLocked(live[:n])
+		why := "scaled down"
+		if p.Name == WebProcess && s.rec.Idle != nil {
+			why = "the app is idle"
+		}
 		for _, c := range live[:n] {
-			s.retireLocked(c, nil, "scaled down")
+			s.retireLocked(c, nil, why)
 		}
 		return
 	}

@@ -33,6 +33,9 @@ type AppRecord struct {
 	// Pause and Maintenance are in effect when set.
 	Pause       *PauseRecord       `json:"pause,omitempty"`
 	Maintenance *MaintenanceRecord `json:"maintenance,omitempty"`
+	// Idle is set while the app sleeps: idle for its idle_timeout, its
+	// web containers were stopped and the next request wakes it.
+	Idle *IdleRecord `json:"idle,omitempty"`
 }
 
 // releasesKept is how many past releases an app record keeps.
@@ -66,6 +69,11 @@ type ImagePin struct {
 type PauseRecord struct {
 	Since   time.Time     `json:"since"`
 	Timeout time.Duration `json:"timeout"`
+}
+
+// IdleRecord is an app asleep since Since.
+type IdleRecord struct {
+	Since time.Time `json:"since"`
 }
 
 // MaintenanceRecord is maintenance mode: requests get 503 and Message.

@@ -82,7 +82,9 @@ func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, cont
 			return nil, err
 		}
 		s.lastTried, s.missingImage = spec.ReleaseID(), ""
+		s.wakeLocked(kind)
 	}
+	s.noteUsed()
 	if r := s.rollout; r != nil {
 		r.abort("replaced by a newer deployment")
 	}

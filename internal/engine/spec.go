@@ -118,6 +118,10 @@ type AppSpec struct {
 	// zero never replaces it. Like DrainTimeout, zero has a meaning: the
 	// caller sets DefaultUnhealthyTimeout when the setting is absent.
 	UnhealthyTimeout time.Duration
+	// IdleTimeout, when set, scales the app's web containers to zero
+	// after no request for that long (its workers keep running); the next
+	// request wakes it (see idle.go). Zero never does.
+	IdleTimeout time.Duration
 	// Settings are the container settings (memory, cpus, networks,
 	// volumes, user) of every process type that does not override them,
 	// and of the postdeploy hook.
@@ -178,10 +182,14 @@ func (s AppSpec) Validate() error {
 		"boot_timeout": s.BootTimeout, "stop_timeout": s.StopTimeout,
 		"drain_timeout": s.DrainTimeout, "worker_ready_time": s.WorkerReadyTime,
 		"postdeploy_timeout": s.HookTimeout, "unhealthy_timeout": s.UnhealthyTimeout,
+		"idle_timeout": s.IdleTimeout,
 	} {
 		if d < 0 {
 			return fmt.Errorf("%s must not be negative", name)
 		}
+	}
+	if s.IdleTimeout > 0 && s.IdleTimeout < MinIdleTimeout {
+		return fmt.Errorf("idle_timeout %s: want at least %s (or 0, never)", s.IdleTimeout, MinIdleTimeout)
 	}
 	if s.RestartAttempts < 0 {
 		return errors.New("restart_attempts must not be negative")

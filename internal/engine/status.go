@@ -195,6 +195,10 @@ type AppStatus struct {
 	// AllUnhealthy is set while every ready web container fails its
 	// health check: the pool then keeps them all rather than none.
 	AllUnhealthy string `json:"all_unhealthy,omitempty"`
+	// Idle is set while the app sleeps (idle_timeout) or wakes up.
+	Idle *IdleStatus `json:"idle,omitempty"`
+	// LastWake is the app's last wake and its cold start.
+	LastWake *WakeStatus `json:"last_wake,omitempty"`
 }
 
 // History keeps the deployments of apps across restarts of the process.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -172,6 +173,17 @@ type Supervisor struct {
 	// coldRetry is the retry of a deployment that timed out while nothing
 	// served, nil when there is none.
 	coldRetry *coldRetry
+	// waking is the wake of an app that slept, until a web container is
+	// ready; lastWake is the last one that ended.
+	waking   *waking
+	lastWake *WakeStatus
+
+	// Of the idle check, which takes no lock: when the app last got a
+	// request (unix nanoseconds), its idle_timeout (nanoseconds, 0 for
+	// none; set with desired), and whether a sleep is queued.
+	lastUsed    atomic.Int64
+	idleAfter   atomic.Int64
+	sleepQueued atomic.Bool
 }
 
 // serving is the release that serves.
@@ -220,6 +232,8 @@ func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, 
 		procs:     map[string]*procState{},
 	}
 	s.desired = spec
+	s.idleAfter.Store(int64(spec.IdleTimeout))
+	s.noteUsed()
 	s.fleet = newFleet(s.log, pool, s.touch)
 	return s
 }
@@ -267,6 +281,7 @@ func (s *Supervisor) unlock() {
 		rel = s.serving.ID
 	}
 	s.fleet.publish(rel)
+	s.wokenLocked()
 	s.mu.Unlock()
 }
 
@@ -498,6 +513,7 @@ func (s *Supervisor) Status() AppStatus {
 	if m := s.rec.Maintenance; m != nil {
 		st.Maintenance = &MaintenanceStatus{Since: m.Since, Message: m.Message}
 	}
+	st.Idle, st.LastWake = s.idleStatusLocked(), s.lastWake
 	return st
 }
 

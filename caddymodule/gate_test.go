@@ -332,3 +332,93 @@ func TestGatePauseReleasedAtExit(t *testing.T) {
 		t.Errorf("pause %+v, want it standing with nothing held", p)
 	}
 }
+
+// An app asleep (idle_timeout) or waking up holds requests like a pause,
+// but its 503s say that it is starting, in plain text, with the gate's
+// Retry-After: the pause page is for pauses only. A request held past the
+// gate's timeout (boot_timeout) gets one, and so does a request over the
+// bound of held requests, at once; the held requests go on when the gate
+// lifts (the first web container is ready).
+func TestGateWakingTimeout(t *testing.T) {
+	m := engine.NewManager(engine.Deps{})
+	t.Cleanup(m.Close)
+	ref := m.Pool("blog")
+	engine.SetMaxHeldForTest(ref, 1)
+	var hits atomic.Int32
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
+		hits.Add(1)
+		_, err := w.Write([]byte("from the app"))
+		return err
+	})
+	g := &Gate{App: "blog", pool: ref, pages: pages{pause: []byte("<h1>paused</h1>"), maintenance: []byte("<h1>maintenance</h1>")}}
+	serve := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		if err := g.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil), next); err != nil {
+			t.Error(err)
+		}
+		return rec
+	}
+	checkStarting := func(t *testing.T, rec *httptest.ResponseRecorder, msg string) {
+		t.Helper()
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("status %d, want 503", rec.Code)
+		}
+		if got := rec.Header().Get("Retry-After"); got != "5" {
+			t.Errorf("Retry-After %q, want 5", got)
+		}
+		if got := rec.Header().Get("Cache-Control"); got != "no-store" {
+			t.Errorf("Cache-Control %q, want no-store", got)
+		}
+		if got := rec.Header().Get("Content-Type"); got != "text/plain; charset=utf-8" {
+			t.Errorf("Content-Type %q, want text/plain (not the pause page)", got)
+		}
+		if got := rec.Body.String(); got != msg+"\n" {
+			t.Errorf("body %q, want %q", got, msg+"\n")
+		}
+	}
+	waking := func(timeout time.Duration) *engine.Gate {
+		return &engine.Gate{Waking: true, Timeout: timeout, RetryAfter: 5 * time.Second, Since: time.Now()}
+	}
+
+	const timeout = 200 * time.Millisecond
+	engine.SetGateForTest(ref, waking(timeout))
+	start := time.Now()
+	rec := serve()
+	took := time.Since(start)
+	checkStarting(t, rec, "The service is starting. Please try again shortly.")
+	if took < timeout || took > timeout+5*time.Second {
+		t.Errorf("the 503 of a wake with a boot_timeout of %s came after %s", timeout, took)
+	}
+	if hits.Load() != 0 {
+		t.Error("a request whose wake timed out reached the app")
+	}
+
+	engine.SetGateForTest(ref, waking(time.Hour))
+	held := make(chan *httptest.ResponseRecorder, 1)
+	go func() { held <- serve() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for ref.Held() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gate holds %d requests, want 1", ref.Held())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start = time.Now()
+	rec = serve()
+	checkStarting(t, rec, "The service is starting and cannot hold more requests. Please try again shortly.")
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the 503 over the bound took %s, want it at once", took)
+	}
+	engine.SetGateForTest(ref, nil) // a web container is ready
+	select {
+	case rec := <-held:
+		if rec.Code != http.StatusOK || rec.Body.String() != "from the app" {
+			t.Errorf("the held request got %d %q when the gate lifted, want the app's answer", rec.Code, rec.Body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held request did not go on when the gate lifted")
+	}
+	if hits.Load() != 1 {
+		t.Errorf("the app got %d requests, want the 1 held", hits.Load())
+	}
+}

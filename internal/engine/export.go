@@ -7,3 +7,9 @@ func StorePoolForTest(r *PoolRef, release string, addrs []string) { r.store(rele
 // SetMaxHeldForTest sets how many requests a pause of r holds at once
 // (MaxHeld by default). Call it before any request comes.
 func SetMaxHeldForTest(r *PoolRef, n int64) { r.maxHeld = n }
+
+// SetGateForTest installs g as r's gate (nil lifts it), as a pause,
+// maintenance or a sleep would. It exists for the tests of the packages
+// that answer for gates; a gate built outside the engine has no
+// supervisor to wake.
+func SetGateForTest(r *PoolRef, g *Gate) { r.setGate(g) }

@@ -95,6 +95,9 @@ func newAdminAPI(manager func() *engine.Manager) *adminAPI {
 	a.handleApp("POST /podswitch/apps/{app}/pause", a.pause)
 	a.handleApp("POST /podswitch/apps/{app}/maintenance", a.maintenance)
 	a.handleApp("POST /podswitch/apps/{app}/resume", a.resume)
+	a.handleApp("POST /podswitch/apps/{app}/rollout", a.rollout)
+	a.handleApp("POST /podswitch/apps/{app}/promote", a.promote)
+	a.handleApp("POST /podswitch/apps/{app}/abort", a.abort)
 	return a
 }
 
@@ -209,7 +212,7 @@ func opErr(app string, err error) error {
 	case errors.Is(err, engine.ErrStarting):
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err, Message: fmt.Sprintf("app %s: %v", app, err)}
 	case errors.Is(err, engine.ErrNoRelease), errors.Is(err, engine.ErrBusy), errors.Is(err, engine.ErrNoRollback),
-		errors.Is(err, engine.ErrNotPaused), errors.Is(err, engine.ErrRemoved):
+		errors.Is(err, engine.ErrNotPaused), errors.Is(err, engine.ErrRemoved), errors.Is(err, engine.ErrNoCanary):
 		return apiErr(http.StatusConflict, "app %s: %v", app, err)
 	}
 	return apiErr(http.StatusBadRequest, "%v", err)
@@ -247,26 +250,106 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 	if err := checkImage(body.Image); err != nil {
 		return err
 	}
-	// An image Podman does not have is refused before anything changes;
-	// one it has is resolved to its ID here, without the app's lock: the
-	// release runs that ID.
-	ctx, cancel := context.WithTimeout(r.Context(), imageCheckTimeout)
-	defer cancel()
-	imageID, err := m.Runtime().ImageID(ctx, body.Image)
+	imageID, err := resolveImage(r, m, body.Image)
 	if err != nil {
-		switch {
-		case errors.Is(err, engine.ErrImageNotFound):
-			return apiErr(http.StatusBadRequest, "%s; nothing was changed", engine.MissingImageMessage(body.Image, err))
-		case errors.Is(err, engine.ErrUnavailable):
-			return apiErr(http.StatusServiceUnavailable, "cannot check the image: %v; nothing was changed", err)
-		}
-		return apiErr(http.StatusBadGateway, "checking image %s: %v; nothing was changed", body.Image, err)
+		return err
 	}
 	res, err := s.Deploy(body.Image, imageID)
 	if err != nil {
 		return opErr(s.Name(), err)
 	}
 	return answerDeployment(w, r, s, res, wait)
+}
+
+// resolveImage refuses an image Podman does not have before anything
+// changes, and resolves one it has to its ID, without the app's lock: the
+// release runs that ID.
+func resolveImage(r *http.Request, m *engine.Manager, image string) (string, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), imageCheckTimeout)
+	defer cancel()
+	imageID, err := m.Runtime().ImageID(ctx, image)
+	if err != nil {
+		switch {
+		case errors.Is(err, engine.ErrImageNotFound):
+			return "", apiErr(http.StatusBadRequest, "%s; nothing was changed", engine.MissingImageMessage(image, err))
+		case errors.Is(err, engine.ErrUnavailable):
+			return "", apiErr(http.StatusServiceUnavailable, "cannot check the image: %v; nothing was changed", err)
+		}
+		return "", apiErr(http.StatusBadGateway, "checking image %s: %v; nothing was changed", image, err)
+	}
+	return imageID, nil
+}
+
+// rollout starts a canary of an image: {"image": "...", "percent": 20,
+// "header": "X-Beta" or "X-Beta=1", "cookie": "beta=1"}. A canary of the
+// image that is the canary already changes its share only.
+func (a *adminAPI) rollout(w http.ResponseWriter, r *http.Request, m *engine.Manager, s *engine.Supervisor) error {
+	wait, err := wantWait(r)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Image   string `json:"image"`
+		Percent *int   `json:"percent"`
+		Header  string `json:"header"`
+		Cookie  string `json:"cookie"`
+	}
+	if err := readBody(w, r, &body, false); err != nil {
+		return err
+	}
+	if err := checkImage(body.Image); err != nil {
+		return err
+	}
+	if body.Percent == nil {
+		return apiErr(http.StatusBadRequest, `percent is required: {"image": "...", "percent": 20}`)
+	}
+	rules := engine.CanaryRules{Percent: *body.Percent}
+	rules.Header, rules.HeaderValue, _ = strings.Cut(body.Header, "=")
+	if body.Cookie != "" {
+		var ok bool
+		if rules.Cookie, rules.CookieValue, ok = strings.Cut(body.Cookie, "="); !ok {
+			return apiErr(http.StatusBadRequest, "cookie %q: want name=value", body.Cookie)
+		}
+	}
+	if err := rules.Validate(); err != nil {
+		return apiErr(http.StatusBadRequest, "%v", err)
+	}
+	imageID, err := resolveImage(r, m, body.Image)
+	if err != nil {
+		return err
+	}
+	res, err := s.Canary(body.Image, imageID, rules)
+	if err != nil {
+		return opErr(s.Name(), err)
+	}
+	return answerDeployment(w, r, s, res, wait)
+}
+
+// promote deploys the canary's release to all traffic, new-first.
+func (a *adminAPI) promote(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
+	wait, err := wantWait(r)
+	if err != nil {
+		return err
+	}
+	if err := readBody(w, r, &struct{}{}, true); err != nil {
+		return err
+	}
+	res, err := s.Promote()
+	if err != nil {
+		return opErr(s.Name(), err)
+	}
+	return answerDeployment(w, r, s, res, wait)
+}
+
+// abort ends the canary: every request goes to the serving release.
+func (a *adminAPI) abort(w http.ResponseWriter, r *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
+	if err := readBody(w, r, &struct{}{}, true); err != nil {
+		return err
+	}
+	if err := s.Abort(); err != nil {
+		return opErr(s.Name(), err)
+	}
+	return writeJSON(w, http.StatusOK, s.Status())
 }
 
 // deploymentAnswer is the body of a deploy, restart or rollback answer.
@@ -388,15 +471,23 @@ func waitScaled(ctx context.Context, s *engine.Supervisor) {
 	}
 }
 
+// scaled reports whether st runs its desired counts. A canary's
+// containers do not count, and an app asleep wants no web container.
 func scaled(st engine.AppStatus) bool {
 	ready := map[string]int{}
 	for _, c := range st.Containers {
+		if st.Canary != nil && c.Release == st.Canary.Release {
+			continue
+		}
 		if c.State != engine.StateReady {
 			return false
 		}
 		ready[c.Process]++
 	}
 	for p, n := range st.Processes {
+		if p == engine.WebProcess && st.Idle != nil && !st.Idle.Waking {
+			n = 0
+		}
 		if ready[p] != n && !slices.Contains(st.GaveUp, p) {
 			return false
 		}

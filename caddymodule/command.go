@@ -41,13 +41,16 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "podswitch",
-		Usage: "status|deploy|restart|scale|rollback|pause|resume|maintenance|history|logs [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
+		Usage: "status|deploy|rollout|promote|abort|restart|scale|rollback|pause|resume|maintenance|history|logs [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
 		Short: "Shows and changes the apps that podswitch runs",
 		Long: `
 Talks to the podswitch API on the admin endpoint of a running Caddy:
 
   caddy podswitch status [<app>]
   caddy podswitch deploy <app> <image> [--wait [--timeout <duration>]]
+  caddy podswitch rollout <app> <image> --percent <n> [--header <name>[=<value>]] [--cookie <name>=<value>] [--wait [--timeout <duration>]]
+  caddy podswitch promote <app> [--wait [--timeout <duration>]]
+  caddy podswitch abort <app>
   caddy podswitch restart <app> [--process <type> | --container <id>] [--wait [--timeout <duration>]]
   caddy podswitch scale <app> <type>=<count>... [--wait [--timeout <duration>]]
   caddy podswitch rollback <app> [--wait [--timeout <duration>]]
@@ -62,6 +65,14 @@ other app or site sees anything. deploy, rollback and scale override the
 config's image and counts for as long as the config keeps the value it had
 (a "caddy reload" of an unchanged Caddyfile keeps them; one that changes
 the image or a count wins). They survive restarts of Caddy.
+
+rollout boots the web containers of an image beside the serving ones and
+sends them a share of the traffic (a canary): --percent of new clients, each
+kept on the release it got by a cookie, and every request that carries
+--header (with its value, when given) or --cookie. promote deploys the
+canary's image to all traffic, new-first, like deploy; abort sends every
+request back to the serving release and stops the canary's containers. A
+canary ends at a deploy of another image, and when Caddy restarts.
 
 The admin endpoint is the one given with --address, else the one in the
 config given with --config (and --adapter), else localhost:2019. --json prints
@@ -79,7 +90,8 @@ when --timeout passed first (the deployment goes on).
 			pf.StringP("config", "c", "", "Configuration file, to find the administration endpoint")
 			pf.StringP("adapter", "a", "", "Name of the adapter of the configuration file")
 			pf.Bool("json", false, "Print the API's JSON answer")
-			cmd.AddCommand(statusCommand(), deployCommand(), restartCommand(), scaleCommand(), rollbackCommand(),
+			cmd.AddCommand(statusCommand(), deployCommand(), rolloutCommand(), promoteCommand(), abortCommand(),
+				restartCommand(), scaleCommand(), rollbackCommand(),
 				pauseCommand(), maintenanceCommand(), resumeCommand(), historyCommand(), logsCommand())
 			// Without this, cobra shows the help and exits 0 for a
 			// mistyped subcommand.
@@ -88,7 +100,7 @@ when --timeout passed first (the deployment goes on).
 					return cmd.Help()
 				}
 				cmd.SilenceErrors, cmd.SilenceUsage = true, true
-				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, deploy, restart, scale, rollback, pause, resume, maintenance, history or logs\n", args[0])
+				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, deploy, rollout, promote, abort, restart, scale, rollback, pause, resume, maintenance, history or logs\n", args[0])
 				return errExit
 			}
 		},
@@ -145,6 +157,67 @@ func deployCommand() *cobra.Command {
 	}
 	waitFlags(cmd)
 	return cmd
+}
+
+func rolloutCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout <app> <image> --percent <n>",
+		Short: "Puts an image beside the serving release for a share of the traffic (a canary); promote or abort it",
+		Example: `  caddy podswitch rollout blog localhost/blog:v2 --percent 20 --wait
+  caddy podswitch rollout blog localhost/blog:v2 --percent 0 --header X-Beta=1
+  caddy podswitch rollout blog localhost/blog:v2 --percent 50   # the same image again: a new share`,
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			const usage = "rollout <app> <image> --percent <n> [--header <name>[=<value>]] [--cookie <name>=<value>] [--wait [--timeout <duration>]]"
+			if len(args) != 2 || !c.cmd.Flags().Changed("percent") {
+				return c.usage(usage)
+			}
+			percent, _ := c.cmd.Flags().GetInt("percent")
+			body := map[string]any{"image": args[1], "percent": percent}
+			if h := c.flag("header"); h != "" {
+				body["header"] = h
+			}
+			if ck := c.flag("cookie"); ck != "" {
+				body["cookie"] = ck
+			}
+			return c.deployment("/podswitch/apps/"+url.PathEscape(args[0])+"/rollout", body, args[0])
+		}),
+	}
+	cmd.Flags().IntP("percent", "p", 0, "Share of new clients that get the canary, 0 to 100")
+	cmd.Flags().String("header", "", "Requests with this header (name, or name=value) always get the canary")
+	cmd.Flags().String("cookie", "", "Requests with this cookie (name=value) always get the canary")
+	waitFlags(cmd)
+	return cmd
+}
+
+func promoteCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "promote <app>",
+		Short:   "Deploys the canary's image to all traffic, new containers first, like deploy",
+		Example: `  caddy podswitch promote blog --wait`,
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("promote <app> [--wait [--timeout <duration>]]")
+			}
+			return c.deployment("/podswitch/apps/"+url.PathEscape(args[0])+"/promote", nil, args[0])
+		}),
+	}
+	waitFlags(cmd)
+	return cmd
+}
+
+func abortCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "abort <app>",
+		Short:   "Ends the canary: every request goes to the serving release, the canary's containers stop",
+		Example: `  caddy podswitch abort blog`,
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) != 1 {
+				return c.usage("abort <app>")
+			}
+			c.timeout = 0
+			return c.simple("/podswitch/apps/"+url.PathEscape(args[0])+"/abort", nil, "canary aborted: every request goes to the serving release")
+		}),
+	}
 }
 
 func restartCommand() *cobra.Command {
@@ -561,7 +634,7 @@ func (c *cliClient) request(method, uri string, body any) ([]byte, error) {
 
 // deployment posts a deploy or restart and reports on the deployment it
 // started.
-func (c *cliClient) deployment(uri string, body map[string]string, app string) int {
+func (c *cliClient) deployment(uri string, body any, app string) int {
 	wait, _ := c.cmd.Flags().GetBool("wait")
 	if wait && !c.json {
 		return c.watchDeployment(uri, body, app)
@@ -621,9 +694,18 @@ func describeDeployment(app string, d engine.Deployment) string {
 	if d.Container != "" {
 		what += ", container " + shortID(d.Container)
 	}
+	if d.Kind == engine.KindCanary {
+		what += fmt.Sprintf(", %d%% of new clients", d.Percent)
+	}
+	if d.Trigger == "promote" {
+		what += ", promoting the canary"
+	}
 	s := fmt.Sprintf("deployment %d of %s (%s, release %s): %s", d.ID, app, what, d.Release, d.Status)
 	if d.Status.Ended() && !d.EndedAt.IsZero() {
 		s += " after " + d.EndedAt.Sub(d.StartedAt).Round(time.Millisecond).String()
+	}
+	if d.CanaryEnded != "" {
+		s += "; the canary ended: " + d.CanaryEnded
 	}
 	return s
 }
@@ -730,6 +812,23 @@ func printApp(w io.Writer, st engine.AppStatus) {
 			what = "waking up: a web container boots"
 		}
 		fmt.Fprintf(w, "idle:       %s since %s; %d requests held\n", what, formatTime(i.Since), i.Held)
+	}
+	if cn := st.Canary; cn != nil {
+		rules := fmt.Sprintf("%d%% of new clients", cn.Percent)
+		if cn.Header != "" {
+			rules += ", header " + cn.Header
+			if cn.HeaderValue != "" {
+				rules += "=" + cn.HeaderValue
+			}
+		}
+		if cn.Cookie != "" {
+			rules += ", cookie " + cn.Cookie + "=" + cn.CookieValue
+		}
+		if cn.InService {
+			fmt.Fprintf(w, "canary:     %s %s gets %s since %s (%d ready; deployment %d)\n", cn.Release, imageText(cn.Image, cn.ImageID), rules, formatTime(cn.Since), cn.Ready, cn.Deployment)
+		} else {
+			fmt.Fprintf(w, "canary:     %s %s boots (deployment %d), then gets %s\n", cn.Release, imageText(cn.Image, cn.ImageID), cn.Deployment, rules)
+		}
 	}
 	if lw := st.LastWake; lw != nil {
 		fmt.Fprintf(w, "last wake:  %s by %s, cold start %s\n", formatTime(lw.At), lw.Trigger, lw.ColdStart)

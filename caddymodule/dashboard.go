@@ -516,6 +516,7 @@ type dashAppSummary struct {
 	Maintenance  *engine.MaintenanceStatus `json:"maintenance,omitempty"`
 	Idle         *engine.IdleStatus        `json:"idle,omitempty"`
 	LastWake     *engine.WakeStatus        `json:"last_wake,omitempty"`
+	Canary       *engine.CanaryStatus      `json:"canary,omitempty"`
 	RuntimeError string                    `json:"runtime_error,omitempty"`
 	GaveUp       []string                  `json:"gave_up,omitempty"`
 	// Crashes are the crashes of serving containers within crashWindow.
@@ -697,7 +698,7 @@ const crashWindow = 10 * time.Minute
 func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppSummary {
 	s := dashAppSummary{
 		Name: st.Name, Release: st.Release, DesiredRelease: st.Desired, DesiredImage: st.Image, DesiredImageID: st.ImageID,
-		Paused: st.Paused, Maintenance: st.Maintenance, Idle: st.Idle, LastWake: st.LastWake, RuntimeError: st.RuntimeError,
+		Paused: st.Paused, Maintenance: st.Maintenance, Idle: st.Idle, LastWake: st.LastWake, Canary: st.Canary, RuntimeError: st.RuntimeError,
 		GaveUp: st.GaveUp, Crashes: crashes,
 	}
 	deploying := false

@@ -89,6 +89,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 	switch verdict {
 	case engine.Through:
+		routeCanary(w, r, g.App, g.pool)
 		return next.ServeHTTP(w, r)
 	case engine.ClientGone:
 		return nil // the client left while it was held

@@ -19,6 +19,10 @@ type metrics struct {
 	crashes        *prometheus.CounterVec
 	gaveUp         *prometheus.CounterVec
 	containers     *prometheus.Desc
+	// routed counts requests by the release they went to while a canary
+	// is in service; share is each release's share of new clients.
+	routed *prometheus.CounterVec
+	share  *prometheus.Desc
 }
 
 var promMetrics = newMetrics()
@@ -50,13 +54,20 @@ func newMetrics() *metrics {
 		containers: prometheus.NewDesc("podswitch_containers",
 			"Containers podswitch manages, by app, process type and state.",
 			[]string{"app", "process", "state"}, nil),
+		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "canary_requests_total",
+			Help: "Requests proxied while the app had a canary in service, by the release they went to (role: serving or canary).",
+		}, []string{"app", "role"}),
+		share: prometheus.NewDesc("podswitch_release_share_percent",
+			"Share of new clients each serving release of an app gets: 100 for the serving release without a canary; with one, the canary's percent and the rest.",
+			[]string{"app", "release", "role"}, nil),
 	}
 }
 
 // register adds the series to reg; a registry that has them already is
 // fine.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m} {
+	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m.routed, m} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -91,7 +102,10 @@ func (m *metrics) observeBoot(app, process string, took time.Duration, ok bool) 
 }
 
 // Describe implements prometheus.Collector for the containers gauge.
-func (m *metrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.containers }
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.containers
+	ch <- m.share
+}
 
 // Collect implements prometheus.Collector: the containers gauge is read
 // from the engine at scrape time.
@@ -108,5 +122,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		for k, v := range s.ContainerCounts() {
 			ch <- prometheus.MustNewConstMetric(m.containers, prometheus.GaugeValue, float64(v), name, k[0], k[1])
 		}
+		p := mgr.Pool(name).Load()
+		if p == nil || p.Release == "" {
+			continue
+		}
+		serving := 100.0
+		if c := p.Canary; c != nil {
+			serving -= float64(c.Percent)
+			ch <- prometheus.MustNewConstMetric(m.share, prometheus.GaugeValue, float64(c.Percent), name, c.Release, "canary")
+		}
+		ch <- prometheus.MustNewConstMetric(m.share, prometheus.GaugeValue, serving, name, p.Release, "serving")
 	}
 }

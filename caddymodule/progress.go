@@ -22,7 +22,7 @@ const progressPoll = 200 * time.Millisecond
 // returns once the deployment ended and, after a success, once the
 // containers it replaced are gone (or --timeout passed); the exit status
 // is that of the deployment.
-func (c *cliClient) watchDeployment(uri string, body map[string]string, app string) int {
+func (c *cliClient) watchDeployment(uri string, body any, app string) int {
 	deadline := time.Time{}
 	if c.timeout > 0 {
 		deadline = time.Now().Add(c.timeout)

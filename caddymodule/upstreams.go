@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/podswitch/podswitch/internal/engine"
@@ -35,6 +36,17 @@ type Upstreams struct {
 
 	pool    *engine.PoolRef
 	release *releaseSignal
+	// routed count the requests sent to the serving release and to the
+	// canary while one is in service.
+	routed [2]prometheus.Counter
+}
+
+// b2i is 1 for true, 0 for false.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // CaddyModule returns the Caddy module information.
@@ -61,6 +73,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	}
 	u.pool = pool
 	u.release = releaseOnExit(ctx)
+	u.routed = [2]prometheus.Counter{promMetrics.routed.WithLabelValues(u.App, "serving"), promMetrics.routed.WithLabelValues(u.App, "canary")}
 	warnActiveHealthChecks(ctx, u.App)
 	return nil
 }
@@ -111,12 +124,19 @@ func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, err
 		return nil, nil
 	}
 	p := u.pool.Load()
-	if p == nil || len(p.Addrs) == 0 {
+	if p == nil {
 		return nil, nil
 	}
-	ups := make([]reverseproxy.Upstream, len(p.Addrs))
-	out := make([]*reverseproxy.Upstream, len(p.Addrs))
-	for i, a := range p.Addrs {
+	addrs, canary := canaryAddrs(r, u.App, p)
+	if p.Canary != nil {
+		u.routed[b2i(canary)].Inc()
+	}
+	if len(addrs) == 0 {
+		return nil, nil
+	}
+	ups := make([]reverseproxy.Upstream, len(addrs))
+	out := make([]*reverseproxy.Upstream, len(addrs))
+	for i, a := range addrs {
 		ups[i].Dial = a
 		out[i] = &ups[i]
 	}

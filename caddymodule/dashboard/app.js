@@ -54,6 +54,7 @@
     if (l && l.status === 'starting') h += `<span class="badge b-deploying">${esc(l.kind === 'restart' ? 'restarting' : 'deploying')}</span>`;
     if (a.paused) h += '<span class="badge b-paused">paused</span>';
     if (a.maintenance) h += '<span class="badge b-maintenance">maintenance</span>';
+    if (a.canary) h += `<span class="badge b-canary">canary ${a.canary.percent}%</span>`;
     if (a.idle) h += a.idle.waking ? '<span class="badge b-idle">waking</span>' : '<span class="badge b-idle">idle</span>';
     return h;
   }
@@ -162,6 +163,7 @@
     if (a.paused) facts.push(['Paused', `since ${at(a.paused.since)} (${when(a.paused.since)}); new requests wait up to ${esc(a.paused.timeout)}`]);
     if (a.maintenance) facts.push(['Maintenance', `since ${at(a.maintenance.since)}: “${esc(a.maintenance.message)}”`]);
     if (a.idle) facts.push(['Idle', a.idle.waking ? `waking up: a web container boots; ${a.idle.held} requests held` : `asleep since ${at(a.idle.since)} (${when(a.idle.since)}); the next request wakes it`]);
+    if (a.canary) facts.push(['Canary', `${esc(a.canary.image)} (release ${esc(a.canary.release)}) ${a.canary.in_service ? `gets ${a.canary.percent}% of new clients since ${at(a.canary.since)}; ${a.canary.ready} ready` : `boots, then gets ${a.canary.percent}% of new clients`}${a.canary.header ? `; header ${esc(a.canary.header)}${a.canary.header_value ? '=' + esc(a.canary.header_value) : ''}` : ''}${a.canary.cookie ? `; cookie ${esc(a.canary.cookie)}=${esc(a.canary.cookie_value)}` : ''}`]);
     if (a.last_wake) facts.push(['Last wake', `${at(a.last_wake.at)} by ${esc(a.last_wake.trigger)}; cold start ${esc(a.last_wake.cold_start)}`]);
     view.innerHTML = back +
       `<div class="app-head lvl-${esc(a.level)}" data-app="${esc(a.name)}" data-level="${esc(a.level)}"><h1>${esc(a.name)}</h1>${badges(a)}</div>` +

@@ -345,6 +345,9 @@ func (s *Supervisor) crashedLocked(c *Container, code int, oom bool) {
 		return
 	}
 	c.crashedServing = true
+	if c.canary {
+		s.canaryCrashedLocked(msg)
+	}
 	if sv := s.serving; c.owner == 0 && sv != nil && sv.spec != nil && c.Release == sv.ID {
 		ps := s.proc(c.Process)
 		if time.Since(c.entered(StateReady)) >= stableAfter {

@@ -89,6 +89,9 @@ type Container struct {
 	// owner is the deployment that booted the container and has not
 	// switched it in yet; 0 for the app's serving set.
 	owner int64
+	// canary is set on a web container of the app's canary in service
+	// (see canary.go): it serves its share, not the pool's.
+	canary bool
 	// cancel ends the container's boot, if it is booting.
 	cancel context.CancelFunc
 	// unhealthy is set on a ready web container that failed health
@@ -155,7 +158,7 @@ func (c *Container) cancelBoot() {
 func (c *Container) status() ContainerStatus {
 	st := ContainerStatus{
 		ID: c.ID, Name: c.Name, Process: c.Process, Release: c.Release,
-		State: c.state, Addr: c.Addr, Since: c.since(), StartedAt: c.entered(StateStarting),
+		State: c.state, Addr: c.Addr, Since: c.since(), StartedAt: c.entered(StateStarting), Canary: c.canary,
 	}
 	if c.unhealthy && c.state == StateReady {
 		st.State, st.Since, st.Unreachable = StateUnhealthy, c.unhealthySince, true

@@ -4,6 +4,7 @@ import (
 	"iter"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,6 +38,12 @@ type fleet struct {
 	// allUnhealthy is set while every ready web container fails its
 	// health check (the pool keeps them all).
 	allUnhealthy bool
+	// canaryRelease and canaryRules are the canary in service, if any
+	// (canaryRules nil when there is none); canaryClients counts its new
+	// clients across publishes, so that a new pool keeps the share even.
+	canaryRelease string
+	canaryRules   *CanaryRules
+	canaryClients *atomic.Uint64
 }
 
 func newFleet(log *zap.Logger, pool *PoolRef, changed func()) fleet {
@@ -172,11 +179,18 @@ func (f *fleet) publish(release string) {
 		return
 	}
 	f.dirty = false
-	ready := f.readyWeb()
-	var reachable []*Container
-	for _, c := range ready {
-		if !c.unhealthy {
+	var ready, reachable, canary []*Container
+	for _, c := range f.readyWeb() {
+		switch {
+		case c.canary:
+			if !c.unhealthy {
+				canary = append(canary, c)
+			}
+		case !c.unhealthy:
 			reachable = append(reachable, c)
+			fallthrough
+		default:
+			ready = append(ready, c)
 		}
 	}
 	f.noteAllUnhealthy(len(ready), len(reachable))
@@ -184,11 +198,40 @@ func (f *fleet) publish(release string) {
 		ready = reachable
 	}
 	slices.SortFunc(ready, byStart)
-	addrs := make([]string, len(ready))
-	for i, c := range ready {
+	f.pool.store(release, addrsOf(ready), f.canaryPool(canary))
+}
+
+// addrsOf returns the dial addresses of cs.
+func addrsOf(cs []*Container) []string {
+	addrs := make([]string, len(cs))
+	for i, c := range cs {
 		addrs[i] = c.Addr
 	}
-	f.pool.store(release, addrs)
+	return addrs
+}
+
+// canaryPool returns the canary the request path reads, with cs as its
+// containers, or nil when there is no canary in service.
+func (f *fleet) canaryPool(cs []*Container) *Canary {
+	if f.canaryRules == nil {
+		return nil
+	}
+	slices.SortFunc(cs, byStart)
+	return &Canary{Release: f.canaryRelease, Addrs: addrsOf(cs), CanaryRules: *f.canaryRules, clients: f.canaryClients}
+}
+
+// setCanary sets the canary in service (nil rules: none) and marks the
+// pool for a rebuild.
+func (f *fleet) setCanary(release string, rules *CanaryRules) {
+	if rules != nil && (f.canaryClients == nil || f.canaryRelease != release) {
+		f.canaryClients = new(atomic.Uint64)
+	}
+	if rules != nil {
+		r := *rules
+		rules = &r
+	}
+	f.canaryRelease, f.canaryRules = release, rules
+	f.dirty = true
 }
 
 // noteAllUnhealthy notes whether every ready web container fails its check

@@ -111,7 +111,7 @@ func (s *Supervisor) fallAsleep() {
 		time.Since(time.Unix(0, s.lastUsed.Load())) < idle {
 		return
 	}
-	if !s.adopted || s.removed || s.orphan || s.rollout != nil || s.hook != nil || s.coldRetry != nil ||
+	if !s.adopted || s.removed || s.orphan || s.rollout != nil || s.canary != nil || s.hook != nil || s.coldRetry != nil ||
 		s.rec.Pause != nil || s.rec.Maintenance != nil || s.serving == nil || s.serving.spec == nil {
 		return
 	}

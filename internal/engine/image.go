@@ -99,8 +99,11 @@ func (s *Supervisor) pinImage(r *rollout) error {
 		dep.Release = rel
 		s.rec.Deploying = &dep
 	}
-	s.pinLocked(unpinned, id)
-	s.saveRecordLocked()
+	if r.kind != KindCanary {
+		// A canary's release is not the desired one: its pin is its own.
+		s.pinLocked(unpinned, id)
+		s.saveRecordLocked()
+	}
 	s.saveHistoryLocked()
 	s.touch()
 	s.log.Info("image resolved", zap.Int64("deployment", r.id), zap.String("image", r.spec.Image),

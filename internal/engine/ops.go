@@ -120,6 +120,11 @@ type DeployResult struct {
 // names another image than the serving release's is a new release. An
 // empty imageID leaves the deployment to resolve it.
 func (s *Supervisor) Deploy(image, imageID string) (DeployResult, error) {
+	return s.deploy(image, imageID, "api")
+}
+
+// deploy is Deploy, its deployment answering to trigger.
+func (s *Supervisor) deploy(image, imageID, trigger string) (DeployResult, error) {
 	s.lock()
 	defer s.poke()
 	defer s.unlock()
@@ -164,7 +169,7 @@ func (s *Supervisor) Deploy(image, imageID string) (DeployResult, error) {
 		s.reconcileLocked() // ends a deployment of another release on its way
 		return DeployResult{Message: fmt.Sprintf("image %s%s already serves app %s: no deployment started", image, idNote(imageID), s.name)}, nil
 	}
-	if r := s.rollout; r != nil && r.kind != KindRestart && r.release == want {
+	if r := s.rollout; r != nil && r.kind != KindRestart && r.kind != KindCanary && r.release == want {
 		if err := s.keepLocked(prev); err != nil {
 			return DeployResult{}, err
 		}
@@ -182,7 +187,7 @@ func (s *Supervisor) Deploy(image, imageID string) (DeployResult, error) {
 		}
 	}
 	s.lastTried = ""
-	e, err := s.startRolloutLocked(KindDeploy, s.desired, "", "", "api")
+	e, err := s.startRolloutLocked(KindDeploy, s.desired, "", "", trigger)
 	if err != nil {
 		s.rec, s.lastTried = prev, prevTried
 		s.refreshDesiredLocked()

@@ -16,6 +16,9 @@ type Pool struct {
 	// Addrs are the dial addresses (host:port) of the ready web containers,
 	// in a stable order. Readers must not modify it.
 	Addrs []string
+	// Canary, when set, is a release beside Release that gets a share of
+	// the requests (see canary.go).
+	Canary *Canary
 }
 
 // MaxHeld is how many requests a pause holds at once for one app. The
@@ -55,8 +58,8 @@ func (r *PoolRef) Gate() *Gate { return r.gate.Load() }
 // Held returns how many requests a pause holds now.
 func (r *PoolRef) Held() int64 { return r.held.Load() }
 
-func (r *PoolRef) store(release string, addrs []string) *Pool {
-	return r.p.Swap(&Pool{Release: release, Addrs: addrs})
+func (r *PoolRef) store(release string, addrs []string, canary *Canary) *Pool {
+	return r.p.Swap(&Pool{Release: release, Addrs: addrs, Canary: canary})
 }
 
 // limit returns how many requests a pause may hold at once.

@@ -115,7 +115,7 @@ func (s *Supervisor) reconcileLocked() {
 			s.notStartedLocked(KindDeploy, s.desired, trigger, err)
 		}
 	}
-	if r := s.rollout; r != nil && r.kind != KindRestart && r.release != want && s.serving != nil && s.serving.ID == want {
+	if r := s.rollout; r != nil && r.kind != KindRestart && r.kind != KindCanary && r.release != want && s.serving != nil && s.serving.ID == want {
 		// Back to what serves: the deployment on its way is not wanted.
 		r.abort("replaced by a newer deployment: the desired release is the serving one again")
 		s.lastTried = want
@@ -340,6 +340,7 @@ func (s *Supervisor) removeStepLocked() {
 	if r := s.rollout; r != nil {
 		r.abort("the app was removed from the config")
 	}
+	s.endCanaryLocked("the app was removed from the config")
 	s.resetProcsLocked(nil) // ends the boots in flight
 	var going []*Container
 	for c := range s.fleet.all() {

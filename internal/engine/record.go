@@ -36,6 +36,8 @@ type AppRecord struct {
 	// Idle is set while the app sleeps: idle for its idle_timeout, its
 	// web containers were stopped and the next request wakes it.
 	Idle *IdleRecord `json:"idle,omitempty"`
+	// Canary is the canary in service (see canary.go).
+	Canary *CanaryRecord `json:"canary,omitempty"`
 }
 
 // releasesKept is how many past releases an app record keeps.

@@ -37,6 +37,8 @@ type rollout struct {
 	booted []*Container
 	// err is why it was abandoned, once it was.
 	err error
+	// rules are a canary's (KindCanary).
+	rules CanaryRules
 }
 
 // errAborted is a rollout cancelled by the supervisor (a newer
@@ -69,7 +71,7 @@ func liveIDs(cs []*Container) []string {
 // that record cannot be written, nothing starts (the deployment in
 // progress goes on) and it returns a *RecordError.
 func (s *Supervisor) startRolloutLocked(kind string, spec AppSpec, process, container, trigger string) (*logEntry, error) {
-	if kind != KindRestart {
+	if kind != KindRestart && kind != KindCanary {
 		prev := s.rec.clone()
 		if r := s.rollout; r != nil {
 			// The deployment it replaces is no longer recorded as on its
@@ -139,7 +141,7 @@ func deploymentFields(d *Deployment) []zap.Field {
 // it boots anything (see hook.go).
 func (s *Supervisor) runRollout(r *rollout) {
 	var err error
-	if r.kind != KindRestart {
+	if r.kind != KindRestart && r.kind != KindCanary {
 		_, err = s.waitForHook(r, false)
 	}
 	if err == nil {
@@ -148,13 +150,17 @@ func (s *Supervisor) runRollout(r *rollout) {
 	if err == nil {
 		err = s.bootAll(r)
 	}
-	if err == nil && r.kind != KindRestart && len(r.spec.Postdeploy) > 0 {
+	if err == nil && r.kind != KindRestart && r.kind != KindCanary && len(r.spec.Postdeploy) > 0 {
 		err = s.runHook(r)
 	}
 	s.lock()
 	defer s.poke()
 	defer s.unlock()
-	if err == nil {
+	switch {
+	case err != nil:
+	case r.kind == KindCanary:
+		err = s.canaryLiveLocked(r)
+	default:
 		err = s.switchLocked(r)
 	}
 	if err != nil {
@@ -295,6 +301,14 @@ func (s *Supervisor) switchLocked(r *rollout) error {
 			s.discardLocked(c)
 		}
 	}
+	if c := s.canary; c != nil && r.kind != KindRestart {
+		// Its containers were switched out with the old release's.
+		why := fmt.Sprintf("replaced by deployment %d of release %s", e.d.ID, e.d.Release)
+		if e.d.Release == c.release {
+			why = fmt.Sprintf("promoted by deployment %d", e.d.ID)
+		}
+		s.endCanaryLocked(why)
+	}
 	if r.kind != KindRestart {
 		spec := r.spec
 		if s.desired.ReleaseID() == e.d.Release {
@@ -357,6 +371,7 @@ func (s *Supervisor) recordServingLocked(r *rollout, old []*Container, now time.
 	prev := s.rec.clone()
 	rel := ReleaseRecord{ID: r.release, Spec: r.spec.record(), DeployedAt: now, Deployment: r.id}
 	s.rec.Serving = &rel
+	s.rec.Canary = nil // a new release ends the canary
 	if d := s.rec.Deploying; d != nil && d.Deployment == r.id {
 		s.rec.Deploying = nil
 	}

@@ -69,6 +69,10 @@ type Deployment struct {
 	NoteAt time.Time `json:"note_at,omitzero"`
 	// RetiredAt is when the last container it replaced was stopped.
 	RetiredAt time.Time `json:"retired_at,omitzero"`
+	// Percent is the share of new clients a canary deployment's release
+	// gets; CanaryEnded says how its canary ended, once it did.
+	Percent     int    `json:"percent,omitempty"`
+	CanaryEnded string `json:"canary_ended,omitempty"`
 }
 
 // ContainerRecord is one container as a deployment remembers it.
@@ -122,6 +126,8 @@ type ContainerStatus struct {
 	Release string `json:"release"`
 	State   State  `json:"state"`
 	Addr    string `json:"dial,omitempty"`
+	// Canary is set on a web container of the app's canary.
+	Canary bool `json:"canary,omitempty"`
 	// Since is when it entered its state; StartedAt when it was started
 	// (zero for one adopted from a previous run).
 	Since     time.Time `json:"since"`
@@ -199,6 +205,8 @@ type AppStatus struct {
 	Idle *IdleStatus `json:"idle,omitempty"`
 	// LastWake is the app's last wake and its cold start.
 	LastWake *WakeStatus `json:"last_wake,omitempty"`
+	// Canary is the app's canary, booting or in service.
+	Canary *CanaryStatus `json:"canary,omitempty"`
 }
 
 // History keeps the deployments of apps across restarts of the process.

@@ -177,6 +177,8 @@ type Supervisor struct {
 	// ready; lastWake is the last one that ended.
 	waking   *waking
 	lastWake *WakeStatus
+	// canary is the canary in service, nil when there is none.
+	canary *canary
 
 	// Of the idle check, which takes no lock: when the app last got a
 	// request (unix nanoseconds), its idle_timeout (nanoseconds, 0 for
@@ -260,6 +262,7 @@ func (s *Supervisor) load() {
 	defer s.unlock()
 	s.log_.load(past)
 	s.rec = rec
+	s.canaryLeftLocked()
 	s.refreshDesiredLocked()
 	s.applyGateLocked()
 }
@@ -514,6 +517,7 @@ func (s *Supervisor) Status() AppStatus {
 		st.Maintenance = &MaintenanceStatus{Since: m.Since, Message: m.Message}
 	}
 	st.Idle, st.LastWake = s.idleStatusLocked(), s.lastWake
+	st.Canary = s.canaryStatusLocked()
 	return st
 }
 

@@ -1,0 +1,360 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Canary rollouts. A canary deployment (KindCanary) boots the web
+// containers of a new release beside the serving ones, by the usual rules
+// (each must accept a TCP connection on PORT, and answer ready_path), and
+// then, instead of a switch, puts them in service for a share of the
+// traffic: Pool.Canary. The release that serves keeps serving everything
+// else, and keeps its workers; the canary runs no postdeploy hook and no
+// worker. It ends one of three ways, each with the lock held and in one
+// place (endCanaryLocked):
+//
+//   - promote: a deployment of the canary's release, new-first like any
+//     deploy (it runs the hook, boots web and workers); its switch retires
+//     the canary's containers with the old release's;
+//   - abort: its containers are drained and stopped, its clients go back
+//     to the serving release at once;
+//   - a crash of one of its containers, a deployment of another release,
+//     the removal of the app, or a restart of podswitch (its containers
+//     are not adopted: a canary is a watched, temporary state) end it like
+//     an abort, and the deployment that started it says why.
+
+// KindCanary is a deployment that puts a release beside the serving one
+// for a share of traffic.
+const KindCanary = "canary"
+
+// ErrNoCanary: nothing to promote or abort.
+var ErrNoCanary = errors.New("the app has no canary: start one with rollout")
+
+// CanaryRules decide which requests a canary gets: Percent of new clients
+// (each client sticks to the release it got, by a cookie the podswitch
+// directive sets), and every request that carries Header (with
+// HeaderValue, when set) or the cookie Cookie with CookieValue.
+type CanaryRules struct {
+	Percent     int    `json:"percent"`
+	Header      string `json:"header,omitempty"`
+	HeaderValue string `json:"header_value,omitempty"`
+	Cookie      string `json:"cookie,omitempty"`
+	CookieValue string `json:"cookie_value,omitempty"`
+}
+
+// Validate reports what is wrong with r, in words a user can act on.
+func (r CanaryRules) Validate() error {
+	if r.Percent < 0 || r.Percent > 100 {
+		return fmt.Errorf("percent %d: want a whole number from 0 to 100", r.Percent)
+	}
+	if r.Header != "" && !validToken(r.Header) {
+		return fmt.Errorf("header %q is not a valid header name", r.Header)
+	}
+	if r.HeaderValue != "" && r.Header == "" {
+		return errors.New("a header value needs a header name")
+	}
+	if (r.Cookie == "") != (r.CookieValue == "") {
+		return errors.New("cookie: want a name and a value (name=value)")
+	}
+	if r.Cookie != "" && !validToken(r.Cookie) {
+		return fmt.Errorf("cookie name %q is not valid", r.Cookie)
+	}
+	if strings.ContainsAny(r.CookieValue+r.HeaderValue, "\r\n;,\" ") {
+		return errors.New("header and cookie values must not contain spaces, quotes, commas, semicolons or line breaks")
+	}
+	return nil
+}
+
+// validToken reports whether s is an HTTP token (a header or cookie name).
+func validToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Canary is the canary of an app as the request path reads it, in its Pool:
+// immutable but for the counter of new clients.
+type Canary struct {
+	// Release is the canary's release; Addrs the dial addresses of its
+	// ready web containers (empty: every request goes to the pool's).
+	Release string
+	Addrs   []string
+	CanaryRules
+	// clients counts the new clients the share was taken from.
+	clients *atomic.Uint64
+}
+
+// NewClient decides for a client that has no sticky choice yet whether it
+// gets the canary: exactly Percent of every hundred new clients do, spread
+// evenly (client n gets it when floor(n·p/100) moves), without a lock.
+func (c *Canary) NewClient() bool {
+	if c.Percent <= 0 {
+		return false
+	}
+	if c.Percent >= 100 {
+		return true
+	}
+	n := c.clients.Add(1)
+	p := uint64(c.Percent)
+	return n*p/100 != (n-1)*p/100
+}
+
+// CanaryRecord is a canary in service, as the app record keeps it: a
+// restart of podswitch finds it and ends it (its containers are leftovers).
+type CanaryRecord struct {
+	Release    string      `json:"release"`
+	Deployment int64       `json:"deployment"`
+	Since      time.Time   `json:"since"`
+	Rules      CanaryRules `json:"rules"`
+}
+
+// CanaryStatus is the canary of an app: booting (its deployment runs) or
+// in service.
+type CanaryStatus struct {
+	Release string `json:"release"`
+	Image   string `json:"image"`
+	ImageID string `json:"image_id,omitempty"`
+	CanaryRules
+	// Deployment is the canary deployment; InService is set once its
+	// containers get traffic, Since then.
+	Deployment int64     `json:"deployment"`
+	InService  bool      `json:"in_service"`
+	Since      time.Time `json:"since,omitzero"`
+	// Ready counts its web containers in service.
+	Ready int `json:"ready"`
+}
+
+// canary is the canary of a supervisor, in service. Guarded by its lock.
+type canary struct {
+	release, image, imageID string
+	rules                   CanaryRules
+	deployment              int64
+	since                   time.Time
+}
+
+// Canary starts a canary of image (imageID resolved by the caller, as for
+// Deploy): its web containers boot beside the serving ones and then get
+// the share of traffic rules give. A canary of the release that is the
+// canary already only changes its rules. It refuses while a deployment
+// runs, before a release serves, and while another canary runs.
+func (s *Supervisor) Canary(image, imageID string, rules CanaryRules) (DeployResult, error) {
+	if err := rules.Validate(); err != nil {
+		return DeployResult{}, inputErr("%v", err)
+	}
+	s.lock()
+	defer s.poke()
+	defer s.unlock()
+	if err := s.opErrLocked(); err != nil {
+		return DeployResult{}, err
+	}
+	if s.serving == nil || s.serving.spec == nil {
+		return DeployResult{}, inputErr("app %s has no serving release to put a canary beside: deploy it first", s.name)
+	}
+	spec := s.desired
+	spec.Image, spec.ImageID = image, imageID
+	rel := spec.ReleaseID()
+	if rel == s.serving.ID {
+		return DeployResult{}, inputErr("image %s%s already serves app %s: a canary needs another release", image, idNote(imageID), s.name)
+	}
+	if c := s.canary; c != nil {
+		if c.release != rel {
+			return DeployResult{}, inputErr("a canary of image %s (release %s) is in service: promote or abort it first", c.image, c.release)
+		}
+		prev := s.rec.clone()
+		rec := *s.rec.Canary
+		rec.Rules = rules
+		s.rec.Canary = &rec
+		if err := s.keepLocked(prev); err != nil {
+			return DeployResult{}, err
+		}
+		c.rules = rules
+		s.fleet.setCanary(c.release, &rules)
+		if e := s.log_.find(c.deployment); e != nil {
+			e.d.Percent = rules.Percent
+			s.saveHistoryLocked()
+		}
+		s.log.Info("canary share changed", zap.String("release", rel), zap.Int("percent", rules.Percent))
+		return DeployResult{Message: fmt.Sprintf("the canary of image %s now gets %d%% of new clients", image, rules.Percent)}, nil
+	}
+	if r := s.rollout; r != nil {
+		if r.kind == KindCanary {
+			return DeployResult{}, inputErr("a canary of image %s is booting: wait for it, or abort it", r.spec.Image)
+		}
+		return DeployResult{}, ErrBusy
+	}
+	s.wakeLocked(KindCanary)
+	e, err := s.startRolloutLocked(KindCanary, spec, WebProcess, "", "api")
+	if err != nil {
+		return DeployResult{}, err
+	}
+	s.rollout.rules = rules
+	e.d.Percent = rules.Percent
+	d := e.snapshot()
+	return DeployResult{Deployment: &d}, nil
+}
+
+// canaryLiveLocked puts the booted containers of canary rollout r in
+// service for its share: the canary is recorded first, and nothing
+// changes when that cannot be written.
+func (s *Supervisor) canaryLiveLocked(r *rollout) error {
+	if r.ctx.Err() != nil {
+		return errAborted
+	}
+	for _, c := range r.booted {
+		if c.state != StateBooted {
+			return &bootError{StatusCrashedError, fmt.Sprintf("%s container %s exited after it booted, before it got traffic", c.Process, c.Name)}
+		}
+	}
+	now := time.Now()
+	prev := s.rec.clone()
+	s.rec.Canary = &CanaryRecord{Release: r.release, Deployment: r.id, Since: now, Rules: r.rules}
+	if err := s.saveRecordLocked(); err != nil {
+		s.rec = prev
+		return fmt.Errorf("the canary was not put in service: %w", err)
+	}
+	for _, c := range r.booted {
+		c.owner, c.canary = 0, true
+		s.fleet.setState(c, StateReady, fmt.Sprintf("canary: in service for %d%% of new clients", r.rules.Percent))
+	}
+	s.canary = &canary{release: r.release, image: r.spec.Image, imageID: r.spec.ImageID, rules: r.rules, deployment: r.id, since: now}
+	s.fleet.setCanary(r.release, &r.rules)
+	e := r.e
+	for _, c := range r.booted {
+		e.d.LastReadyAt = later(e.d.LastReadyAt, c.entered(StateBooted))
+	}
+	e.d.SwitchedAt = now
+	if s.rollout == r {
+		s.rollout = nil
+	}
+	s.endLocked(e, StatusSuccess, "")
+	s.log.Info("canary in service", zap.Int64("deployment", r.id), zap.String("release", r.release),
+		zap.Int("percent", r.rules.Percent), zap.Int("containers", len(r.booted)))
+	return nil
+}
+
+// Promote deploys the canary's release, new-first like a deploy (an
+// override of the config's image); its switch retires the canary's
+// containers with the old release's, and ends the canary.
+func (s *Supervisor) Promote() (DeployResult, error) {
+	s.lock()
+	c := s.canary
+	s.unlock()
+	if c == nil {
+		return DeployResult{}, ErrNoCanary
+	}
+	return s.deploy(c.image, c.imageID, "promote")
+}
+
+// Abort ends the canary: its clients go back to the serving release at
+// once, and its containers are drained and stopped. A canary still
+// booting is aborted like any deployment.
+func (s *Supervisor) Abort() error {
+	s.lock()
+	defer s.poke()
+	defer s.unlock()
+	if r := s.rollout; r != nil && r.kind == KindCanary {
+		r.abort("aborted by the api before it got traffic")
+		return nil
+	}
+	if s.canary == nil {
+		return ErrNoCanary
+	}
+	prev := s.rec.clone()
+	s.rec.Canary = nil
+	if err := s.keepLocked(prev); err != nil {
+		return err
+	}
+	s.endCanaryLocked("aborted by the api")
+	return nil
+}
+
+// endCanaryLocked ends the canary in service, for why: it leaves the pool
+// at the unlock, its containers that still serve are drained and stopped,
+// and the deployment that started it says how it ended. The caller saves
+// the record (or has saved it).
+func (s *Supervisor) endCanaryLocked(why string) {
+	c := s.canary
+	if c == nil {
+		return
+	}
+	s.canary = nil
+	s.rec.Canary = nil
+	s.fleet.setCanary("", nil)
+	var going []*Container
+	for ct := range s.fleet.all() {
+		if ct.canary && ct.state == StateReady {
+			going = append(going, ct)
+		}
+	}
+	s.recordRetiringLocked(going)
+	for _, ct := range going {
+		s.retireLocked(ct, nil, "canary ended: "+why)
+	}
+	if e := s.log_.find(c.deployment); e != nil {
+		e.d.CanaryEnded = why
+		s.saveHistoryLocked()
+	}
+	s.touch()
+	s.log.Info("canary ended", zap.String("release", c.release), zap.String("why", why))
+}
+
+// canaryCrashedLocked ends the canary when one of its containers crashed:
+// a canary is watched, and one that crashes is not what a user promotes.
+func (s *Supervisor) canaryCrashedLocked(msg string) {
+	if s.canary == nil {
+		return
+	}
+	release := s.canary.release
+	s.endCanaryLocked("a canary container crashed: " + msg)
+	s.saveRecordLocked()
+	s.emit(Event{Name: EventCrashed, Process: WebProcess,
+		Message: fmt.Sprintf("the canary of release %s ended: %s; every request goes to the serving release", release, msg)})
+}
+
+// canaryStatusLocked returns the app's canary, booting or in service, or
+// nil.
+func (s *Supervisor) canaryStatusLocked() *CanaryStatus {
+	if c := s.canary; c != nil {
+		st := &CanaryStatus{Release: c.release, Image: c.image, ImageID: c.imageID, CanaryRules: c.rules,
+			Deployment: c.deployment, InService: true, Since: c.since}
+		for ct := range s.fleet.all() {
+			if ct.canary && ct.state == StateReady && !ct.unhealthy {
+				st.Ready++
+			}
+		}
+		return st
+	}
+	if r := s.rollout; r != nil && r.kind == KindCanary {
+		return &CanaryStatus{Release: r.release, Image: r.spec.Image, ImageID: r.spec.ImageID, CanaryRules: r.rules, Deployment: r.id}
+	}
+	return nil
+}
+
+// canaryLeftLocked ends, at start, a canary that a previous run left in
+// service: its containers are not adopted (adoption stops every container
+// of a release that does not serve), and its deployment says so.
+func (s *Supervisor) canaryLeftLocked() {
+	c := s.rec.Canary
+	if c == nil {
+		return
+	}
+	s.rec.Canary = nil
+	if e := s.log_.find(c.Deployment); e != nil && e.d.CanaryEnded == "" {
+		e.d.CanaryEnded = "podswitch restarted: a canary does not outlive the process that watches it"
+		s.saveHistoryLocked()
+	}
+	s.log.Warn("the canary in service when podswitch stopped has ended: its containers are stopped, every request goes to the serving release",
+		zap.String("release", c.Release), zap.Int64("deployment", c.Deployment))
+}

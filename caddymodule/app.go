@@ -134,8 +134,10 @@ type AppConfig struct {
 	DrainTimeout *caddy.Duration `json:"drain_timeout,omitempty"`
 
 	// UnhealthyTimeout is how long a ready web container may fail its
-	// health checks (a GET of ready_path every 500ms, or a TCP connect
-	// without one; out of the pool meanwhile) before it is replaced,
+	// health checks (a GET of ready_path, or a TCP connect without one,
+	// every 500ms while the app has had a request in the last 10s or a
+	// container fails, else every 10s; out of the pool meanwhile) before
+	// it is replaced,
 	// new-first: a replacement boots and the unhealthy container is
 	// retired once it is ready. 0 never replaces it. Default: 30s.
 	UnhealthyTimeout *caddy.Duration `json:"unhealthy_timeout,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,10 +24,19 @@ import (
 // backed off like a crash replacement. When every ready web container of
 // the app is unhealthy, the pool keeps them all rather than none (panic
 // routing), and the status says so.
+//
+// Checks follow traffic: an app that got a request within healthBusyFor,
+// or has a container that failed a check, is checked every healthInterval;
+// an app at rest only every healthIdleInterval, so that a host of many
+// quiet apps does not spend a core knocking on them. The first request
+// after a rest brings the fast checks back at the next tick (the request
+// path sets PoolRef.used, one atomic store).
 var (
-	healthInterval = 500 * time.Millisecond
-	healthTimeout  = 400 * time.Millisecond
-	healthFails    = 2
+	healthInterval     = 500 * time.Millisecond
+	healthIdleInterval = 10 * time.Second
+	healthBusyFor      = 10 * time.Second
+	healthTimeout      = 400 * time.Millisecond
+	healthFails        = 2
 )
 
 // HTTPProber is a Prober that can also send the GET of a readiness path.
@@ -49,18 +59,34 @@ func (s *Supervisor) probeHTTP(ctx context.Context, addr, path string) (int, err
 func (s *Supervisor) checkHealth() {
 	t := time.NewTicker(healthInterval)
 	defer t.Stop()
+	var last time.Time
 	for {
+		var now time.Time
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-t.C:
+		case now = <-t.C:
 		}
+		if !s.healthDue(now, last) {
+			continue
+		}
+		last = now
 		// A check that failed once is made again at once, not at the
 		// next tick: a dead container is out after two checks, in about
 		// a second.
 		for s.healthPass() && s.ctx.Err() == nil {
 		}
 	}
+}
+
+// healthDue reports whether a health pass is due at now, the last one
+// having run at last: every tick while the app has traffic (a request since
+// the idle loop last looked, or within healthBusyFor) or a container that
+// failed a check, else once every healthIdleInterval. It takes no lock.
+func (s *Supervisor) healthDue(now, last time.Time) bool {
+	return s.pool.used.Load() || s.healthSuspect.Load() ||
+		now.Sub(time.Unix(0, s.lastUsed.Load())) < healthBusyFor ||
+		now.Sub(last) >= healthIdleInterval-healthInterval/2
 }
 
 // liveCheck is one health check of one container: nil when it passed,
@@ -102,6 +128,7 @@ func (s *Supervisor) healthPass() (again bool) {
 	}
 	s.unlock()
 	if len(cs) == 0 {
+		s.healthSuspect.Store(false)
 		return false
 	}
 	errs := make([]error, len(cs))
@@ -113,6 +140,9 @@ func (s *Supervisor) healthPass() (again bool) {
 	}
 	s.lock()
 	defer s.unlock()
+	defer func() {
+		s.healthSuspect.Store(slices.ContainsFunc(s.fleet.readyWeb(), func(c *Container) bool { return c.unhealthy || c.probeFails > 0 }))
+	}()
 	now := time.Now()
 	for i, c := range cs {
 		if c.state != StateReady {

@@ -309,3 +309,80 @@ func TestAdoptKeepsServingNotReady(t *testing.T) {
 		}
 	})
 }
+
+// traffic passes a request through the app's gate every 100ms until the
+// returned stop is called, as a proxy under light load would.
+func (h *harness) traffic() (stop func()) {
+	ref := h.m.Pool(appName)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			ref.Pass(ctx, nil)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (p *fakeProber) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.probes
+}
+
+// Health checks follow traffic: an app at rest is checked every 10s, so a
+// dead container of a quiet app leaves the pool within about 10s; with
+// traffic it is checked every 0.5s again, and a dead container leaves the
+// pool within about a second.
+func TestHealthChecksFollowTraffic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.shutdown()
+		spec := appSpec(t, "localhost/blog:v1", 3)
+		h.deployFirst(spec)
+		prober := h.m.deps.Prober.(*fakeProber)
+		settle(20 * time.Second) // at rest from here
+		before := prober.count()
+		settle(time.Minute)
+		atRest := prober.count() - before
+		t.Logf("at rest: %d checks of 3 containers in a minute", atRest)
+		if atRest > 3*7 || atRest < 3*5 {
+			t.Errorf("%d checks of 3 containers in a minute at rest, want one pass every 10s (18)", atRest)
+		}
+
+		ids := h.containers(spec.ReleaseID(), WebProcess)
+		h.rt.Unlisten(ids[0])
+		t0 := time.Now()
+		waitFor(t, "the dead container of a quiet app out of the pool", 15*time.Second, func() bool { return len(h.poolAddrs()) == 2 })
+		quiet := time.Since(t0)
+
+		stop := h.traffic()
+		defer stop()
+		settle(time.Second)
+		before = prober.count()
+		settle(10 * time.Second)
+		if busy := prober.count() - before; busy < 30 {
+			t.Errorf("%d checks in 10s with traffic, want a pass every 0.5s", busy)
+		}
+		h.rt.Unlisten(ids[1])
+		t0 = time.Now()
+		waitFor(t, "the dead container of a busy app out of the pool", 15*time.Second, func() bool { return len(h.poolAddrs()) == 1 })
+		busy := time.Since(t0)
+		t.Logf("dead container out of the pool after %s at rest, %s with traffic (virtual)", quiet, busy)
+		if busy > 2*time.Second {
+			t.Errorf("out of the pool after %s with traffic, want about a second", busy)
+		}
+	})
+}
+
+// Unlisten makes container id close its listener while it keeps running.
+func (r *fakeRuntime) Unlisten(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.containers[id].listening = false
+}

@@ -186,6 +186,9 @@ type Supervisor struct {
 	lastUsed    atomic.Int64
 	idleAfter   atomic.Int64
 	sleepQueued atomic.Bool
+	// healthSuspect is set while a ready web container fails its checks:
+	// the app is checked at the fast pace, traffic or not.
+	healthSuspect atomic.Bool
 }
 
 // serving is the release that serves.

@@ -202,9 +202,12 @@ func (a *adminAPI) resume(w http.ResponseWriter, r *http.Request, _ *engine.Mana
 func opErr(app string, err error) error {
 	var in *engine.InputError
 	var rec *engine.RecordError
+	var conflict *engine.ConflictError
 	switch {
 	case errors.As(err, &in):
 		return apiErr(http.StatusBadRequest, "%v", err)
+	case errors.As(err, &conflict):
+		return apiErr(http.StatusConflict, "app %s: %v", app, err)
 	case errors.As(err, &rec):
 		// Nothing was changed: the answer says why, and the operation can
 		// be sent again once the disk takes writes.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podswitch/podswitch/internal/engine"
 )
@@ -55,12 +56,13 @@ func toCanary(r *http.Request, app string, c *engine.Canary) (canary bool, stick
 // canary when it has one in service: the decision is left for the
 // upstream source in a request variable, and a new client gets the sticky
 // cookie that keeps it on its release.
-func routeCanary(w http.ResponseWriter, r *http.Request, app string, pool *engine.PoolRef) {
+func routeCanary(w http.ResponseWriter, r *http.Request, app string, pool *engine.PoolRef, routed *[2]prometheus.Counter) {
 	p := pool.Load()
 	if p == nil || p.Canary == nil || len(p.Canary.Addrs) == 0 {
 		return
 	}
 	canary, sticky := toCanary(r, app, p.Canary)
+	routed[b2i(canary)].Inc()
 	if sticky != "" {
 		http.SetCookie(w, &http.Cookie{Name: stickyCookie(app), Value: sticky, Path: "/", MaxAge: stickyMaxAge,
 			HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
@@ -70,8 +72,9 @@ func routeCanary(w http.ResponseWriter, r *http.Request, app string, pool *engin
 
 // canaryAddrs returns the addresses r goes to in pool p: the canary's when
 // the handler in front decided so (or, without it, when r's header, cookie
-// or a new client's share says so), else the pool's.
-func canaryAddrs(r *http.Request, app string, p *engine.Pool) (addrs []string, canary bool) {
+// or a new client's share says so: decided once per request, and kept for
+// the proxy's retries), else the pool's.
+func canaryAddrs(r *http.Request, app string, p *engine.Pool, routed *[2]prometheus.Counter) (addrs []string, canary bool) {
 	c := p.Canary
 	if c == nil || len(c.Addrs) == 0 {
 		return p.Addrs, false
@@ -80,6 +83,8 @@ func canaryAddrs(r *http.Request, app string, p *engine.Pool) (addrs []string, c
 		canary = v
 	} else {
 		canary, _ = toCanary(r, app, c)
+		caddyhttp.SetVar(r.Context(), canaryVar, canary)
+		routed[b2i(canary)].Inc()
 	}
 	if canary {
 		return c.Addrs, true

@@ -72,7 +72,9 @@ kept on the release it got by a cookie, and every request that carries
 --header (with its value, when given) or --cookie. promote deploys the
 canary's image to all traffic, new-first, like deploy; abort sends every
 request back to the serving release and stops the canary's containers. A
-canary ends at a deploy of another image, and when Caddy restarts.
+canary also ends when one of its containers crashes, at a deploy or
+rollback of another release, when the app is removed, and when Caddy
+restarts.
 
 The admin endpoint is the one given with --address, else the one in the
 config given with --config (and --adapter), else localhost:2019. --json prints
@@ -694,8 +696,8 @@ func describeDeployment(app string, d engine.Deployment) string {
 	if d.Container != "" {
 		what += ", container " + shortID(d.Container)
 	}
-	if d.Kind == engine.KindCanary {
-		what += fmt.Sprintf(", %d%% of new clients", d.Percent)
+	if d.Kind == engine.KindCanary && d.Percent != nil {
+		what += fmt.Sprintf(", %d%% of new clients", *d.Percent)
 	}
 	if d.Trigger == "promote" {
 		what += ", promoting the canary"

@@ -796,6 +796,9 @@ func processesOf(st engine.AppStatus) []dashProcess {
 	}
 	counts := map[string]map[engine.State]int{}
 	for _, c := range st.Containers {
+		if c.Canary {
+			continue // the canary's own line says how many serve
+		}
 		p := get(c.Process)
 		if counts[c.Process] == nil {
 			counts[c.Process] = map[engine.State]int{}

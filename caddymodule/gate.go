@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podswitch/podswitch/internal/engine"
 )
@@ -40,6 +41,9 @@ type Gate struct {
 	pages pages
 	// release tells held requests that the process exits.
 	release *releaseSignal
+	// routed count the requests sent to the serving release and to the
+	// canary while one is in service.
+	routed [2]prometheus.Counter
 }
 
 // CaddyModule returns the Caddy module information.
@@ -67,6 +71,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	g.pool = pool
 	g.pages = v.(*App).pages[g.App]
 	g.release = releaseOnExit(ctx)
+	g.routed = routedCounters(g.App)
 	return nil
 }
 
@@ -89,7 +94,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 	switch verdict {
 	case engine.Through:
-		routeCanary(w, r, g.App, g.pool)
+		routeCanary(w, r, g.App, g.pool, &g.routed)
 		return next.ServeHTTP(w, r)
 	case engine.ClientGone:
 		return nil // the client left while it was held

@@ -37,8 +37,15 @@ type Upstreams struct {
 	pool    *engine.PoolRef
 	release *releaseSignal
 	// routed count the requests sent to the serving release and to the
-	// canary while one is in service.
+	// canary while one is in service, where the decision is made (here,
+	// without a podswitch_gate in front).
 	routed [2]prometheus.Counter
+}
+
+// routedCounters returns the counters of the requests of app sent to the
+// serving release and to the canary.
+func routedCounters(app string) [2]prometheus.Counter {
+	return [2]prometheus.Counter{promMetrics.routed.WithLabelValues(app, "serving"), promMetrics.routed.WithLabelValues(app, "canary")}
 }
 
 // b2i is 1 for true, 0 for false.
@@ -73,7 +80,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	}
 	u.pool = pool
 	u.release = releaseOnExit(ctx)
-	u.routed = [2]prometheus.Counter{promMetrics.routed.WithLabelValues(u.App, "serving"), promMetrics.routed.WithLabelValues(u.App, "canary")}
+	u.routed = routedCounters(u.App)
 	warnActiveHealthChecks(ctx, u.App)
 	return nil
 }
@@ -127,10 +134,7 @@ func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, err
 	if p == nil {
 		return nil, nil
 	}
-	addrs, canary := canaryAddrs(r, u.App, p)
-	if p.Canary != nil {
-		u.routed[b2i(canary)].Inc()
-	}
+	addrs, _ := canaryAddrs(r, u.App, p, &u.routed)
 	if len(addrs) == 0 {
 		return nil, nil
 	}

@@ -46,7 +46,7 @@ func (s *Supervisor) adopt() bool {
 		return false
 	}
 	found.weigh(probes, servingRelease(rec))
-	keep := found.pick(servingRelease(rec), desired.ReleaseID())
+	keep := found.pick(servingRelease(rec), desired.ReleaseID(), rec.Idle != nil)
 	spec := s.specOf(keep, rec, desired)
 
 	s.lock()
@@ -170,10 +170,11 @@ func (a *adoptScan) weigh(probes map[string]adoptProbe, servingID string) {
 }
 
 // pick returns the release that serves: the recorded serving one
-// (servingID) if any of its containers is kept, else the one pickRelease
-// chooses.
-func (a *adoptScan) pick(servingID, desired string) string {
-	if len(a.byRelease[servingID]) > 0 {
+// (servingID) if any of its containers is kept or the app sleeps (asleep:
+// a web-only app asleep has no container, and still serves), else the one
+// pickRelease chooses.
+func (a *adoptScan) pick(servingID, desired string, asleep bool) string {
+	if servingID != "" && (len(a.byRelease[servingID]) > 0 || asleep) {
 		return servingID
 	}
 	return pickRelease(a.byRelease, a.webs, desired)

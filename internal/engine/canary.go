@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,13 @@ const KindCanary = "canary"
 
 // ErrNoCanary: nothing to promote or abort.
 var ErrNoCanary = errors.New("the app has no canary: start one with rollout")
+
+// ConflictError is an operation refused for the state the app is in (a
+// canary already runs, a deployment is on its way): it can be sent again
+// once that state has ended.
+type ConflictError struct{ Msg string }
+
+func (e *ConflictError) Error() string { return e.Msg }
 
 // CanaryRules decide which requests a canary gets: Percent of new clients
 // (each client sticks to the release it got, by a cookie the podswitch
@@ -170,7 +178,7 @@ func (s *Supervisor) Canary(image, imageID string, rules CanaryRules) (DeployRes
 	}
 	if c := s.canary; c != nil {
 		if c.release != rel {
-			return DeployResult{}, inputErr("a canary of image %s (release %s) is in service: promote or abort it first", c.image, c.release)
+			return DeployResult{}, &ConflictError{fmt.Sprintf("a canary of image %s (release %s) is in service: promote or abort it first", c.image, c.release)}
 		}
 		prev := s.rec.clone()
 		rec := *s.rec.Canary
@@ -182,7 +190,7 @@ func (s *Supervisor) Canary(image, imageID string, rules CanaryRules) (DeployRes
 		c.rules = rules
 		s.fleet.setCanary(c.release, &rules)
 		if e := s.log_.find(c.deployment); e != nil {
-			e.d.Percent = rules.Percent
+			e.d.Percent = &rules.Percent
 			s.saveHistoryLocked()
 		}
 		s.log.Info("canary share changed", zap.String("release", rel), zap.Int("percent", rules.Percent))
@@ -190,9 +198,9 @@ func (s *Supervisor) Canary(image, imageID string, rules CanaryRules) (DeployRes
 	}
 	if r := s.rollout; r != nil {
 		if r.kind == KindCanary {
-			return DeployResult{}, inputErr("a canary of image %s is booting: wait for it, or abort it", r.spec.Image)
+			return DeployResult{}, &ConflictError{fmt.Sprintf("a canary of image %s is booting: wait for it, or abort it", r.spec.Image)}
 		}
-		return DeployResult{}, ErrBusy
+		return DeployResult{}, &ConflictError{"a deployment is in progress; start the canary once it has ended"}
 	}
 	s.wakeLocked(KindCanary)
 	e, err := s.startRolloutLocked(KindCanary, spec, WebProcess, "", "api")
@@ -200,7 +208,7 @@ func (s *Supervisor) Canary(image, imageID string, rules CanaryRules) (DeployRes
 		return DeployResult{}, err
 	}
 	s.rollout.rules = rules
-	e.d.Percent = rules.Percent
+	e.d.Percent = &rules.Percent
 	d := e.snapshot()
 	return DeployResult{Deployment: &d}, nil
 }
@@ -249,12 +257,34 @@ func (s *Supervisor) canaryLiveLocked(r *rollout) error {
 // containers with the old release's, and ends the canary.
 func (s *Supervisor) Promote() (DeployResult, error) {
 	s.lock()
+	defer s.poke()
+	defer s.unlock()
 	c := s.canary
-	s.unlock()
 	if c == nil {
 		return DeployResult{}, ErrNoCanary
 	}
-	return s.deploy(c.image, c.imageID, "promote")
+	prev := s.rec.Overrides
+	prev.Counts = maps.Clone(prev.Counts)
+	res, err := s.deployLocked(c.image, c.imageID, "promote")
+	if r := s.rollout; err == nil && res.Deployment != nil && r != nil && r.id == res.Deployment.ID && r.release == c.release {
+		r.promotes, r.undo = c.release, &prev
+	}
+	return res, err
+}
+
+// stopPromoteLocked aborts a promotion of the canary on its way, when the
+// canary ends before the promotion switched (an abort, a crash): the
+// release the user just turned down must not take all the traffic. The
+// override the promotion made is taken back.
+func (s *Supervisor) stopPromoteLocked(why string) {
+	r := s.rollout
+	if r == nil || s.canary == nil || r.promotes != s.canary.release {
+		return
+	}
+	r.abort("the canary was ended before its promotion switched: " + why)
+	s.rec.Overrides = *r.undo
+	s.refreshDesiredLocked()
+	s.lastTried = r.release
 }
 
 // Abort ends the canary: its clients go back to the serving release at
@@ -271,12 +301,11 @@ func (s *Supervisor) Abort() error {
 	if s.canary == nil {
 		return ErrNoCanary
 	}
-	prev := s.rec.clone()
-	s.rec.Canary = nil
-	if err := s.keepLocked(prev); err != nil {
-		return err
-	}
+	s.stopPromoteLocked("aborted by the api")
 	s.endCanaryLocked("aborted by the api")
+	// Not written, the abort stands all the same: a restart ends any
+	// canary it finds.
+	_ = s.saveRecordLocked()
 	return nil
 }
 
@@ -312,15 +341,14 @@ func (s *Supervisor) endCanaryLocked(why string) {
 
 // canaryCrashedLocked ends the canary when one of its containers crashed:
 // a canary is watched, and one that crashes is not what a user promotes.
+// The crash's notification (reportCrash) says the canary ended.
 func (s *Supervisor) canaryCrashedLocked(msg string) {
 	if s.canary == nil {
 		return
 	}
-	release := s.canary.release
+	s.stopPromoteLocked("a canary container crashed")
 	s.endCanaryLocked("a canary container crashed: " + msg)
 	s.saveRecordLocked()
-	s.emit(Event{Name: EventCrashed, Process: WebProcess,
-		Message: fmt.Sprintf("the canary of release %s ended: %s; every request goes to the serving release", release, msg)})
 }
 
 // canaryStatusLocked returns the app's canary, booting or in service, or

@@ -21,7 +21,7 @@ func canaryUp(t *testing.T, h *harness, percent int) (*Supervisor, Deployment, s
 		t.Fatalf("canary: %+v %v", res, err)
 	}
 	d := h.waitDone(s, res.Deployment.ID)
-	if d.Status != StatusSuccess || d.Kind != KindCanary || d.Percent != percent {
+	if d.Status != StatusSuccess || d.Kind != KindCanary || d.Percent == nil || *d.Percent != percent {
 		t.Fatalf("canary deployment: %+v", d)
 	}
 	synctest.Wait()
@@ -196,8 +196,8 @@ func TestCanaryCrashEndsIt(t *testing.T) {
 		if !strings.HasPrefix(cd.CanaryEnded, "a canary container crashed: ") {
 			t.Errorf("canary deployment ended %q", cd.CanaryEnded)
 		}
-		if evs := h.eventsNamed(EventCrashed); !slices.ContainsFunc(evs, func(e Event) bool { return strings.Contains(e.Message, "the canary of release "+rel+" ended") }) {
-			t.Errorf("no crash notification of the canary: %+v", evs)
+		if evs := h.eventsNamed(EventCrashed); len(evs) != 1 || evs[0].Container != ids[0] || !strings.Contains(evs[0].Message, "the canary of release "+rel+" ended") {
+			t.Errorf("crash notifications %+v, want one of %s saying the canary ended", evs, ids[0])
 		}
 		if st := s.Status(); st.Canary != nil || len(st.GaveUp) != 0 {
 			t.Errorf("status: canary %+v gave up %v", st.Canary, st.GaveUp)
@@ -273,7 +273,8 @@ func TestCanaryReplacedAndRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		cd := h.waitDone(s, res.Deployment.ID)
-		if _, err := s.Canary("localhost/blog:v3", "", CanaryRules{Percent: 10}); !errors.As(err, &ie) || !strings.Contains(err.Error(), "promote or abort it first") {
+		var ce *ConflictError
+		if _, err := s.Canary("localhost/blog:v3", "", CanaryRules{Percent: 10}); !errors.As(err, &ce) || !strings.Contains(err.Error(), "promote or abort it first") {
 			t.Errorf("a second canary: %v", err)
 		}
 		d := s.Update(appSpecKept(t, "localhost/blog:v3", 2))
@@ -291,6 +292,39 @@ func TestCanaryReplacedAndRefused(t *testing.T) {
 		}
 		if ids := h.containers(cd.Release, ""); slices.ContainsFunc(ids, func(id string) bool { c, _ := h.rt.Get(id); return c.Running }) {
 			t.Errorf("canary containers run after the deploy: %v", ids)
+		}
+	})
+}
+
+// An abort while the canary's promotion boots aborts the promotion too, and
+// takes its override back: the release the user turned down never takes
+// all the traffic.
+func TestCanaryAbortStopsPromote(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarnessWith(t, nil, withStore(newMemStore()))
+		defer h.shutdown()
+		s, _, rel := canaryUp(t, h, 20)
+		v1 := s.Status().Release.ID
+		h.rt.OnImage("localhost/blog:v2", behavior{Hold: true})
+		res, err := s.Promote()
+		if err != nil {
+			t.Fatal(err)
+		}
+		settle(time.Second)
+		if err := s.Abort(); err != nil {
+			t.Fatal(err)
+		}
+		pd := h.waitDone(s, res.Deployment.ID)
+		if pd.Status != StatusAborted || !strings.Contains(pd.Error, "the canary was ended before its promotion switched") {
+			t.Errorf("the promotion after an abort: %s (%s)", pd.Status, pd.Error)
+		}
+		settle(time.Minute)
+		st := s.Status()
+		if st.Release.ID != v1 || st.Desired != v1 || len(st.Overrides) != 0 || st.Canary != nil {
+			t.Errorf("after abort: release %s desired %s (v1 %s, canary %s), overrides %+v, canary %+v", st.Release.ID, st.Desired, v1, rel, st.Overrides, st.Canary)
+		}
+		if p := h.m.Pool(appName).Load(); p.Release != v1 || len(p.Addrs) != 2 || p.Canary != nil {
+			t.Errorf("pool after abort: %+v", p)
 		}
 	})
 }

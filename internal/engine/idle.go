@@ -84,7 +84,7 @@ func (s *Supervisor) idleCheck(now time.Time) {
 		s.lastUsed.Store(now.UnixNano())
 	}
 	idle := time.Duration(s.idleAfter.Load())
-	if idle <= 0 || now.Sub(time.Unix(0, s.lastUsed.Load())) < idle {
+	if idle <= 0 || s.asleep.Load() || now.Sub(time.Unix(0, s.lastUsed.Load())) < idle {
 		return
 	}
 	if s.sleepQueued.CompareAndSwap(false, true) {
@@ -104,7 +104,6 @@ func (s *Supervisor) noteUsed() { s.lastUsed.Store(time.Now().UnixNano()) }
 // its web containers (a long poll or a WebSocket counts as use).
 func (s *Supervisor) fallAsleep() {
 	s.lock()
-	defer s.poke()
 	defer s.unlock()
 	idle := s.desired.IdleTimeout
 	if idle <= 0 || s.rec.Idle != nil || s.waking != nil || s.pool.used.Load() ||
@@ -128,9 +127,11 @@ func (s *Supervisor) fallAsleep() {
 	if err := s.keepLocked(prev); err != nil {
 		return // logged; the next tick tries again
 	}
+	s.asleep.Store(true)
 	s.applyGateLocked()
 	s.log.Info("app idle: its web containers stop until the next request", zap.Duration("idle_timeout", idle))
 	s.reconcileLocked()
+	s.poke()
 }
 
 // wakeOnRequest wakes the app on a request its gate holds.
@@ -153,6 +154,7 @@ func (s *Supervisor) wakeLocked(trigger string) {
 	}
 	s.waking = &waking{since: time.Now(), trigger: trigger, asleep: s.rec.Idle.Since}
 	s.rec.Idle = nil
+	s.asleep.Store(false)
 	_ = s.saveRecordLocked() // logged
 	s.resetProcsLocked([]string{WebProcess})
 	s.applyGateLocked()
@@ -167,7 +169,7 @@ func (s *Supervisor) wokenLocked() {
 	if w == nil {
 		return
 	}
-	if p := s.pool.Load(); p == nil || len(p.Addrs) == 0 {
+	if p := s.pool.Load(); (p == nil || len(p.Addrs) == 0) && s.wantsWebLocked() {
 		return
 	}
 	s.waking = nil
@@ -176,6 +178,35 @@ func (s *Supervisor) wokenLocked() {
 	s.noteUsed()
 	s.applyGateLocked()
 	s.log.Info("app awake", zap.String("trigger", w.trigger), zap.Duration("cold_start", took))
+}
+
+// wantsWebLocked reports whether the serving release runs web containers
+// (or it is not known yet): a wake waits for one, unless web was scaled to
+// zero.
+func (s *Supervisor) wantsWebLocked() bool {
+	if s.serving == nil || s.serving.spec == nil {
+		return true
+	}
+	p, ok := s.serving.spec.Process(WebProcess)
+	return ok && p.Count > 0
+}
+
+// wakeFailedLocked puts an app back to sleep when its wake gave up (its
+// web containers could not boot within restart_attempts): the requests it
+// holds, and the next ones, wake it again, and a wake starts its retries
+// over. Without this the app would hold every request for boot_timeout
+// and answer 503 until an operator stepped in.
+func (s *Supervisor) wakeFailedLocked() {
+	w := s.waking
+	if w == nil {
+		return
+	}
+	s.waking = nil
+	s.rec.Idle = &IdleRecord{Since: w.asleep}
+	_ = s.saveRecordLocked() // logged
+	s.asleep.Store(true)
+	s.applyGateLocked()
+	s.log.Warn("the wake gave up: the app sleeps again, and the next request wakes it again")
 }
 
 // wakeGate is the gate of an app asleep or waking: requests wait up to

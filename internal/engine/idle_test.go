@@ -269,3 +269,66 @@ func TestIdleWakeBootTimeout(t *testing.T) {
 		}
 	})
 }
+
+// A web-only app asleep has no container at all: a restart of the process
+// keeps it asleep and serving its release, with no deployment.
+func TestIdleWebOnlySurvivesRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newMemStore()
+		h := newHarnessWith(t, nil, withStore(store))
+		spec := appSpecKept(t, "localhost/blog:v1", 2)
+		spec.IdleTimeout = 30 * time.Second
+		h.deployFirst(spec)
+		waitFor(t, "asleep", 2*time.Minute, func() bool { return len(h.containers("", "")) == 0 })
+		h.m.Close()
+		h.m.Wait()
+
+		h2 := newHarnessWith(t, h.rt, withStore(store))
+		defer h2.shutdown()
+		h2.m.Apply([]AppSpec{spec})
+		settle(time.Minute)
+		s2 := h2.sup()
+		st := s2.Status()
+		if st.Idle == nil || st.Release == nil || st.Release.ID != spec.ReleaseID() || len(st.Deployments) != 0 || len(h2.runningOf(WebProcess)) != 0 {
+			t.Fatalf("after a restart: idle %+v, release %+v, deployments %+v, web %v", st.Idle, st.Release, st.Deployments, h2.runningOf(WebProcess))
+		}
+		if v := <-request(h2.m.Pool(appName)); v != Through {
+			t.Fatalf("the request that woke it: verdict %d", v)
+		}
+		if st := s2.Status(); len(st.Deployments) != 0 || st.LastWake == nil {
+			t.Errorf("after the wake: deployments %+v, last wake %+v", st.Deployments, st.LastWake)
+		}
+	})
+}
+
+// A wake that gives up (web cannot boot within restart_attempts) puts the
+// app back to sleep: once the cause is gone, the next request wakes it.
+func TestIdleWakeGivesUpSleepsAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarnessWith(t, nil, withStore(newMemStore()))
+		defer h.shutdown()
+		spec := idleSpec(t, "localhost/blog:v1")
+		spec.BootTimeout, spec.RestartAttempts = 10*time.Second, 1
+		s, _ := h.deployFirst(spec)
+		ref := h.m.Pool(appName)
+		waitFor(t, "asleep", 2*time.Minute, func() bool { return len(h.runningOf(WebProcess)) == 0 })
+		h.rt.OnImage(spec.Image, behavior{NoListen: true})
+		if v := <-request(ref); v != TimedOut {
+			t.Fatalf("a request while the wake fails: verdict %d", v)
+		}
+		waitFor(t, "asleep again", 5*time.Minute, func() bool {
+			st := s.Status()
+			return st.Idle != nil && !st.Idle.Waking && len(h.runningOf(WebProcess)) == 0
+		})
+		if evs := h.eventsNamed(EventGaveUp); len(evs) == 0 {
+			t.Error("no give-up notification")
+		}
+		h.rt.OnImage(spec.Image, behavior{})
+		if v := <-request(ref); v != Through {
+			t.Fatalf("a request once web boots again: verdict %d", v)
+		}
+		if st := s.Status(); st.Idle != nil || len(st.GaveUp) != 0 {
+			t.Errorf("after the second wake: idle %+v, gave up %v", st.Idle, st.GaveUp)
+		}
+	})
+}

@@ -128,6 +128,11 @@ func (s *Supervisor) deploy(image, imageID, trigger string) (DeployResult, error
 	s.lock()
 	defer s.poke()
 	defer s.unlock()
+	return s.deployLocked(image, imageID, trigger)
+}
+
+// deployLocked is deploy with the lock held.
+func (s *Supervisor) deployLocked(image, imageID, trigger string) (DeployResult, error) {
 	if err := s.opErrLocked(); err != nil {
 		return DeployResult{}, err
 	}

@@ -183,6 +183,9 @@ func (s *Supervisor) reportCrash(c *Container) {
 	if c.exitCode != nil {
 		ev.Message = c.timeline[len(c.timeline)-1].Note
 	}
+	if c.canary {
+		ev.Message += fmt.Sprintf("; the canary of release %s ended: every request goes to the serving release", c.Release)
+	}
 	s.unlock()
 	if serving {
 		s.emit(ev)

@@ -316,6 +316,9 @@ func (s *Supervisor) backoffLocked(spec AppSpec, name string, ps *procState, n i
 	if n > spec.RestartAttempts {
 		if !ps.gaveUp {
 			ps.gaveUp = true
+			if name == WebProcess {
+				defer s.wakeFailedLocked()
+			}
 			full := fmt.Sprintf("%s container could not be started after %d attempts: %s", name, n, msg)
 			s.log.Error("gave up starting a container", zap.String("process", name), zap.String("error", full))
 			ev := Event{Name: EventGaveUp, Process: name, Message: full}

@@ -39,6 +39,11 @@ type rollout struct {
 	err error
 	// rules are a canary's (KindCanary).
 	rules CanaryRules
+	// promotes is the canary release a promotion deploys, and undo the
+	// overrides before it: a canary that ends before the switch aborts
+	// the promotion and takes its override back.
+	promotes string
+	undo     *Overrides
 }
 
 // errAborted is a rollout cancelled by the supervisor (a newer

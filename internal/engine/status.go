@@ -71,7 +71,7 @@ type Deployment struct {
 	RetiredAt time.Time `json:"retired_at,omitzero"`
 	// Percent is the share of new clients a canary deployment's release
 	// gets; CanaryEnded says how its canary ended, once it did.
-	Percent     int    `json:"percent,omitempty"`
+	Percent     *int   `json:"percent,omitempty"`
 	CanaryEnded string `json:"canary_ended,omitempty"`
 }
 

@@ -186,6 +186,8 @@ type Supervisor struct {
 	lastUsed    atomic.Int64
 	idleAfter   atomic.Int64
 	sleepQueued atomic.Bool
+	// asleep mirrors rec.Idle != nil, for the idle check.
+	asleep atomic.Bool
 	// healthSuspect is set while a ready web container fails its checks:
 	// the app is checked at the fast pace, traffic or not.
 	healthSuspect atomic.Bool
@@ -265,6 +267,7 @@ func (s *Supervisor) load() {
 	defer s.unlock()
 	s.log_.load(past)
 	s.rec = rec
+	s.asleep.Store(rec.Idle != nil)
 	s.canaryLeftLocked()
 	s.refreshDesiredLocked()
 	s.applyGateLocked()

@@ -135,9 +135,8 @@ type AppConfig struct {
 
 	// UnhealthyTimeout is how long a ready web container may fail its
 	// health checks (a GET of ready_path, or a TCP connect without one,
-	// every 500ms while the app has had a request in the last 10s or a
-	// container fails, else every 10s; out of the pool meanwhile) before
-	// it is replaced,
+	// every 500ms, or every rest_check_interval while the app is at rest;
+	// out of the pool meanwhile) before it is replaced,
 	// new-first: a replacement boots and the unhealthy container is
 	// retired once it is ready. 0 never replaces it. Default: 30s.
 	UnhealthyTimeout *caddy.Duration `json:"unhealthy_timeout,omitempty"`
@@ -150,6 +149,16 @@ type AppConfig struct {
 	// sleeps. Requests must come through the podswitch directive (or the
 	// podswitch_gate handler, or podswitch upstreams) to count.
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// RestCheckInterval makes the health checks follow traffic: while the
+	// app has had no request for 10s (and no container fails its checks),
+	// its ready web containers are checked only this often, not every
+	// 500ms; the first request runs a check at once and brings the 500ms
+	// pace back. A host of many quiet apps then spends a fraction of the
+	// CPU on checks; the price is that a container that stops answering
+	// while its app rests leaves the pool only within this interval, or at
+	// the first request. At most 5m. Default: 500ms, always.
+	RestCheckInterval caddy.Duration `json:"rest_check_interval,omitempty"`
 
 	// RestartAttempts is how many times a restart, a scale-up or the
 	// replacement of a crashed container retries a container that fails
@@ -275,6 +284,7 @@ func (c *AppConfig) spec(name string, resolve bool) (engine.AppSpec, error) {
 		spec.UnhealthyTimeout = time.Duration(*c.UnhealthyTimeout)
 	}
 	spec.IdleTimeout = time.Duration(c.IdleTimeout)
+	spec.RestCheckInterval = time.Duration(c.RestCheckInterval)
 	for _, n := range slices.Sorted(maps.Keys(c.Processes)) {
 		if n == engine.WebProcess {
 			return engine.AppSpec{}, fmt.Errorf("app %q: process type web is set with web, not processes", name)

@@ -44,6 +44,7 @@ func init() {
 //			drain_timeout <duration>
 //			unhealthy_timeout <duration>
 //			idle_timeout <duration>
+//			rest_check_interval <duration>
 //			restart_attempts <number>
 //			worker_ready_time <duration>
 //			postdeploy <command...>
@@ -243,7 +244,7 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				return nil, err
 			}
 			cfg.Port = n
-		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time", "postdeploy_timeout", "unhealthy_timeout", "idle_timeout":
+		case "boot_timeout", "stop_timeout", "drain_timeout", "worker_ready_time", "postdeploy_timeout", "unhealthy_timeout", "idle_timeout", "rest_check_interval":
 			v, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -275,6 +276,11 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 					return nil, d.Errf("idle_timeout: %q is too short: want at least %s, or 0 (never)", v, engine.MinIdleTimeout)
 				}
 				cfg.IdleTimeout = caddy.Duration(dur)
+			case "rest_check_interval":
+				if dur > engine.MaxRestCheckInterval {
+					return nil, d.Errf("rest_check_interval: %q is too long: want at most %s", v, engine.MaxRestCheckInterval)
+				}
+				cfg.RestCheckInterval = caddy.Duration(dur)
 			}
 		case "postdeploy":
 			cfg.Postdeploy = d.RemainingArgs()

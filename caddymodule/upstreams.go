@@ -98,7 +98,7 @@ func warnActiveHealthChecks(ctx caddy.Context, app string) {
 		//lint:ignore SA1019 a config may still set the deprecated path, and it never runs either
 		if hc := h.HealthChecks; hc != nil && hc.Active != nil && (hc.Active.URI != "" || hc.Active.Path != "" || hc.Active.Port != 0 || hc.Active.Upstream != "") {
 			ctx.Logger().Warn("active health checks (health_uri, health_port...) never run for podswitch upstreams: Caddy runs them for static upstreams only. "+
-				"podswitch checks every ready container itself (a TCP connect every 0.5s while the app has traffic, every 10s at rest) and takes one that stops answering out of the pool; "+
+				"podswitch checks every ready container itself (a TCP connect every 0.5s, or every rest_check_interval while the app is at rest) and takes one that stops answering out of the pool; "+
 				"to make a container ready only once an HTTP path answers, set ready_path in the app",
 				zap.String("app", app))
 		}

@@ -786,7 +786,7 @@ func (w *watcher) finish() []string {
 }
 
 // get does one GET and returns status and body.
-func get(t *testing.T, url string) (int, string) {
+func get(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {

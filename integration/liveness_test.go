@@ -370,7 +370,7 @@ func hookExit(h *engine.HookRecord) string {
 
 // keepBusy sends one GET to url, then one every 200ms in the background
 // until the test ends, ignoring the answers: an app with traffic has its
-// containers checked every 0.5s (an app at rest, every 10s).
+// containers checked every 0.5s (an app at rest, every 30s).
 func keepBusy(t *testing.T, url string) {
 	t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}

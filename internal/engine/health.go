@@ -25,19 +25,22 @@ import (
 // the app is unhealthy, the pool keeps them all rather than none (panic
 // routing), and the status says so.
 //
-// Checks follow traffic: an app that got a request within healthBusyFor,
-// or has a container that failed a check, is checked every healthInterval;
-// an app at rest only every healthIdleInterval, so that a host of many
-// quiet apps does not spend a core knocking on them. The first request
-// after a rest brings the fast checks back at the next tick (the request
-// path sets PoolRef.used, one atomic store).
+// An app may ask for its checks to follow traffic (rest_check_interval):
+// while it got a request within healthBusyFor, or has a container that
+// failed a check, it is checked every healthInterval; at rest only every
+// rest_check_interval, so that a host of many quiet apps does not spend a
+// core knocking on them (nor waking up for nothing). The first request
+// after a rest is signalled by the request path (PoolRef.traffic, at most
+// once per idle tick): a pass runs at once, and the fast pace is back.
 var (
-	healthInterval     = 500 * time.Millisecond
-	healthIdleInterval = 10 * time.Second
-	healthBusyFor      = 10 * time.Second
-	healthTimeout      = 400 * time.Millisecond
-	healthFails        = 2
+	healthInterval = 500 * time.Millisecond
+	healthBusyFor  = 10 * time.Second
+	healthTimeout  = 400 * time.Millisecond
+	healthFails    = 2
 )
+
+// MaxRestCheckInterval bounds rest_check_interval.
+const MaxRestCheckInterval = 5 * time.Minute
 
 // HTTPProber is a Prober that can also send the GET of a readiness path.
 // A Prober that is not one gets the engine's own HTTP client.
@@ -57,36 +60,47 @@ func (s *Supervisor) probeHTTP(ctx context.Context, addr, path string) (int, err
 
 // checkHealth runs health passes until the supervisor ends.
 func (s *Supervisor) checkHealth() {
-	t := time.NewTicker(healthInterval)
+	t := time.NewTimer(healthInterval)
 	defer t.Stop()
 	var last time.Time
+	resting := false
 	for {
-		var now time.Time
+		traffic := false
 		select {
 		case <-s.ctx.Done():
 			return
-		case now = <-t.C:
+		case <-s.pool.traffic:
+			traffic = true
+		case <-t.C:
 		}
-		if !s.healthDue(now, last) {
-			continue
+		now := time.Now()
+		if traffic && !resting {
+			continue // the fast pace goes on: its timer is set
 		}
-		last = now
-		// A check that failed once is made again at once, not at the
-		// next tick: a dead container is out after two checks, in about
-		// a second.
-		for s.healthPass() && s.ctx.Err() == nil {
+		rest := time.Duration(s.restCheck.Load())
+		if traffic || rest <= healthInterval || s.busy(now) || now.Sub(last) >= rest-healthInterval/2 {
+			last = now
+			// A check that failed once is made again at once, not at
+			// the next tick: a dead container is out after two checks,
+			// in about a second.
+			for s.healthPass() && s.ctx.Err() == nil {
+			}
+			now = time.Now()
 		}
+		next := healthInterval
+		if resting = rest > healthInterval && !s.busy(now); resting {
+			next = max(healthInterval, last.Add(rest).Sub(now))
+		}
+		t.Reset(next)
 	}
 }
 
-// healthDue reports whether a health pass is due at now, the last one
-// having run at last: every tick while the app has traffic (a request since
-// the idle loop last looked, or within healthBusyFor) or a container that
-// failed a check, else once every healthIdleInterval. It takes no lock.
-func (s *Supervisor) healthDue(now, last time.Time) bool {
+// busy reports whether the app's containers are checked at the fast pace
+// at now: it had a request since the idle loop last looked or within
+// healthBusyFor, or a container fails its checks. It takes no lock.
+func (s *Supervisor) busy(now time.Time) bool {
 	return s.pool.used.Load() || s.healthSuspect.Load() ||
-		now.Sub(time.Unix(0, s.lastUsed.Load())) < healthBusyFor ||
-		now.Sub(last) >= healthIdleInterval-healthInterval/2
+		now.Sub(time.Unix(0, s.lastUsed.Load())) < healthBusyFor
 }
 
 // liveCheck is one health check of one container: nil when it passed,

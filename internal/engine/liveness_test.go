@@ -335,47 +335,63 @@ func (p *fakeProber) count() int {
 	return p.probes
 }
 
-// Health checks follow traffic: an app at rest is checked every 10s, so a
-// dead container of a quiet app leaves the pool within about 10s; with
-// traffic it is checked every 0.5s again, and a dead container leaves the
-// pool within about a second.
+// With rest_check_interval 30s, health checks follow traffic: an app at
+// rest is checked every 30s; the first request after the rest runs a
+// check at once and brings back the 0.5s pace, so that a container that
+// died during the rest is out within about a second of the traffic; at
+// rest a dead container is out within about 30s. Without it, an app at
+// rest is checked every 0.5s.
 func TestHealthChecksFollowTraffic(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, nil)
 		defer h.shutdown()
 		spec := appSpec(t, "localhost/blog:v1", 3)
-		h.deployFirst(spec)
+		s, _ := h.deployFirst(spec)
 		prober := h.m.deps.Prober.(*fakeProber)
 		settle(20 * time.Second) // at rest from here
 		before := prober.count()
-		settle(time.Minute)
+		settle(10 * time.Second)
+		if n := prober.count() - before; n < 3*19 {
+			t.Fatalf("%d checks of 3 containers in 10s at rest without rest_check_interval, want every 0.5s", n)
+		}
+		spec.RestCheckInterval = 30 * time.Second
+		if d := s.Update(spec); d != nil {
+			t.Fatalf("rest_check_interval started deployment %+v", d)
+		}
+		settle(time.Second)
+		before = prober.count()
+		settle(90 * time.Second)
 		atRest := prober.count() - before
-		t.Logf("at rest: %d checks of 3 containers in a minute", atRest)
-		if atRest > 3*7 || atRest < 3*5 {
-			t.Errorf("%d checks of 3 containers in a minute at rest, want one pass every 10s (18)", atRest)
+		t.Logf("at rest: %d checks of 3 containers in 90s", atRest)
+		if atRest < 3*2 || atRest > 3*4 {
+			t.Errorf("%d checks of 3 containers in 90s at rest, want a pass every 30s (9)", atRest)
 		}
 
+		// Traffic after the rest: the dead container is out at once.
 		ids := h.containers(spec.ReleaseID(), WebProcess)
 		h.rt.Unlisten(ids[0])
 		t0 := time.Now()
-		waitFor(t, "the dead container of a quiet app out of the pool", 15*time.Second, func() bool { return len(h.poolAddrs()) == 2 })
-		quiet := time.Since(t0)
-
 		stop := h.traffic()
-		defer stop()
-		settle(time.Second)
+		waitFor(t, "the dead container out of the pool once traffic comes", 15*time.Second, func() bool { return len(h.poolAddrs()) == 2 })
+		woke := time.Since(t0)
 		before = prober.count()
 		settle(10 * time.Second)
 		if busy := prober.count() - before; busy < 30 {
 			t.Errorf("%d checks in 10s with traffic, want a pass every 0.5s", busy)
 		}
+		stop()
+		h.rt.Listen(ids[0])
+		waitFor(t, "back in the pool", 5*time.Second, func() bool { return len(h.poolAddrs()) == 3 })
+
+		// At rest again: a dead container is out within about 30s.
+		settle(20 * time.Second)
 		h.rt.Unlisten(ids[1])
 		t0 = time.Now()
-		waitFor(t, "the dead container of a busy app out of the pool", 15*time.Second, func() bool { return len(h.poolAddrs()) == 1 })
-		busy := time.Since(t0)
-		t.Logf("dead container out of the pool after %s at rest, %s with traffic (virtual)", quiet, busy)
-		if busy > 2*time.Second {
-			t.Errorf("out of the pool after %s with traffic, want about a second", busy)
+		waitFor(t, "the dead container of a quiet app out of the pool", 40*time.Second, func() bool { return len(h.poolAddrs()) == 2 })
+		quiet := time.Since(t0)
+		t.Logf("dead container out of the pool %s after traffic came, %s at rest (virtual)", woke, quiet)
+		if woke > time.Second {
+			t.Errorf("out of the pool %s after the first request, want at once", woke)
 		}
 	})
 }

@@ -97,6 +97,7 @@ func (s *Supervisor) refreshDesiredLocked() {
 	desired, dropped := s.rec.Overrides.apply(s.config, s.resolve)
 	s.desired = s.pinnedLocked(desired)
 	s.idleAfter.Store(int64(s.desired.IdleTimeout))
+	s.restCheck.Store(int64(s.desired.RestCheckInterval))
 	if dropped {
 		s.log.Info("the config changed a setting an operation had set: the config's value applies")
 		s.saveRecordLocked()

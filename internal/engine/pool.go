@@ -42,11 +42,16 @@ type PoolRef struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	// used is set by every request (Pass) and taken back by the idle
-	// check: whether the app got traffic since the last look.
-	used atomic.Bool
+	// check: whether the app got traffic since the last look. traffic
+	// gets a signal when used is set, so that the health checks of an app
+	// at rest take up their fast pace at the first request.
+	used    atomic.Bool
+	traffic chan struct{}
 }
 
-func newPoolRef() *PoolRef { return &PoolRef{closed: make(chan struct{})} }
+func newPoolRef() *PoolRef {
+	return &PoolRef{closed: make(chan struct{}), traffic: make(chan struct{}, 1)}
+}
 
 // Load returns the current pool, or nil before the app's first release is
 // ready.
@@ -146,6 +151,10 @@ const (
 func (r *PoolRef) Pass(ctx context.Context, release <-chan struct{}) (*Gate, Verdict) {
 	if !r.used.Load() {
 		r.used.Store(true)
+		select {
+		case r.traffic <- struct{}{}:
+		default:
+		}
 	}
 	g := r.Gate()
 	if g == nil {

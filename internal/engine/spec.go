@@ -122,6 +122,13 @@ type AppSpec struct {
 	// after no request for that long (its workers keep running); the next
 	// request wakes it (see idle.go). Zero never does.
 	IdleTimeout time.Duration
+	// RestCheckInterval, when over the 500ms of an app with traffic, is
+	// how often the ready web containers of the app are checked while it
+	// is at rest (no request for 10s): a host of many quiet apps then
+	// spends a fraction of the CPU on checks, and a container that stops
+	// answering while its app rests leaves the pool within that interval
+	// (at once at the first request). Zero checks every 500ms always.
+	RestCheckInterval time.Duration
 	// Settings are the container settings (memory, cpus, networks,
 	// volumes, user) of every process type that does not override them,
 	// and of the postdeploy hook.
@@ -182,7 +189,7 @@ func (s AppSpec) Validate() error {
 		"boot_timeout": s.BootTimeout, "stop_timeout": s.StopTimeout,
 		"drain_timeout": s.DrainTimeout, "worker_ready_time": s.WorkerReadyTime,
 		"postdeploy_timeout": s.HookTimeout, "unhealthy_timeout": s.UnhealthyTimeout,
-		"idle_timeout": s.IdleTimeout,
+		"idle_timeout": s.IdleTimeout, "rest_check_interval": s.RestCheckInterval,
 	} {
 		if d < 0 {
 			return fmt.Errorf("%s must not be negative", name)
@@ -190,6 +197,9 @@ func (s AppSpec) Validate() error {
 	}
 	if s.IdleTimeout > 0 && s.IdleTimeout < MinIdleTimeout {
 		return fmt.Errorf("idle_timeout %s: want at least %s (or 0, never)", s.IdleTimeout, MinIdleTimeout)
+	}
+	if r := s.RestCheckInterval; r > MaxRestCheckInterval {
+		return fmt.Errorf("rest_check_interval %s: want at most %s", r, MaxRestCheckInterval)
 	}
 	if s.RestartAttempts < 0 {
 		return errors.New("restart_attempts must not be negative")

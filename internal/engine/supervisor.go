@@ -188,6 +188,9 @@ type Supervisor struct {
 	sleepQueued atomic.Bool
 	// asleep mirrors rec.Idle != nil, for the idle check.
 	asleep atomic.Bool
+	// restCheck is the desired rest_check_interval (nanoseconds), for the
+	// health checks.
+	restCheck atomic.Int64
 	// healthSuspect is set while a ready web container fails its checks:
 	// the app is checked at the fast pace, traffic or not.
 	healthSuspect atomic.Bool
@@ -240,6 +243,7 @@ func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, 
 	}
 	s.desired = spec
 	s.idleAfter.Store(int64(spec.IdleTimeout))
+	s.restCheck.Store(int64(spec.RestCheckInterval))
 	s.noteUsed()
 	s.fleet = newFleet(s.log, pool, s.touch)
 	return s

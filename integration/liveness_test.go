@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -127,7 +126,6 @@ func TestLivenessFrozen(t *testing.T) {
 	victim := st.Containers[0]
 	t.Cleanup(func() { _, _ = execPodman("unpause", victim.ID) })
 
-	keepBusy(t, c.url("/"))
 	podmanCLI(t, "pause", victim.ID)
 	t0 := time.Now() // the pause command has returned: it is frozen
 	st = c.waitStatus(app, "the frozen container out of the pool", 30*time.Second, func(st engine.AppStatus) bool {
@@ -167,7 +165,6 @@ func TestLivenessDeadlock(t *testing.T) {
 	st := c.waitSettled(app, 2, 2*time.Minute)
 	victim := st.Containers[0]
 
-	keepBusy(t, c.url("/"))
 	t0 := time.Now()
 	control(t, victim.Addr, "/control/hang")
 	st = c.waitStatus(app, "the deadlocked container out of the pool", 30*time.Second, func(st engine.AppStatus) bool {
@@ -366,32 +363,4 @@ func hookExit(h *engine.HookRecord) string {
 		return "none"
 	}
 	return strconv.Itoa(*h.ExitCode)
-}
-
-// keepBusy sends one GET to url, then one every 200ms in the background
-// until the test ends, ignoring the answers: an app with traffic has its
-// containers checked every 0.5s (an app at rest, every 30s).
-func keepBusy(t *testing.T, url string) {
-	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
-	get := func() {
-		if resp, err := client.Get(url); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-	}
-	get()
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-				get()
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-done })
 }

@@ -143,19 +143,20 @@ func (s *Supervisor) wakeOnRequest() {
 	s.reconcileLocked()
 }
 
-// wakeLocked wakes the app if it sleeps: its record no longer says so and
-// its web containers boot at the next reconcile; the gate stays up until
-// one of them is ready (see wokenLocked). When the record cannot be
-// written the app wakes all the same: a restart would find it asleep and
-// wake it at the next request.
+// sleepingLocked reports whether the app sleeps and no wake is on its way.
+// Its record says it sleeps until a wake has ended: a restart in the middle
+// of a wake finds it asleep, gate up, and the next request wakes it again.
+func (s *Supervisor) sleepingLocked() bool { return s.rec.Idle != nil && s.waking == nil }
+
+// wakeLocked wakes the app if it sleeps: its web containers boot at the
+// next reconcile; the gate stays up, and the record says it sleeps, until
+// one of them is ready (see wokenLocked).
 func (s *Supervisor) wakeLocked(trigger string) {
-	if s.rec.Idle == nil {
+	if !s.sleepingLocked() {
 		return
 	}
 	s.waking = &waking{since: time.Now(), trigger: trigger, asleep: s.rec.Idle.Since}
-	s.rec.Idle = nil
 	s.asleep.Store(false)
-	_ = s.saveRecordLocked() // logged
 	s.resetProcsLocked([]string{WebProcess})
 	s.applyGateLocked()
 	s.log.Info("app waking up", zap.String("trigger", trigger))
@@ -173,6 +174,8 @@ func (s *Supervisor) wokenLocked() {
 		return
 	}
 	s.waking = nil
+	s.rec.Idle = nil
+	_ = s.saveRecordLocked() // logged; a restart finds it asleep, and wakes it again at a request
 	took := time.Since(w.since)
 	s.lastWake = &WakeStatus{At: time.Now(), Trigger: w.trigger, ColdStart: took.Round(time.Millisecond).String(), ColdStartMS: took.Milliseconds()}
 	s.noteUsed()
@@ -202,8 +205,6 @@ func (s *Supervisor) wakeFailedLocked() {
 		return
 	}
 	s.waking = nil
-	s.rec.Idle = &IdleRecord{Since: w.asleep}
-	_ = s.saveRecordLocked() // logged
 	s.asleep.Store(true)
 	s.applyGateLocked()
 	s.log.Warn("the wake gave up: the app sleeps again, and the next request wakes it again")
@@ -213,7 +214,7 @@ func (s *Supervisor) wakeFailedLocked() {
 // boot_timeout; the first one wakes the app.
 func (s *Supervisor) wakeGate() *Gate {
 	g := &Gate{Waking: true, Timeout: s.desired.BootTimeout, RetryAfter: wakeRetryAfter}
-	if s.rec.Idle != nil {
+	if s.sleepingLocked() {
 		g.Since = s.rec.Idle.Since
 		g.wake = func() { s.queue(s.wakeOnRequest) }
 	} else if s.waking != nil {
@@ -226,7 +227,7 @@ func (s *Supervisor) wakeGate() *Gate {
 // awake.
 func (s *Supervisor) idleStatusLocked() *IdleStatus {
 	switch {
-	case s.rec.Idle != nil:
+	case s.sleepingLocked():
 		return &IdleStatus{Since: s.rec.Idle.Since, Held: s.pool.Held()}
 	case s.waking != nil:
 		return &IdleStatus{Since: s.waking.asleep, Waking: true, Held: s.pool.Held()}

@@ -103,6 +103,9 @@ func TestIdleSleepAndWake(t *testing.T) {
 		if st := s.Status(); st.Idle == nil || !st.Idle.Waking || st.Idle.Held != 5 || len(booting) != 2 {
 			t.Fatalf("while it wakes: idle %+v, web %v", st.Idle, booting)
 		}
+		if r := store.get(appName); r.Idle == nil {
+			t.Error("while it wakes, the record no longer says the app sleeps: a restart now would leave no gate up")
+		}
 		h.rt.Listen(booting[0])
 		waitFor(t, "awake", time.Minute, func() bool { return s.Status().Idle == nil })
 		synctest.Wait()
@@ -147,6 +150,7 @@ func TestIdleSurvivesRestart(t *testing.T) {
 
 		h2 := newHarnessWith(t, h.rt, withStore(store))
 		defer h2.shutdown()
+		runs := len(h.rt.Runs())
 		h2.m.Apply([]AppSpec{spec})
 		settle(2 * adoptProbeTime)
 		s2 := h2.sup()
@@ -329,6 +333,47 @@ func TestIdleWakeGivesUpSleepsAgain(t *testing.T) {
 		}
 		if st := s.Status(); st.Idle != nil || len(st.GaveUp) != 0 {
 			t.Errorf("after the second wake: idle %+v, gave up %v", st.Idle, st.GaveUp)
+		}
+	})
+}
+
+// A restart in the middle of a wake finds the app asleep: its gate is up
+// before any request, and the next request wakes it.
+func TestIdleRestartWhileWaking(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newMemStore()
+		h := newHarnessWith(t, nil, withStore(store))
+		spec := idleSpec(t, "localhost/blog:v1")
+		s, _ := h.deployFirst(spec)
+		waitFor(t, "asleep", 2*time.Minute, func() bool { return len(h.runningOf(WebProcess)) == 0 })
+		h.rt.OnImage(spec.Image, behavior{Hold: true})
+		held := request(h.m.Pool(appName))
+		waitFor(t, "waking", time.Minute, func() bool { st := s.Status(); return st.Idle != nil && st.Idle.Waking })
+		h.m.Close()
+		h.m.Wait()
+		if v := <-held; v != Released {
+			t.Errorf("a request held when the process exits: verdict %d, want Released", v)
+		}
+
+		h.rt.OnImage(spec.Image, behavior{})
+		h2 := newHarnessWith(t, h.rt, withStore(store))
+		defer h2.shutdown()
+		runs := len(h.rt.Runs())
+		h2.m.Apply([]AppSpec{spec})
+		settle(2 * adoptProbeTime)
+		s2 := h2.sup()
+		ref := h2.m.Pool(appName)
+		if g := ref.Gate(); g == nil || !g.Waking {
+			t.Fatalf("gate after a restart in the middle of a wake: %+v", g)
+		}
+		if n := len(h2.rt.Runs()) - runs; n != 0 {
+			t.Errorf("the restart booted %d containers, want none until a request", n)
+		}
+		if st := s2.Status(); st.Idle == nil || st.Idle.Waking || len(st.Deployments) != 0 {
+			t.Fatalf("after the restart: idle %+v, deployments %+v", st.Idle, st.Deployments)
+		}
+		if v := <-request(ref); v != Through {
+			t.Fatalf("the request that woke it: verdict %d", v)
 		}
 	})
 }

@@ -334,7 +334,7 @@ func (s *Supervisor) Restart(process, container string) (DeployResult, error) {
 			return DeployResult{}, inputErr("app %s has no process type %q", s.name, process)
 		}
 	}
-	if s.rec.Idle != nil && (process == WebProcess || (container == "" && process == "" && len(spec.Processes) == 1)) {
+	if s.sleepingLocked() && (process == WebProcess || (container == "" && process == "" && len(spec.Processes) == 1)) {
 		return DeployResult{}, inputErr("app %s is idle: its web containers are stopped until the next request", s.name)
 	}
 	if process == "" {

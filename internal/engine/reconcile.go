@@ -105,7 +105,7 @@ func (s *Supervisor) reconcileLocked() {
 	if !s.adopted || s.ctx.Err() != nil {
 		return
 	}
-	if s.rec.Idle != nil && s.desired.IdleTimeout <= 0 {
+	if s.sleepingLocked() && s.desired.IdleTimeout <= 0 {
 		s.wakeLocked("config")
 	}
 	want := s.desired.ReleaseID()
@@ -158,7 +158,7 @@ func (s *Supervisor) servingSpecLocked() AppSpec {
 	spec.RestartAttempts, spec.WorkerReadyTime, spec.HookTimeout = d.RestartAttempts, d.WorkerReadyTime, d.HookTimeout
 	spec.ReadyPath, spec.ReadyStatus, spec.UnhealthyTimeout = d.ReadyPath, d.ReadyStatus, d.UnhealthyTimeout
 	spec.IdleTimeout = d.IdleTimeout
-	if s.rec.Idle != nil {
+	if s.sleepingLocked() {
 		// Asleep: no web container runs until the next request.
 		spec.Processes = slices.Clone(spec.Processes)
 		for i, p := range spec.Processes {
@@ -194,7 +194,7 @@ func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 		// Recorded as retiring in one write before any of them stops.
 		s.recordRetiringLocked(live[:n])
 		why := "scaled down"
-		if p.Name == WebProcess && s.rec.Idle != nil {
+		if p.Name == WebProcess && s.sleepingLocked() {
 			why = "the app is idle"
 		}
 		for _, c := range live[:n] {

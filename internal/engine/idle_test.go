@@ -150,7 +150,6 @@ func TestIdleSurvivesRestart(t *testing.T) {
 
 		h2 := newHarnessWith(t, h.rt, withStore(store))
 		defer h2.shutdown()
-		runs := len(h.rt.Runs())
 		h2.m.Apply([]AppSpec{spec})
 		settle(2 * adoptProbeTime)
 		s2 := h2.sup()

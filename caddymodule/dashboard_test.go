@@ -911,6 +911,14 @@ func TestDashboardAttention(t *testing.T) {
 		{"runtime away", func(s *engine.AppStatus) { s.RuntimeError = "dial unix: refused" },
 			nil, "bad", []string{"Podman cannot be reached: dial unix: refused"}},
 		{"paused is no problem", func(s *engine.AppStatus) { s.Paused = &engine.PauseStatus{Since: now, Timeout: "30s"} }, nil, "ok", nil},
+		{"asleep is no problem", func(s *engine.AppStatus) {
+			s.Idle = &engine.IdleStatus{Since: now}
+			s.Containers = nil
+		}, nil, "ok", nil},
+		{"a canary's containers are not web's", func(s *engine.AppStatus) {
+			s.Canary = &engine.CanaryStatus{Release: "r2", InService: true, Ready: 2, CanaryRules: engine.CanaryRules{Percent: 20}}
+			s.Containers = []engine.ContainerStatus{ready("c1", "web"), {ID: "c5", Process: "web", Release: "r2", State: engine.StateReady, Canary: true}}
+		}, nil, "warn", []string{"web: 1 of 2 containers running"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			st := base()
@@ -1117,5 +1125,57 @@ func TestDashboardShowsImageID(t *testing.T) {
 	}
 	if len(shown) < 2 || slices.ContainsFunc(shown, func(s string) bool { return s != id[:12] }) {
 		t.Errorf("image IDs shown %q, want the release's and the deployment's, each %s", shown, id[:12])
+	}
+}
+
+// The dashboard shows a canary in service with its share, and does not
+// count its containers among the serving release's; a real browser.
+func TestDashboardCanaryBadge(t *testing.T) {
+	e := newBlogDash(t)
+	s := e.m.App("blog")
+	res, err := s.Canary("localhost/blog:v2", "", engine.CanaryRules{Percent: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if st := s.Status(); st.Canary != nil && st.Canary.InService {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("canary %d not in service: %+v", res.Deployment.ID, s.Status().Canary)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	browsertest.Path(t)
+	ctx := browsertest.New(t, 1280, 900)
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	badge, err := chromedp.Run(ctx, chromedp.Poll[string](`(document.querySelector('.badge.b-canary') || {}).innerText`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
+	if err != nil || badge != "canary 20%" {
+		t.Fatalf("canary badge %q (%v), want \"canary 20%%\"", badge, err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(browsertest.ScreenshotDir(t), "canary-overview.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var v dashAppView
+	e.getJSON("/api/apps/blog", &v)
+	if v.App == nil || v.App.Canary == nil || v.App.Canary.Percent != 20 || v.App.Canary.Ready != 2 {
+		t.Fatalf("app view canary %+v", v.App)
+	}
+	for _, p := range v.App.Processes {
+		n := 0
+		for _, c := range p.States {
+			n += c.N
+		}
+		if p.Name == engine.WebProcess && n != 2 {
+			t.Errorf("web counts %+v: want the serving release's 2, not the canary's", p.States)
+		}
 	}
 }

@@ -87,7 +87,9 @@ func (s *Supervisor) checkHealth() {
 			}
 			now = time.Now()
 		}
-		next := healthInterval
+		// At the fast pace, passes start every healthInterval, however
+		// long one took (a ticker's pace); at rest, every rest.
+		next := max(0, last.Add(healthInterval).Sub(now))
 		if resting = rest > healthInterval && !s.busy(now); resting {
 			next = max(healthInterval, last.Add(rest).Sub(now))
 		}

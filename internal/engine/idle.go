@@ -204,6 +204,9 @@ func (s *Supervisor) wakeFailedLocked() {
 	if w == nil {
 		return
 	}
+	if r := s.rollout; r != nil && r.kind != KindRestart && r.kind != KindCanary {
+		return // a new release on its way ends the wake at its switch
+	}
 	s.waking = nil
 	s.asleep.Store(true)
 	s.applyGateLocked()

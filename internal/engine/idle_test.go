@@ -376,3 +376,37 @@ func TestIdleRestartWhileWaking(t *testing.T) {
 		}
 	})
 }
+
+// A wake carried by a deployment whose old release's web gives up does not
+// put the app back to sleep: the new release's switch ends the wake, and
+// its containers serve.
+func TestIdleWakeByDeployOldWebFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarnessWith(t, nil, withStore(newMemStore()))
+		defer h.shutdown()
+		spec := idleSpec(t, "localhost/blog:v1")
+		spec.BootTimeout, spec.RestartAttempts = 5*time.Second, 1
+		s, _ := h.deployFirst(spec)
+		waitFor(t, "asleep", 2*time.Minute, func() bool { return len(h.runningOf(WebProcess)) == 0 })
+		h.rt.OnImage("localhost/blog:v1", behavior{Crash: true})
+		h.rt.OnImage("localhost/blog:v2", behavior{Hold: true})
+		v2 := idleSpec(t, "localhost/blog:v2")
+		v2.BootTimeout, v2.RestartAttempts = 5*time.Minute, 1
+		d := s.Update(v2)
+		if d == nil {
+			t.Fatal("no deployment")
+		}
+		waitFor(t, "v1's web gives up", 5*time.Minute, func() bool { return len(s.Status().GaveUp) == 1 })
+		for _, id := range h.containers(v2.ReleaseID(), WebProcess) {
+			h.rt.Listen(id)
+		}
+		if got := h.waitDone(s, d.ID); got.Status != StatusSuccess {
+			t.Fatalf("deploy: %s (%s)", got.Status, got.Error)
+		}
+		settle(5 * time.Second)
+		ref := h.m.Pool(appName)
+		if p := ref.Load(); len(p.Addrs) != 2 || p.Release != v2.ReleaseID() || ref.Gate() != nil || s.Status().Idle != nil {
+			t.Errorf("after the deploy: pool %+v, gate %+v, idle %+v", p, ref.Gate(), s.Status().Idle)
+		}
+	})
+}

@@ -13,6 +13,9 @@ import (
 // ProbeHTTP answers a GET the way the fake container at addr is set to:
 // refused when it does not listen, never when it hangs, else its status.
 func (p *fakeProber) ProbeHTTP(ctx context.Context, addr, path string) (int, error) {
+	p.mu.Lock()
+	p.probes++
+	p.mu.Unlock()
 	if !p.rt.Listening(addr) {
 		return 0, fmt.Errorf("dial tcp %s: connect: connection refused", addr)
 	}
@@ -401,4 +404,40 @@ func (r *fakeRuntime) Unlisten(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.containers[id].listening = false
+}
+
+// By default passes start every 0.5s however long one takes: a hung
+// container (each of its checks takes 400ms) does not slow the checks of
+// the others. A reload that drops rest_check_interval brings the 0.5s pace
+// back at once, not when the rest's timer fires.
+func TestHealthPace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.shutdown()
+		spec := livenessSpec(t, "localhost/blog:v1", 2, 0)
+		s, _ := h.deployFirst(spec)
+		prober := h.m.deps.Prober.(*fakeProber)
+		ids := h.containers(spec.ReleaseID(), WebProcess)
+		h.rt.Hang(ids[0], true)
+		settle(5 * time.Second)
+		before := prober.count()
+		settle(10 * time.Second)
+		if n := prober.count() - before; n < 2*19 {
+			t.Errorf("%d checks of 2 containers in 10s with one hung, want a pass every 0.5s (40)", n)
+		}
+		h.rt.Hang(ids[0], false)
+		waitFor(t, "back in the pool", 5*time.Second, func() bool { return len(h.poolAddrs()) == 2 })
+
+		spec.RestCheckInterval = MaxRestCheckInterval
+		s.Update(spec)
+		settle(time.Minute) // at rest: the next pass is minutes away
+		spec.RestCheckInterval = 0
+		s.Update(spec)
+		settle(100 * time.Millisecond)
+		before = prober.count()
+		settle(2 * time.Second)
+		if n := prober.count() - before; n < 2*3 {
+			t.Errorf("%d checks in the 2s after rest_check_interval was dropped, want a pass every 0.5s", n)
+		}
+	})
 }

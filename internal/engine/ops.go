@@ -97,7 +97,14 @@ func (s *Supervisor) refreshDesiredLocked() {
 	desired, dropped := s.rec.Overrides.apply(s.config, s.resolve)
 	s.desired = s.pinnedLocked(desired)
 	s.idleAfter.Store(int64(s.desired.IdleTimeout))
-	s.restCheck.Store(int64(s.desired.RestCheckInterval))
+	if v := int64(s.desired.RestCheckInterval); s.restCheck.Swap(v) != v {
+		// A resting health loop waits on a timer of the old interval:
+		// it looks again now.
+		select {
+		case s.pool.traffic <- struct{}{}:
+		default:
+		}
+	}
 	if dropped {
 		s.log.Info("the config changed a setting an operation had set: the config's value applies")
 		s.saveRecordLocked()

@@ -105,7 +105,7 @@ func (s *Supervisor) reconcileLocked() {
 	if !s.adopted || s.ctx.Err() != nil {
 		return
 	}
-	if s.sleepingLocked() && s.desired.IdleTimeout <= 0 {
+	if s.sleepingLocked() && s.desired.IdleTimeout <= 0 && !s.proc(WebProcess).gaveUp {
 		s.wakeLocked("config")
 	}
 	want := s.desired.ReleaseID()

@@ -415,6 +415,10 @@ func (s *Supervisor) abandonLocked(r *rollout, err error) {
 	if s.rollout == r {
 		s.rollout = nil
 	}
+	if s.waking != nil && s.proc(WebProcess).gaveUp {
+		// The wake it carried failed meanwhile: asleep again.
+		s.wakeFailedLocked()
+	}
 	// Its containers take up to stop_timeout to go: until they are gone
 	// they are recorded as retiring, so that a crash meanwhile never
 	// adopts them. At exit the record keeps the deployment as on its way:

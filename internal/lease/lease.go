@@ -1,0 +1,219 @@
+// Package lease elects one holder of a named lease among processes that
+// share a storage with locks (Caddy's storage: a shared directory, Redis,
+// Consul...), the way Kubernetes' client-go leader election does over an
+// API server that gives no fencing tokens.
+//
+// The lease is a record {holder, epoch, renewed, duration} kept under one
+// key. The storage's lock guards only a short read-modify-write of that
+// record, never the leadership itself: a lock left behind by a process
+// that died would otherwise stop every other one.
+//
+// Expiry is judged by each reader's own monotonic clock: a candidate takes
+// the lease once it has seen the same record, unchanged, for the lease's
+// duration; the holder's wall clock, written in the record, is for people
+// only. Clocks of different machines are never compared.
+//
+// The holder counts its term from the moment it asked for the lock (before
+// it knew the answer), so that a slow storage shortens its term and never
+// lengthens it. Valid reports whether the term still runs: a holder must
+// stop every change it makes (a container started or stopped) once Valid
+// is false, and a candidate that takes over waits a full duration of
+// silence first, so that the two never act at once while the clocks run
+// at about the same rate. Epochs only grow: each new holder takes the
+// previous epoch plus one, and Check lets every write of shared state
+// verify, under the lock, that its writer still holds the epoch it thinks.
+package lease
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"time"
+)
+
+// Store is what a lease needs of Caddy's storage; certmagic.Storage has
+// it. Load of a missing key returns an error that is fs.ErrNotExist.
+type Store interface {
+	Lock(ctx context.Context, name string) error
+	Unlock(ctx context.Context, name string) error
+	Store(ctx context.Context, key string, value []byte) error
+	Load(ctx context.Context, key string) ([]byte, error)
+}
+
+// Record is the lease as the storage keeps it.
+type Record struct {
+	// Holder is the instance that holds the lease; empty when it was
+	// released.
+	Holder string `json:"holder"`
+	// Epoch grows by one at each change of holder.
+	Epoch uint64 `json:"epoch"`
+	// Renewed is the holder's wall clock at its last renewal, for people;
+	// no decision reads it.
+	Renewed time.Time `json:"renewed"`
+	// Duration is the term the holder was given.
+	Duration time.Duration `json:"duration"`
+}
+
+// ErrNotHolder is returned by Check when the lease is held by another
+// instance, or at another epoch, than the caller's.
+var ErrNotHolder = errors.New("this instance does not hold the lease")
+
+// Lease is one instance's view of a named lease. Its methods are safe for
+// concurrent use.
+type Lease struct {
+	store Store
+	key   string
+	id    string
+	dur   time.Duration
+	now   func() time.Time
+
+	mu sync.Mutex
+	// seen is the last record read and seenAt when it was first read
+	// unchanged (this instance's monotonic clock).
+	seen   Record
+	seenAt time.Time
+	known  bool
+	// epoch is the epoch this instance holds, 0 when none; until is when
+	// its term ends.
+	epoch uint64
+	until time.Time
+}
+
+// New returns the lease key of store for instance id, with terms of dur.
+// now is the clock (time.Now when nil; its monotonic reading is what
+// counts).
+func New(store Store, key, id string, dur time.Duration, now func() time.Time) *Lease {
+	if now == nil {
+		now = time.Now
+	}
+	return &Lease{store: store, key: key, id: id, dur: dur, now: now}
+}
+
+// lockName is the storage lock that guards the lease record.
+func (l *Lease) lockName() string { return l.key + ".lock" }
+
+// Try renews the lease when this instance holds it, takes it when it is
+// free or was left to expire, and otherwise observes it. It returns the
+// epoch held (0 when not held). Call it every fraction of the duration
+// (a third is usual). An error leaves the term as it was: it runs out on
+// its own.
+func (l *Lease) Try(ctx context.Context) (uint64, error) {
+	asked := l.now()
+	if err := l.store.Lock(ctx, l.lockName()); err != nil {
+		return l.Epoch(), fmt.Errorf("locking lease %s: %w", l.key, err)
+	}
+	defer func() { _ = l.store.Unlock(context.WithoutCancel(ctx), l.lockName()) }()
+	rec, err := l.load(ctx)
+	if err != nil {
+		return l.Epoch(), err
+	}
+	now := l.now()
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.known || rec != l.seen {
+		l.seen, l.seenAt, l.known = rec, now, true
+	}
+	switch {
+	case rec.Holder == l.id && rec.Epoch == l.epoch && l.epoch != 0:
+		// Ours: renew.
+	case rec.Holder == "" || now.Sub(l.seenAt) >= rec.Duration:
+		// Free, or silent for a whole term as seen from here: take it.
+		rec.Epoch++
+	default:
+		// Another holds it (or it is ours from an epoch we lost).
+		l.epoch, l.until = 0, time.Time{}
+		return 0, nil
+	}
+	next := Record{Holder: l.id, Epoch: rec.Epoch, Renewed: time.Now(), Duration: l.dur}
+	b, err := json.Marshal(next)
+	if err != nil {
+		return l.epoch, err
+	}
+	if err := l.store.Store(ctx, l.key, b); err != nil {
+		return l.epoch, fmt.Errorf("writing lease %s: %w", l.key, err)
+	}
+	l.seen, l.seenAt = next, now
+	l.epoch, l.until = next.Epoch, asked.Add(l.dur)
+	return l.epoch, nil
+}
+
+// load reads the lease record; a missing one is a free lease at epoch 0.
+func (l *Lease) load(ctx context.Context) (Record, error) {
+	b, err := l.store.Load(ctx, l.key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Record{}, nil
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("reading lease %s: %w", l.key, err)
+	}
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return Record{}, fmt.Errorf("lease %s is damaged: %w", l.key, err)
+	}
+	return rec, nil
+}
+
+// Epoch returns the epoch this instance holds while its term runs, else 0.
+func (l *Lease) Epoch() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.epoch != 0 && l.now().Before(l.until) {
+		return l.epoch
+	}
+	return 0
+}
+
+// Valid reports whether this instance holds the lease at epoch and its
+// term still runs: the test before any change a holder makes.
+func (l *Lease) Valid(epoch uint64) bool { return epoch != 0 && l.Epoch() == epoch }
+
+// Check runs fn under the lease's lock if the record still names this
+// instance at epoch and its term runs, and returns ErrNotHolder otherwise:
+// a write of shared state made through Check is never a stale holder's.
+func (l *Lease) Check(ctx context.Context, epoch uint64, fn func() error) error {
+	if !l.Valid(epoch) {
+		return ErrNotHolder
+	}
+	if err := l.store.Lock(ctx, l.lockName()); err != nil {
+		return fmt.Errorf("locking lease %s: %w", l.key, err)
+	}
+	defer func() { _ = l.store.Unlock(context.WithoutCancel(ctx), l.lockName()) }()
+	rec, err := l.load(ctx)
+	if err != nil {
+		return err
+	}
+	if rec.Holder != l.id || rec.Epoch != epoch || !l.Valid(epoch) {
+		return ErrNotHolder
+	}
+	return fn()
+}
+
+// Release gives the lease up, if this instance holds it, so that another
+// takes it at once rather than after a term of silence. The epoch stays:
+// the next holder takes the one after it.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	epoch := l.epoch
+	l.epoch, l.until = 0, time.Time{}
+	l.mu.Unlock()
+	if epoch == 0 {
+		return nil
+	}
+	if err := l.store.Lock(ctx, l.lockName()); err != nil {
+		return fmt.Errorf("locking lease %s: %w", l.key, err)
+	}
+	defer func() { _ = l.store.Unlock(context.WithoutCancel(ctx), l.lockName()) }()
+	rec, err := l.load(ctx)
+	if err != nil || rec.Holder != l.id || rec.Epoch != epoch {
+		return err
+	}
+	b, err := json.Marshal(Record{Epoch: epoch, Renewed: time.Now()})
+	if err != nil {
+		return err
+	}
+	return l.store.Store(ctx, l.key, b)
+}

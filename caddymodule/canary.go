@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +21,10 @@ const stickyMaxAge = 24 * 60 * 60
 
 // stickyCookie is the name of the cookie that keeps a client of app on the
 // release it got during a canary. App names are cookie-name safe.
-func stickyCookie(app string) string { return "podswitch_" + app }
+func stickyCookie(app string) string { return stickyPrefix + app }
+
+// stickyPrefix begins the name of every sticky cookie.
+const stickyPrefix = "podswitch_"
 
 // toCanary decides whether r goes to canary c. A request with c's header
 // (and value, when set) or cookie value always does; a client whose sticky
@@ -33,16 +37,15 @@ func toCanary(r *http.Request, app string, c *engine.Canary) (canary bool, stick
 			return true, ""
 		}
 	}
-	if c.Cookie != "" {
-		if ck, err := r.Cookie(c.Cookie); err == nil && ck.Value == c.CookieValue {
-			return true, ""
-		}
+	chosen, sticky, _ := cookieValues(r.Header, c.Cookie, stickyPrefix, app)
+	if c.Cookie != "" && chosen == c.CookieValue {
+		return true, ""
 	}
-	if ck, err := r.Cookie(stickyCookie(app)); err == nil {
-		switch ck.Value {
-		case "c." + c.Release:
+	if len(sticky) == len(c.Release)+2 && sticky[2:] == c.Release {
+		switch sticky[:2] {
+		case "c.":
 			return true, ""
-		case "s." + c.Release:
+		case "s.":
 			return false, ""
 		}
 	}
@@ -50,6 +53,34 @@ func toCanary(r *http.Request, app string, c *engine.Canary) (canary bool, stick
 		return true, "c." + c.Release
 	}
 	return false, "s." + c.Release
+}
+
+// cookieValues returns, in one pass over the Cookie headers and without
+// allocating, the value of the cookie named a (none when a is empty) and of
+// the one named prefix+b; found reports whether either was found.
+// Malformed pairs are skipped, as net/http does.
+func cookieValues(h http.Header, a, prefix, b string) (va, vb string, found bool) {
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			name, value, ok := strings.Cut(part, "=")
+			if !ok {
+				continue
+			}
+			if len(value) > 1 && value[0] == '"' && value[len(value)-1] == '"' {
+				value = value[1 : len(value)-1]
+			}
+			switch {
+			case a != "" && name == a:
+				va, found = value, true
+			case len(name) == len(prefix)+len(b) && strings.HasPrefix(name, prefix) && name[len(prefix):] == b:
+				vb, found = value, true
+			}
+		}
+	}
+	return va, vb, found
 }
 
 // routeCanary decides, in front of the proxy, whether r goes to the app's

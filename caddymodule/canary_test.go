@@ -1,9 +1,12 @@
 package caddymodule
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/podswitch/podswitch/internal/engine"
 )
@@ -58,5 +61,61 @@ func TestCanaryShareExact(t *testing.T) {
 		if n != p*10 {
 			t.Errorf("%d%%: %d of 1000 new clients got the canary, want %d", p, n, p*10)
 		}
+	}
+}
+
+// cookieValues finds both cookies in one pass, in any Cookie header, quoted
+// or not, and skips malformed pairs.
+func TestCookieValues(t *testing.T) {
+	for _, tc := range []struct {
+		lines      []string
+		a, b       string
+		va, vb     string
+		wantsFound bool
+	}{
+		{[]string{"beta=yes; podswitch_blog=c.r1"}, "beta", "blog", "yes", "c.r1", true},
+		{[]string{"x=1", " podswitch_blog=\"s.r1\" ;bogus; beta=no"}, "beta", "blog", "no", "s.r1", true},
+		{[]string{"podswitch_blogger=c.r1; beta2=yes"}, "beta", "blog", "", "", false},
+		{[]string{"beta=yes"}, "", "blog", "", "", false},
+		{nil, "beta", "blog", "", "", false},
+	} {
+		h := http.Header{"Cookie": tc.lines}
+		va, vb, found := cookieValues(h, tc.a, stickyPrefix, tc.b)
+		if va != tc.va || vb != tc.vb || found != tc.wantsFound {
+			t.Errorf("%q: %q %q %v, want %q %q %v", tc.lines, va, vb, found, tc.va, tc.vb, tc.wantsFound)
+		}
+	}
+}
+
+// BenchmarkGetUpstreamsCanary measures the request path while a canary is
+// in service, for a returning client (a sticky cookie, no gate in front:
+// the upstream source decides and keeps its decision in the request's
+// variables), against the same path without a canary.
+func BenchmarkGetUpstreamsCanary(b *testing.B) {
+	addrs := []string{"10.0.0.1:5000", "10.0.0.2:5000"}
+	for _, withCanary := range []bool{false, true} {
+		name := "no-canary"
+		if withCanary {
+			name = "canary"
+		}
+		b.Run(name, func(b *testing.B) {
+			u := testUpstreams(b, addrs)
+			if withCanary {
+				engine.StoreCanaryPoolForTest(u.pool, "r1", addrs, engine.NewCanaryForTest("r2", []string{"10.0.0.9:5000"}, engine.CanaryRules{Percent: 20, Cookie: "beta", CookieValue: "yes"}))
+			}
+			u.routed = routedCounters("bench")
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					r := httptest.NewRequest(http.MethodGet, "/", nil)
+					r.Header.Set("Cookie", "session=abc; podswitch_bench=s.r2")
+					r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+					ups, err := u.GetUpstreams(r)
+					if err != nil || len(ups) != len(addrs) {
+						b.Fatal(ups, err)
+					}
+				}
+			})
+		})
 	}
 }

@@ -21,3 +21,9 @@ func SetGateForTest(r *PoolRef, g *Gate) { r.setGate(g) }
 func NewCanaryForTest(release string, addrs []string, rules CanaryRules) *Canary {
 	return &Canary{Release: release, Addrs: addrs, CanaryRules: rules, clients: new(atomic.Uint64)}
 }
+
+// StoreCanaryPoolForTest installs a pool with a canary, as a canary in
+// service would.
+func StoreCanaryPoolForTest(r *PoolRef, release string, addrs []string, c *Canary) {
+	r.store(release, addrs, c)
+}

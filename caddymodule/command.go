@@ -73,8 +73,8 @@ kept on the release it got by a cookie, and every request that carries
 canary's image to all traffic, new-first, like deploy; abort sends every
 request back to the serving release and stops the canary's containers. A
 canary also ends when one of its containers crashes, at a deploy or
-rollback of another release, when the app is removed, and when Caddy
-restarts.
+rollback of another release, and when the app is removed; it survives a
+restart of Caddy.
 
 The admin endpoint is the one given with --address, else the one in the
 config given with --config (and --adapter), else localhost:2019. --json prints

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,35 @@ func TestCanaryRollout(t *testing.T) {
 		if v, _ := one("", "1"); v != "version=v2" {
 			t.Fatalf("a request with X-Beta: 1 got %s, want the canary", v)
 		}
+	}
+
+	// kill -9 and a restart: the canary is adopted with its share and its
+	// containers; a client keeps its release.
+	canaryWebs := idsOf(st, engine.WebProcess)
+	stuckV, stuck := one("", "")
+	c.kill()
+	c.launch()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st = c.status(app)
+		if st.Canary != nil && st.Canary.InService && st.Canary.Ready == 2 && len(st.Containers) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("canary after a restart: %+v, containers %+v", st.Canary, st.Containers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := idsOf(st, engine.WebProcess); !slices.Equal(got, canaryWebs) {
+		t.Errorf("web containers after the restart %v, want the same %v (none restarted)", got, canaryWebs)
+	}
+	for range 5 {
+		if v, set := one(stuck, ""); v != stuckV || set != "" {
+			t.Errorf("a sticky client got %s after the restart, %s before", v, stuckV)
+		}
+	}
+	if v, _ := one("", "1"); v != "version=v2" {
+		t.Errorf("a request with X-Beta: 1 after the restart got %s", v)
 	}
 
 	// Promote under load: nothing fails, then everything is v2.

@@ -46,6 +46,7 @@ func (s *Supervisor) adopt() bool {
 		return false
 	}
 	found.weigh(probes, servingRelease(rec))
+	canaries := found.takeCanary(rec.Canary)
 	keep := found.pick(servingRelease(rec), desired.ReleaseID(), rec.Idle != nil)
 	spec := s.specOf(keep, rec, desired)
 
@@ -56,6 +57,7 @@ func (s *Supervisor) adopt() bool {
 	}
 	s.adoptContainersLocked(found, keep, desired.ReadyPath)
 	s.takeServingLocked(keep, spec, rec, found.byRelease[keep])
+	s.adoptCanaryLocked(found, canaries, keep, rec)
 	if rec.Deploying != nil {
 		s.resumed = true
 		s.log.Info("a deployment was interrupted; it starts over", zap.Int64("deployment", rec.Deploying.Deployment),

@@ -123,6 +123,8 @@ func (c *Canary) NewClient() bool {
 // restart of podswitch finds it and ends it (its containers are leftovers).
 type CanaryRecord struct {
 	Release    string      `json:"release"`
+	Image      string      `json:"image,omitempty"`
+	ImageID    string      `json:"image_id,omitempty"`
 	Deployment int64       `json:"deployment"`
 	Since      time.Time   `json:"since"`
 	Rules      CanaryRules `json:"rules"`
@@ -227,7 +229,7 @@ func (s *Supervisor) canaryLiveLocked(r *rollout) error {
 	}
 	now := time.Now()
 	prev := s.rec.clone()
-	s.rec.Canary = &CanaryRecord{Release: r.release, Deployment: r.id, Since: now, Rules: r.rules}
+	s.rec.Canary = &CanaryRecord{Release: r.release, Image: r.spec.Image, ImageID: r.spec.ImageID, Deployment: r.id, Since: now, Rules: r.rules}
 	if err := s.saveRecordLocked(); err != nil {
 		s.rec = prev
 		return fmt.Errorf("the canary was not put in service: %w", err)
@@ -370,19 +372,62 @@ func (s *Supervisor) canaryStatusLocked() *CanaryStatus {
 	return nil
 }
 
-// canaryLeftLocked ends, at start, a canary that a previous run left in
-// service: its containers are not adopted (adoption stops every container
-// of a release that does not serve), and its deployment says so.
-func (s *Supervisor) canaryLeftLocked() {
-	c := s.rec.Canary
+// takeCanary takes out of the adoption scan the ready web containers of
+// the canary rec records (nil: none), and makes the others of its release
+// leftovers: the canary's release never serves by adoption.
+func (a *adoptScan) takeCanary(rec *CanaryRecord) []ContainerInfo {
+	if rec == nil {
+		return nil
+	}
+	var ready []ContainerInfo
+	for _, info := range a.byRelease[rec.Release] {
+		if info.Labels[LabelProcess] == WebProcess && a.probes[info.ID].ready {
+			ready = append(ready, info)
+		} else {
+			a.leftovers = append(a.leftovers, info)
+		}
+	}
+	delete(a.byRelease, rec.Release)
+	delete(a.webs, rec.Release)
+	return ready
+}
+
+// adoptCanaryLocked takes over, at start, the canary a previous run left
+// in service: its ready containers serve its share again, as recorded,
+// when the release recorded as serving was kept. Otherwise (none of its
+// containers answers, another release serves, or its promotion was on its
+// way) it ends: its containers are stopped with the leftovers, every
+// request goes to the serving release, and its deployment says why.
+func (s *Supervisor) adoptCanaryLocked(a *adoptScan, infos []ContainerInfo, keep string, rec AppRecord) {
+	c := rec.Canary
 	if c == nil {
 		return
 	}
-	s.rec.Canary = nil
-	if e := s.log_.find(c.Deployment); e != nil && e.d.CanaryEnded == "" {
-		e.d.CanaryEnded = "podswitch restarted: a canary does not outlive the process that watches it"
-		s.saveHistoryLocked()
+	why := ""
+	switch {
+	case len(infos) == 0:
+		why = "podswitch restarted and none of its containers answered"
+	case rec.Serving == nil || keep != rec.Serving.ID:
+		why = "podswitch restarted and the release it was beside no longer serves"
+	case rec.Deploying != nil && rec.Deploying.Release == c.Release:
+		why = "podswitch restarted during its promotion, which starts over"
 	}
-	s.log.Warn("the canary in service when podswitch stopped has ended: its containers are stopped, every request goes to the serving release",
-		zap.String("release", c.Release), zap.Int64("deployment", c.Deployment))
+	if why != "" {
+		a.leftovers = append(a.leftovers, infos...)
+		s.rec.Canary = nil
+		if e := s.log_.find(c.Deployment); e != nil && e.d.CanaryEnded == "" {
+			e.d.CanaryEnded = why
+			s.saveHistoryLocked()
+		}
+		s.log.Warn("the canary in service when podswitch stopped has ended: its containers are stopped, every request goes to the serving release",
+			zap.String("release", c.Release), zap.Int64("deployment", c.Deployment), zap.String("why", why))
+		return
+	}
+	for _, info := range infos {
+		ct := &Container{ID: info.ID, Name: info.Name, Process: WebProcess, Release: c.Release, Addr: a.probes[info.ID].addr, grace: true, canary: true}
+		s.fleet.add(ct, StateReady, fmt.Sprintf("adopted: canary for %d%% of new clients", c.Rules.Percent))
+	}
+	s.canary = &canary{release: c.Release, image: c.Image, imageID: c.ImageID, rules: c.Rules, deployment: c.Deployment, since: c.Since}
+	s.fleet.setCanary(c.Release, &c.Rules)
+	s.log.Info("adopted the canary in service", zap.String("release", c.Release), zap.Int("containers", len(infos)), zap.Int("percent", c.Rules.Percent))
 }

@@ -205,45 +205,85 @@ func TestCanaryCrashEndsIt(t *testing.T) {
 	})
 }
 
-// A restart of podswitch ends a canary in service: its containers are
-// stopped, the serving release is adopted, its deployment says why.
-func TestCanaryRestartEndsIt(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		store := newMemStore()
-		hist := newMemHistory()
-		h := newHarnessWith(t, nil, func(d *Deps) { d.Store, d.History = store, hist })
-		spec := appSpecKept(t, "localhost/blog:v1", 2, worker(1))
-		s, _ := h.deployFirst(spec)
-		res, err := s.Canary("localhost/blog:v2", "", CanaryRules{Percent: 20})
-		if err != nil {
-			t.Fatal(err)
+// A restart of podswitch keeps a canary in service: its containers are
+// adopted as the canary's, with its share, and it can be promoted; when
+// its containers died meanwhile, the canary ends and its deployment says
+// why.
+func TestCanarySurvivesRestart(t *testing.T) {
+	for _, died := range []bool{false, true} {
+		name := "alive"
+		if died {
+			name = "died"
 		}
-		h.waitDone(s, res.Deployment.ID)
-		rel := h.newest(s).Release
-		v1 := s.Status().Release.ID
-		h.m.Close()
-		h.m.Wait()
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				store := newMemStore()
+				hist := newMemHistory()
+				h := newHarnessWith(t, nil, func(d *Deps) { d.Store, d.History = store, hist })
+				spec := appSpecKept(t, "localhost/blog:v1", 2, worker(1))
+				s, _ := h.deployFirst(spec)
+				res, err := s.Canary("localhost/blog:v2", "", CanaryRules{Percent: 20, Header: "X-Beta"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cd := h.waitDone(s, res.Deployment.ID)
+				synctest.Wait()
+				before := h.m.Pool(appName).Load()
+				v1 := s.Status().Release.ID
+				h.m.Close()
+				h.m.Wait()
+				canaryIDs := h.containers(cd.Release, WebProcess)
+				if died {
+					for _, id := range canaryIDs {
+						h.rt.ExitQuietly(id, 137)
+					}
+				}
 
-		h2 := newHarnessWith(t, h.rt, func(d *Deps) { d.Store, d.History = store, hist })
-		defer h2.shutdown()
-		h2.m.Apply([]AppSpec{spec})
-		settle(time.Minute)
-		s2 := h2.sup()
-		p := h2.m.Pool(appName).Load()
-		if p == nil || p.Release != v1 || len(p.Addrs) != 2 || p.Canary != nil {
-			t.Fatalf("pool after a restart: %+v", p)
-		}
-		if ids := h2.containers(rel, ""); slices.ContainsFunc(ids, func(id string) bool { c, _ := h2.rt.Get(id); return c.Running }) {
-			t.Errorf("canary containers run after a restart: %v", ids)
-		}
-		cd, _, _ := s2.Deployment(res.Deployment.ID)
-		if !strings.HasPrefix(cd.CanaryEnded, "podswitch restarted") {
-			t.Errorf("canary deployment after a restart: ended %q", cd.CanaryEnded)
-		}
-		if r := store.get(appName); r.Canary != nil {
-			t.Errorf("record canary after a restart: %+v", r.Canary)
-		}
-	})
+				h2 := newHarnessWith(t, h.rt, func(d *Deps) { d.Store, d.History = store, hist })
+				defer h2.shutdown()
+				h2.m.Apply([]AppSpec{spec})
+				settle(time.Minute)
+				s2 := h2.sup()
+				p := h2.m.Pool(appName).Load()
+				if p == nil || p.Release != v1 || !slices.Equal(sorted(p.Addrs), sorted(before.Addrs)) {
+					t.Fatalf("pool after a restart: %+v, want v1's %v", p, before.Addrs)
+				}
+				got, _, _ := s2.Deployment(cd.ID)
+				if died {
+					if p.Canary != nil || s2.Status().Canary != nil {
+						t.Errorf("a canary whose containers died is back: %+v", p.Canary)
+					}
+					if !strings.Contains(got.CanaryEnded, "none of its containers answered") {
+						t.Errorf("canary deployment ended %q", got.CanaryEnded)
+					}
+					if r := store.get(appName); r.Canary != nil {
+						t.Errorf("record canary %+v", r.Canary)
+					}
+					return
+				}
+				if p.Canary == nil || p.Canary.Release != cd.Release || p.Canary.Percent != 20 || p.Canary.Header != "X-Beta" ||
+					!slices.Equal(sorted(p.Canary.Addrs), sorted(before.Canary.Addrs)) {
+					t.Fatalf("canary after a restart: %+v, want %+v", p.Canary, before.Canary)
+				}
+				if st := s2.Status(); st.Canary == nil || !st.Canary.InService || st.Canary.Ready != 2 || got.CanaryEnded != "" {
+					t.Errorf("status canary %+v, ended %q", st.Canary, got.CanaryEnded)
+				}
+				pr, err := s2.Promote()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := h2.waitDone(s2, pr.Deployment.ID); d.Status != StatusSuccess || d.Release != cd.Release {
+					t.Fatalf("promote after a restart: %+v", d)
+				}
+				settle(time.Minute)
+				for _, id := range canaryIDs {
+					if c, ok := h2.rt.Get(id); ok && c.Running {
+						t.Errorf("canary container %s still runs after the promotion", id)
+					}
+				}
+			})
+		})
+	}
 }
 
 // A deployment of another release ends the canary at its switch; the

@@ -272,7 +272,6 @@ func (s *Supervisor) load() {
 	s.log_.load(past)
 	s.rec = rec
 	s.asleep.Store(rec.Idle != nil)
-	s.canaryLeftLocked()
 	s.refreshDesiredLocked()
 	s.applyGateLocked()
 }

@@ -99,6 +99,7 @@ func newHost(log *zap.Logger) *host {
 		ResolveEnv:  resolveEnv,
 		InFlight:    upstreamInFlight,
 		ObserveBoot: promMetrics.observeBoot,
+		ObserveWake: promMetrics.observeWake,
 		Changed:     h.changes.publish,
 		Instance:    instance,
 	})

@@ -23,6 +23,8 @@ type metrics struct {
 	// is in service; share is each release's share of new clients.
 	routed *prometheus.CounterVec
 	share  *prometheus.Desc
+	// coldStart is the time of each wake of an app asleep.
+	coldStart *prometheus.HistogramVec
 }
 
 var promMetrics = newMetrics()
@@ -54,6 +56,10 @@ func newMetrics() *metrics {
 		containers: prometheus.NewDesc("podswitch_containers",
 			"Containers podswitch manages, by app, process type and state.",
 			[]string{"app", "process", "state"}, nil),
+		coldStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "cold_start_seconds", Buckets: buckets,
+			Help: "Time from what woke an app asleep (idle_timeout) to its first ready web container, by app and trigger.",
+		}, []string{"app", "trigger"}),
 		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "canary_requests_total",
 			Help: "Requests proxied while the app had a canary in service, by the release they went to (role: serving or canary).",
@@ -67,7 +73,7 @@ func newMetrics() *metrics {
 // register adds the series to reg; a registry that has them already is
 // fine.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m.routed, m} {
+	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m.routed, m.coldStart, m} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -99,6 +105,11 @@ func (m *metrics) observeBoot(app, process string, took time.Duration, ok bool) 
 		result = "failed"
 	}
 	m.bootDuration.WithLabelValues(app, process, result).Observe(took.Seconds())
+}
+
+// observeWake records one wake of an app asleep.
+func (m *metrics) observeWake(app, trigger string, took time.Duration) {
+	m.coldStart.WithLabelValues(app, trigger).Observe(took.Seconds())
 }
 
 // Describe implements prometheus.Collector for the containers gauge.

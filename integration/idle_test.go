@@ -103,6 +103,9 @@ func TestIdleScaleToZero(t *testing.T) {
 	if d := st.Deployments; len(d) != 1 {
 		t.Errorf("the sleep and wake made deployments: %+v", d)
 	}
+	if _, metrics := get(t, "http://"+c.admin+"/metrics"); !strings.Contains(metrics, `podswitch_cold_start_seconds_count{app="`+app+`",trigger="request"} 1`) {
+		t.Errorf("metrics lack the cold start of %s", app)
+	}
 
 	// Idle again: asleep again.
 	c.waitAsleep(app, 60*time.Second)

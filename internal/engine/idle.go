@@ -180,6 +180,9 @@ func (s *Supervisor) wokenLocked() {
 	s.lastWake = &WakeStatus{At: time.Now(), Trigger: w.trigger, ColdStart: took.Round(time.Millisecond).String(), ColdStartMS: took.Milliseconds()}
 	s.noteUsed()
 	s.applyGateLocked()
+	if obs := s.deps.ObserveWake; obs != nil {
+		obs(s.name, w.trigger, took)
+	}
 	s.log.Info("app awake", zap.String("trigger", w.trigger), zap.Duration("cold_start", took))
 }
 

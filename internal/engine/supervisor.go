@@ -68,6 +68,10 @@ type Deps struct {
 	// ObserveBoot, when set, is told how long each container took from its
 	// creation to ready (ok) or to its failed boot.
 	ObserveBoot func(app, process string, took time.Duration, ok bool)
+	// ObserveWake, when set, is told (with the app's lock held: it must
+	// not block) how long each wake of an app asleep took, from what woke
+	// it to its first ready web container: its cold start.
+	ObserveWake func(app, trigger string, took time.Duration)
 	// Changed, when set, is called with the app's lock held (it must not
 	// block nor call back) whenever something users see of the app
 	// changed.

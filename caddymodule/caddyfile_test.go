@@ -652,18 +652,7 @@ func TestAdaptedZeroSettings(t *testing.T) {
 					t.Errorf("adapted JSON has %s:\n%s", not, out)
 				}
 			}
-			var cfg struct {
-				Apps struct {
-					Podswitch App `json:"podswitch"`
-				} `json:"apps"`
-			}
-			if err := json.Unmarshal(out, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			spec, err := cfg.Apps.Podswitch.Apps["blog"].Spec("blog")
-			if err != nil {
-				t.Fatal(err)
-			}
+			spec := adaptedSpec(t, out, "blog")
 			if spec.RestartAttempts != tc.attempts || spec.DrainTimeout != tc.drainWait {
 				t.Errorf("restart_attempts %d, drain_timeout %s; want %d and %s", spec.RestartAttempts, spec.DrainTimeout, tc.attempts, tc.drainWait)
 			}
@@ -671,17 +660,23 @@ func TestAdaptedZeroSettings(t *testing.T) {
 	}
 }
 
-// unhealthy_timeout 0 never replaces an unhealthy container: it adapts to
-// JSON 0 and reaches the engine as 0; absent, it is 30s.
-func TestAdaptedUnhealthyTimeout(t *testing.T) {
+// The timeouts whose 0 has a meaning adapt to JSON and reach the engine:
+// unhealthy_timeout 0 never replaces an unhealthy container (absent, it is
+// 30s); idle_timeout 0, like its absence, never sleeps.
+func TestAdaptedTimeouts(t *testing.T) {
 	for _, tc := range []struct {
-		line string
-		json string
-		want time.Duration
+		line   string
+		json   string // the adapted JSON has it
+		noJSON string // the adapted JSON lacks it
+		want   time.Duration
+		got    func(engine.AppSpec) time.Duration
 	}{
-		{"unhealthy_timeout 0", `"unhealthy_timeout": 0`, 0},
-		{"unhealthy_timeout 3s", `"unhealthy_timeout": 3000000000`, 3 * time.Second},
-		{"", "", 30 * time.Second},
+		{"unhealthy_timeout 0", `"unhealthy_timeout": 0`, "", 0, unhealthyOf},
+		{"unhealthy_timeout 3s", `"unhealthy_timeout": 3000000000`, "", 3 * time.Second, unhealthyOf},
+		{"", "", "unhealthy_timeout", 30 * time.Second, unhealthyOf},
+		{"idle_timeout 15m", `"idle_timeout": 900000000000`, "", 15 * time.Minute, idleOf},
+		{"idle_timeout 0", "", "", 0, idleOf},
+		{"", "", "", 0, idleOf},
 	} {
 		t.Run(tc.line, func(t *testing.T) {
 			caddyfile := "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n"
@@ -693,65 +688,33 @@ func TestAdaptedUnhealthyTimeout(t *testing.T) {
 			if tc.json != "" && !bytes.Contains(out, []byte(tc.json)) {
 				t.Errorf("adapted JSON lacks %s:\n%s", tc.json, out)
 			}
-			if tc.json == "" && bytes.Contains(out, []byte("unhealthy_timeout")) {
-				t.Errorf("adapted JSON has unhealthy_timeout:\n%s", out)
+			if tc.noJSON != "" && bytes.Contains(out, []byte(tc.noJSON)) {
+				t.Errorf("adapted JSON has %s:\n%s", tc.noJSON, out)
 			}
-			var cfg struct {
-				Apps struct {
-					Podswitch App `json:"podswitch"`
-				} `json:"apps"`
-			}
-			if err := json.Unmarshal(out, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			spec, err := cfg.Apps.Podswitch.Apps["blog"].Spec("blog")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if spec.UnhealthyTimeout != tc.want {
-				t.Errorf("unhealthy_timeout %s, want %s", spec.UnhealthyTimeout, tc.want)
+			if got := tc.got(adaptedSpec(t, out, "blog")); got != tc.want {
+				t.Errorf("%s: %s, want %s", tc.line, got, tc.want)
 			}
 		})
 	}
 }
 
-// idle_timeout adapts to JSON and reaches the engine; absent, the app never
-// sleeps.
-func TestAdaptedIdleTimeout(t *testing.T) {
-	for _, tc := range []struct {
-		line string
-		json string
-		want time.Duration
-	}{
-		{"idle_timeout 15m", `"idle_timeout": 900000000000`, 15 * time.Minute},
-		{"idle_timeout 0", "", 0},
-		{"", "", 0},
-	} {
-		t.Run(tc.line, func(t *testing.T) {
-			caddyfile := "{\n\tpodswitch {\n\t\tapp blog {\n\t\t\timage localhost/blog:v1\n"
-			if tc.line != "" {
-				caddyfile += "\t\t\t" + tc.line + "\n"
-			}
-			caddyfile += "\t\t}\n\t}\n}\n"
-			out := mustAdapt(t, []byte(caddyfile), true)
-			if tc.json != "" && !bytes.Contains(out, []byte(tc.json)) {
-				t.Errorf("adapted JSON lacks %s:\n%s", tc.json, out)
-			}
-			var cfg struct {
-				Apps struct {
-					Podswitch App `json:"podswitch"`
-				} `json:"apps"`
-			}
-			if err := json.Unmarshal(out, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			spec, err := cfg.Apps.Podswitch.Apps["blog"].Spec("blog")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if spec.IdleTimeout != tc.want {
-				t.Errorf("idle_timeout %s, want %s", spec.IdleTimeout, tc.want)
-			}
-		})
+func unhealthyOf(s engine.AppSpec) time.Duration { return s.UnhealthyTimeout }
+func idleOf(s engine.AppSpec) time.Duration      { return s.IdleTimeout }
+
+// adaptedSpec returns the spec of app in an adapted config.
+func adaptedSpec(t *testing.T, adapted []byte, app string) engine.AppSpec {
+	t.Helper()
+	var cfg struct {
+		Apps struct {
+			Podswitch App `json:"podswitch"`
+		} `json:"apps"`
 	}
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := cfg.Apps.Podswitch.Apps[app].Spec(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
 }

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"reflect"
 	"testing"
 
@@ -19,18 +18,7 @@ func TestAdaptedContainerSettings(t *testing.T) {
 		"\t\t\tprocess worker 1 bin/worker {\n\t\t\t\tcpus 2\n\t\t\t\tnetwork jobs\n\t\t\t}\n" +
 		"\t\t\tprocess clock 1 bin/clock\n\t\t}\n\t}\n}\n"
 	out := mustAdapt(t, []byte(cf), true)
-	var cfg struct {
-		Apps struct {
-			Podswitch App `json:"podswitch"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	spec, err := cfg.Apps.Podswitch.Apps["blog"].Spec("blog")
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := adaptedSpec(t, out, "blog")
 	app := engine.Settings{
 		Memory: 256 << 20, CPUs: 0.5, Networks: []string{"appnet", "other"}, User: "1000:1000",
 		Volumes: []engine.Volume{{Source: "blogdata", Target: "/data"}, {Source: "/srv/uploads", Target: "/uploads", ReadOnly: true}},

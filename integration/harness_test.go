@@ -712,6 +712,40 @@ func (l *load) check(t *testing.T, minRate float64) {
 	}
 }
 
+// waitVersion waits until the load got an answer of version v (the test
+// app's version=), or fails the test after timeout.
+func (l *load) waitVersion(t *testing.T, v string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		l.mu.Lock()
+		n := l.versions[v]
+		l.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the load got no answer of %s within %s", v, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitAnswers waits until the load got n more answers than when it was
+// called (of any status), or fails the test after timeout: a change made
+// just before is seen by that much load.
+func (l *load) waitAnswers(t *testing.T, n int64, timeout time.Duration) {
+	t.Helper()
+	from := l.ok.Load() + l.failed.Load()
+	deadline := time.Now().Add(timeout)
+	for l.ok.Load()+l.failed.Load() < from+n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the load got fewer than %d answers within %s", n, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // percentile returns the p-th percentile of the latencies seen.
 func (l *load) percentile(p float64) time.Duration {
 	l.mu.Lock()

@@ -146,14 +146,6 @@ type CanaryStatus struct {
 	Ready int `json:"ready"`
 }
 
-// canary is the canary of a supervisor, in service. Guarded by its lock.
-type canary struct {
-	release, image, imageID string
-	rules                   CanaryRules
-	deployment              int64
-	since                   time.Time
-}
-
 // Canary starts a canary of image (imageID resolved by the caller, as for
 // Deploy): its web containers boot beside the serving ones and then get
 // the share of traffic rules give. A canary of the release that is the
@@ -178,20 +170,19 @@ func (s *Supervisor) Canary(image, imageID string, rules CanaryRules) (DeployRes
 	if rel == s.serving.ID {
 		return DeployResult{}, inputErr("image %s%s already serves app %s: a canary needs another release", image, idNote(imageID), s.name)
 	}
-	if c := s.canary; c != nil {
-		if c.release != rel {
-			return DeployResult{}, &ConflictError{fmt.Sprintf("a canary of image %s (release %s) is in service: promote or abort it first", c.image, c.release)}
+	if c := s.rec.Canary; c != nil {
+		if c.Release != rel {
+			return DeployResult{}, &ConflictError{fmt.Sprintf("a canary of image %s (release %s) is in service: promote or abort it first", c.Image, c.Release)}
 		}
 		prev := s.rec.clone()
-		rec := *s.rec.Canary
-		rec.Rules = rules
-		s.rec.Canary = &rec
+		next := *c
+		next.Rules = rules
+		s.rec.Canary = &next
 		if err := s.keepLocked(prev); err != nil {
 			return DeployResult{}, err
 		}
-		c.rules = rules
-		s.fleet.setCanary(c.release, &rules)
-		if e := s.log_.find(c.deployment); e != nil {
+		s.fleet.setCanary(c.Release, &rules)
+		if e := s.log_.find(c.Deployment); e != nil {
 			e.d.Percent = &rules.Percent
 			s.saveHistoryLocked()
 		}
@@ -238,7 +229,6 @@ func (s *Supervisor) canaryLiveLocked(r *rollout) error {
 		c.owner, c.canary = 0, true
 		s.fleet.setState(c, StateReady, fmt.Sprintf("canary: in service for %d%% of new clients", r.rules.Percent))
 	}
-	s.canary = &canary{release: r.release, image: r.spec.Image, imageID: r.spec.ImageID, rules: r.rules, deployment: r.id, since: now}
 	s.fleet.setCanary(r.release, &r.rules)
 	e := r.e
 	for _, c := range r.booted {
@@ -261,15 +251,15 @@ func (s *Supervisor) Promote() (DeployResult, error) {
 	s.lock()
 	defer s.poke()
 	defer s.unlock()
-	c := s.canary
+	c := s.rec.Canary
 	if c == nil {
 		return DeployResult{}, ErrNoCanary
 	}
 	prev := s.rec.Overrides
 	prev.Counts = maps.Clone(prev.Counts)
-	res, err := s.deployLocked(c.image, c.imageID, "promote")
-	if r := s.rollout; err == nil && res.Deployment != nil && r != nil && r.id == res.Deployment.ID && r.release == c.release {
-		r.promotes, r.undo = c.release, &prev
+	res, err := s.deployLocked(c.Image, c.ImageID, "promote")
+	if r := s.rollout; err == nil && res.Deployment != nil && r != nil && r.id == res.Deployment.ID && r.release == c.Release {
+		r.promotes, r.undo = c.Release, &prev
 	}
 	return res, err
 }
@@ -280,7 +270,7 @@ func (s *Supervisor) Promote() (DeployResult, error) {
 // override the promotion made is taken back.
 func (s *Supervisor) stopPromoteLocked(why string) {
 	r := s.rollout
-	if r == nil || s.canary == nil || r.promotes != s.canary.release {
+	if r == nil || s.rec.Canary == nil || r.promotes != s.rec.Canary.Release {
 		return
 	}
 	r.abort("the canary was ended before its promotion switched: " + why)
@@ -296,31 +286,33 @@ func (s *Supervisor) Abort() error {
 	s.lock()
 	defer s.poke()
 	defer s.unlock()
+	if err := s.opErrLocked(); err != nil {
+		return err // before adoption, the canary recorded is not taken over yet
+	}
 	if r := s.rollout; r != nil && r.kind == KindCanary {
 		r.abort("aborted by the api before it got traffic")
 		return nil
 	}
-	if s.canary == nil {
+	if s.rec.Canary == nil {
 		return ErrNoCanary
 	}
 	s.stopPromoteLocked("aborted by the api")
-	s.endCanaryLocked("aborted by the api")
+	s.endCanaryLocked(s.rec.Canary, "aborted by the api")
 	// Not written, the abort stands all the same: a restart ends any
 	// canary it finds.
 	_ = s.saveRecordLocked()
 	return nil
 }
 
-// endCanaryLocked ends the canary in service, for why: it leaves the pool
-// at the unlock, its containers that still serve are drained and stopped,
-// and the deployment that started it says how it ended. The caller saves
-// the record (or has saved it).
-func (s *Supervisor) endCanaryLocked(why string) {
-	c := s.canary
+// endCanaryLocked ends canary c, the one in service (or, at a switch, the
+// one that was), for why: it leaves the pool at the unlock, its containers
+// that still serve are drained and stopped, and the deployment that
+// started it says how it ended. The caller saves the record (or has saved
+// it).
+func (s *Supervisor) endCanaryLocked(c *CanaryRecord, why string) {
 	if c == nil {
 		return
 	}
-	s.canary = nil
 	s.rec.Canary = nil
 	s.fleet.setCanary("", nil)
 	var going []*Container
@@ -333,32 +325,32 @@ func (s *Supervisor) endCanaryLocked(why string) {
 	for _, ct := range going {
 		s.retireLocked(ct, nil, "canary ended: "+why)
 	}
-	if e := s.log_.find(c.deployment); e != nil {
+	if e := s.log_.find(c.Deployment); e != nil {
 		e.d.CanaryEnded = why
 		s.saveHistoryLocked()
 	}
 	s.touch()
-	s.log.Info("canary ended", zap.String("release", c.release), zap.String("why", why))
+	s.log.Info("canary ended", zap.String("release", c.Release), zap.String("why", why))
 }
 
 // canaryCrashedLocked ends the canary when one of its containers crashed:
 // a canary is watched, and one that crashes is not what a user promotes.
 // The crash's notification (reportCrash) says the canary ended.
 func (s *Supervisor) canaryCrashedLocked(msg string) {
-	if s.canary == nil {
+	if s.rec.Canary == nil {
 		return
 	}
 	s.stopPromoteLocked("a canary container crashed")
-	s.endCanaryLocked("a canary container crashed: " + msg)
+	s.endCanaryLocked(s.rec.Canary, "a canary container crashed: "+msg)
 	s.saveRecordLocked()
 }
 
 // canaryStatusLocked returns the app's canary, booting or in service, or
 // nil.
 func (s *Supervisor) canaryStatusLocked() *CanaryStatus {
-	if c := s.canary; c != nil {
-		st := &CanaryStatus{Release: c.release, Image: c.image, ImageID: c.imageID, CanaryRules: c.rules,
-			Deployment: c.deployment, InService: true, Since: c.since}
+	if c := s.rec.Canary; c != nil && s.adopted {
+		st := &CanaryStatus{Release: c.Release, Image: c.Image, ImageID: c.ImageID, CanaryRules: c.Rules,
+			Deployment: c.Deployment, InService: true, Since: c.Since}
 		for ct := range s.fleet.all() {
 			if ct.canary && ct.state == StateReady && !ct.unhealthy {
 				st.Ready++
@@ -427,7 +419,6 @@ func (s *Supervisor) adoptCanaryLocked(a *adoptScan, infos []ContainerInfo, keep
 		ct := &Container{ID: info.ID, Name: info.Name, Process: WebProcess, Release: c.Release, Addr: a.probes[info.ID].addr, grace: true, canary: true}
 		s.fleet.add(ct, StateReady, fmt.Sprintf("adopted: canary for %d%% of new clients", c.Rules.Percent))
 	}
-	s.canary = &canary{release: c.Release, image: c.Image, imageID: c.ImageID, rules: c.Rules, deployment: c.Deployment, since: c.Since}
 	s.fleet.setCanary(c.Release, &c.Rules)
 	s.log.Info("adopted the canary in service", zap.String("release", c.Release), zap.Int("containers", len(infos)), zap.Int("percent", c.Rules.Percent))
 }

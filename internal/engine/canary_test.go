@@ -159,7 +159,7 @@ func TestCanaryAbort(t *testing.T) {
 			t.Fatalf("pool at abort: %+v", p)
 		}
 		settle(time.Minute)
-		if ids := h.containers(rel, ""); slices.ContainsFunc(ids, func(id string) bool { c, _ := h.rt.Get(id); return c.Running }) {
+		if ids := h.runningOfRelease(rel); len(ids) > 0 {
 			t.Errorf("canary containers still run after abort: %v", ids)
 		}
 		cd, _, _ := s.Deployment(d.ID)
@@ -330,7 +330,7 @@ func TestCanaryReplacedAndRefused(t *testing.T) {
 		if !strings.HasPrefix(got.CanaryEnded, "replaced by deployment") {
 			t.Errorf("canary ended %q", got.CanaryEnded)
 		}
-		if ids := h.containers(cd.Release, ""); slices.ContainsFunc(ids, func(id string) bool { c, _ := h.rt.Get(id); return c.Running }) {
+		if ids := h.runningOfRelease(cd.Release); len(ids) > 0 {
 			t.Errorf("canary containers run after the deploy: %v", ids)
 		}
 	})

@@ -56,8 +56,6 @@ type WakeStatus struct {
 type waking struct {
 	since   time.Time
 	trigger string
-	// asleep is when the app fell asleep.
-	asleep time.Time
 }
 
 // idleLoop looks at every app once an idleTick until the manager closes.
@@ -106,11 +104,11 @@ func (s *Supervisor) fallAsleep() {
 	s.lock()
 	defer s.unlock()
 	idle := s.desired.IdleTimeout
-	if idle <= 0 || s.rec.Idle != nil || s.waking != nil || s.pool.used.Load() ||
+	if idle <= 0 || s.rec.Idle != nil || s.pool.used.Load() ||
 		time.Since(time.Unix(0, s.lastUsed.Load())) < idle {
 		return
 	}
-	if !s.adopted || s.removed || s.orphan || s.rollout != nil || s.canary != nil || s.hook != nil || s.coldRetry != nil ||
+	if !s.adopted || s.removed || s.orphan || s.rollout != nil || s.rec.Canary != nil || s.hook != nil || s.coldRetry != nil ||
 		s.rec.Pause != nil || s.rec.Maintenance != nil || s.serving == nil || s.serving.spec == nil {
 		return
 	}
@@ -155,7 +153,7 @@ func (s *Supervisor) wakeLocked(trigger string) {
 	if !s.sleepingLocked() {
 		return
 	}
-	s.waking = &waking{since: time.Now(), trigger: trigger, asleep: s.rec.Idle.Since}
+	s.waking = &waking{since: time.Now(), trigger: trigger}
 	s.asleep.Store(false)
 	s.resetProcsLocked([]string{WebProcess})
 	s.applyGateLocked()
@@ -232,11 +230,8 @@ func (s *Supervisor) wakeGate() *Gate {
 // idleStatusLocked returns the app's idle status, or nil while it is
 // awake.
 func (s *Supervisor) idleStatusLocked() *IdleStatus {
-	switch {
-	case s.sleepingLocked():
-		return &IdleStatus{Since: s.rec.Idle.Since, Held: s.pool.Held()}
-	case s.waking != nil:
-		return &IdleStatus{Since: s.waking.asleep, Waking: true, Held: s.pool.Held()}
+	if s.rec.Idle == nil {
+		return nil
 	}
-	return nil
+	return &IdleStatus{Since: s.rec.Idle.Since, Waking: s.waking != nil, Held: s.pool.Held()}
 }

@@ -19,8 +19,19 @@ func idleSpec(t *testing.T, image string) AppSpec {
 // runningOf returns the running containers of the app of process.
 func (h *harness) runningOf(process string) []string {
 	h.t.Helper()
+	return h.running(h.containers("", process))
+}
+
+// runningOfRelease returns the running containers of the app of release.
+func (h *harness) runningOfRelease(release string) []string {
+	h.t.Helper()
+	return h.running(h.containers(release, ""))
+}
+
+// running returns those of ids that run.
+func (h *harness) running(ids []string) []string {
 	var out []string
-	for _, id := range h.containers("", process) {
+	for _, id := range ids {
 		if c, ok := h.rt.Get(id); ok && c.Running {
 			out = append(out, id)
 		}

@@ -452,7 +452,7 @@ func (s *Supervisor) applyGateLocked() {
 	case s.rec.Pause != nil:
 		p := s.rec.Pause
 		s.pool.setGate(&Gate{Timeout: p.Timeout, RetryAfter: gateRetryAfter, Since: p.Since})
-	case s.rec.Idle != nil || s.waking != nil:
+	case s.rec.Idle != nil: // asleep, or waking up
 		s.pool.setGate(s.wakeGate())
 	default:
 		s.pool.setGate(nil)

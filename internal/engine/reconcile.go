@@ -343,7 +343,7 @@ func (s *Supervisor) removeStepLocked() {
 	if r := s.rollout; r != nil {
 		r.abort("the app was removed from the config")
 	}
-	s.endCanaryLocked("the app was removed from the config")
+	s.endCanaryLocked(s.rec.Canary, "the app was removed from the config")
 	s.resetProcsLocked(nil) // ends the boots in flight
 	var going []*Container
 	for c := range s.fleet.all() {

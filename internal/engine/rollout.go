@@ -279,6 +279,9 @@ func (s *Supervisor) switchLocked(r *rollout) error {
 	}
 	fresh := r.booted
 	old := s.replacedLocked(r)
+	// The canary in service, if any: recordServingLocked drops it from
+	// the record, and the switch ends it below.
+	ended := s.rec.Canary
 	now := time.Now()
 	if r.kind != KindRestart {
 		if err := s.recordServingLocked(r, old, now); err != nil {
@@ -306,13 +309,13 @@ func (s *Supervisor) switchLocked(r *rollout) error {
 			s.discardLocked(c)
 		}
 	}
-	if c := s.canary; c != nil && r.kind != KindRestart {
+	if c := ended; c != nil && r.kind != KindRestart {
 		// Its containers were switched out with the old release's.
 		why := fmt.Sprintf("replaced by deployment %d of release %s", e.d.ID, e.d.Release)
-		if e.d.Release == c.release {
+		if e.d.Release == c.Release {
 			why = fmt.Sprintf("promoted by deployment %d", e.d.ID)
 		}
-		s.endCanaryLocked(why)
+		s.endCanaryLocked(c, why)
 	}
 	if r.kind != KindRestart {
 		spec := r.spec

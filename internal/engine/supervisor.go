@@ -181,8 +181,6 @@ type Supervisor struct {
 	// ready; lastWake is the last one that ended.
 	waking   *waking
 	lastWake *WakeStatus
-	// canary is the canary in service, nil when there is none.
-	canary *canary
 
 	// Of the idle check, which takes no lock: when the app last got a
 	// request (unix nanoseconds), its idle_timeout (nanoseconds, 0 for
@@ -190,7 +188,7 @@ type Supervisor struct {
 	lastUsed    atomic.Int64
 	idleAfter   atomic.Int64
 	sleepQueued atomic.Bool
-	// asleep mirrors rec.Idle != nil, for the idle check.
+	// asleep mirrors sleepingLocked, for the idle check.
 	asleep atomic.Bool
 	// restCheck is the desired rest_check_interval (nanoseconds), for the
 	// health checks.
@@ -275,7 +273,7 @@ func (s *Supervisor) load() {
 	defer s.unlock()
 	s.log_.load(past)
 	s.rec = rec
-	s.asleep.Store(rec.Idle != nil)
+	s.asleep.Store(s.sleepingLocked())
 	s.refreshDesiredLocked()
 	s.applyGateLocked()
 }

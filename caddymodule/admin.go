@@ -253,7 +253,7 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 	if err := checkImage(body.Image); err != nil {
 		return err
 	}
-	imageID, err := resolveImage(r, m, body.Image)
+	imageID, err := resolveImage(r, m, s, body.Image)
 	if err != nil {
 		return err
 	}
@@ -267,10 +267,10 @@ func (a *adminAPI) deploy(w http.ResponseWriter, r *http.Request, m *engine.Mana
 // resolveImage refuses an image Podman does not have before anything
 // changes, and resolves one it has to its ID, without the app's lock: the
 // release runs that ID.
-func resolveImage(r *http.Request, m *engine.Manager, image string) (string, error) {
+func resolveImage(r *http.Request, m *engine.Manager, s *engine.Supervisor, image string) (string, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), imageCheckTimeout)
 	defer cancel()
-	imageID, err := m.Runtime().ImageID(ctx, image)
+	imageID, err := m.Runtime().ImageID(engine.WithHosts(ctx, s.Hosts()), image)
 	if err != nil {
 		switch {
 		case errors.Is(err, engine.ErrImageNotFound):
@@ -317,7 +317,7 @@ func (a *adminAPI) rollout(w http.ResponseWriter, r *http.Request, m *engine.Man
 	if err := rules.Validate(); err != nil {
 		return apiErr(http.StatusBadRequest, "%v", err)
 	}
-	imageID, err := resolveImage(r, m, body.Image)
+	imageID, err := resolveImage(r, m, s, body.Image)
 	if err != nil {
 		return err
 	}

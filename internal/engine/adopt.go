@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -74,6 +73,22 @@ func (s *Supervisor) adopt() bool {
 // over. It reports false when the runtime could not be reached.
 func (s *Supervisor) listOwn(ctx context.Context) ([]ContainerInfo, bool) {
 	list, err := s.rt.List(ctx, s.name)
+	var partial *PartialListError
+	if errors.As(err, &partial) {
+		// Some hosts do not answer. Their containers are waited for up to
+		// host_down_after; then the app is adopted without them (it boots
+		// what it lacks elsewhere, and a host that comes back has its
+		// containers, unknown by then, stopped).
+		if s.partialSince.IsZero() {
+			s.partialSince = time.Now()
+		}
+		if time.Since(s.partialSince) < s.deps.Hosts.DownAfter() {
+			s.setRuntimeErr(err)
+			return nil, false
+		}
+		s.log.Warn("adopting the app without the containers of hosts that do not answer", zap.Strings("hosts", partial.Hosts), zap.Error(partial.Err))
+		err = nil
+	}
 	s.setRuntimeErr(err)
 	if err != nil {
 		return nil, false
@@ -278,14 +293,14 @@ func (s *Supervisor) probeCandidates(ctx context.Context, infos []ContainerInfo,
 			mu.Unlock()
 			return
 		}
-		if err != nil || !cur.Running || cur.IP == "" {
-			return
-		}
 		p := info.Labels[LabelPort]
 		if p == "" {
 			p = strconv.Itoa(spec.Port)
 		}
-		res := adoptProbe{addr: net.JoinHostPort(cur.IP, p)}
+		if err != nil || !cur.Running || dialAddr(cur, p) == "" {
+			return
+		}
+		res := adoptProbe{addr: dialAddr(cur, p)}
 		pctx, cancel := context.WithTimeout(ctx, adoptProbeTime)
 		defer cancel()
 		for !res.ready && pctx.Err() == nil {
@@ -368,7 +383,7 @@ func (s *Supervisor) specOf(rel string, rec AppRecord, desired AppSpec) *AppSpec
 // listedAt: a container that is gone or exited is handled as a crash
 // (the event stream may have missed it), one the app does not know (a
 // create whose answer was lost) is stopped and removed.
-func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
+func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time, partial *PartialListError) {
 	s.lock()
 	defer s.unlock()
 	if !s.adopted || s.removed && s.stopped {
@@ -379,8 +394,10 @@ func (s *Supervisor) resync(list []ContainerInfo, listedAt time.Time) {
 		byID[info.ID] = info
 	}
 	for c := range s.fleet.all() {
-		// A list taken when c was recorded, or before, may not show it yet.
-		if !c.state.live() || len(c.timeline) == 0 || !c.timeline[0].At.Before(listedAt) {
+		// A list taken when c was recorded, or before, may not show it yet;
+		// one of a host that did not answer does not say.
+		if !c.state.live() || len(c.timeline) == 0 || !c.timeline[0].At.Before(listedAt) ||
+			partial != nil && slices.Contains(partial.Hosts, HostOf(c.ID)) {
 			continue
 		}
 		info, ok := byID[c.ID]

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"strconv"
 	"time"
 
@@ -49,13 +48,13 @@ func (s *Supervisor) boot(ctx context.Context, spec AppSpec, p ProcessSpec, rele
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	info, admitted, err := s.create(ctx, spec, p.Name, cs)
+	info, admitted, err := s.create(ctx, spec, p.Name, release, &cs)
 	if err != nil {
 		return nil, err
 	}
 	c = &Container{ID: info.ID, Name: cs.Name, Process: p.Name, Release: release, grace: true, created: t0}
-	if p.Name == WebProcess && info.IP != "" {
-		c.Addr = net.JoinHostPort(info.IP, strconv.Itoa(spec.Port))
+	if p.Name == WebProcess {
+		c.Addr = dialAddr(info, strconv.Itoa(spec.Port))
 	}
 	bctx := s.started(ctx, c, r, onCreated)
 	err = s.waitReady(bctx, spec, c, admitted)
@@ -71,7 +70,9 @@ func (s *Supervisor) containerSpec(spec AppSpec, p ProcessSpec, release string) 
 		env = map[string]string{}
 	}
 	labels := s.labels(spec.Name, release, p.Name)
+	port := 0
 	if p.Name == WebProcess {
+		port = spec.Port
 		env["PORT"] = strconv.Itoa(spec.Port)
 		labels[LabelPort] = strconv.Itoa(spec.Port)
 	}
@@ -81,8 +82,20 @@ func (s *Supervisor) containerSpec(spec AppSpec, p ProcessSpec, release string) 
 	}
 	return ContainerSpec{
 		Name: containerName(spec.Name, p.Name, release), Image: spec.RunImage(), Command: p.Command, Env: env, Labels: labels,
-		StopTimeout: spec.StopTimeout, Settings: settings, Aliases: Aliases(spec.Name, p.Name),
+		StopTimeout: spec.StopTimeout, Settings: settings, Aliases: Aliases(spec.Name, p.Name), Port: port,
 	}
+}
+
+// placeLocked returns the host a new container of process type process
+// of release goes to: with several hosts, the one of the app's hosts that
+// are up with the fewest of that type and release (ties by name); with
+// one, "".
+func (s *Supervisor) placeLocked(spec AppSpec, process, release string) (string, error) {
+	hs := s.deps.Hosts
+	if hs == nil {
+		return "", nil
+	}
+	return hs.Place(s.desired.Hosts, func(host string) int { return s.fleet.onHost(host, process, release) })
 }
 
 // create creates and starts container cs of process type process and
@@ -92,12 +105,18 @@ func (s *Supervisor) containerSpec(spec AppSpec, p ProcessSpec, release string) 
 // create slot is podswitch's queue, not the app's boot. The container's
 // name is noted as being created until it is recorded, or, when the create
 // failed, until what it may have left is removed.
-func (s *Supervisor) create(ctx context.Context, spec AppSpec, process string, cs ContainerSpec) (ContainerInfo, time.Time, error) {
+func (s *Supervisor) create(ctx context.Context, spec AppSpec, process, release string, cs *ContainerSpec) (ContainerInfo, time.Time, error) {
 	s.lock()
-	s.fleet.markCreating(cs.Name)
+	host, err := s.placeLocked(spec, process, release)
+	if err != nil {
+		s.unlock()
+		return ContainerInfo{}, time.Time{}, &bootError{StatusStartError, fmt.Sprintf("%s container could not start: %v", process, err)}
+	}
+	cs.Host = host
+	s.fleet.markCreating(cs.Name, placed{host, process, release})
 	s.unlock()
 	budget := &runBudget{timeout: spec.BootTimeout}
-	info, err := s.rt.Run(withRunBudget(ctx, budget), cs)
+	info, err := s.rt.Run(withRunBudget(ctx, budget), *cs)
 	if err == nil {
 		if budget.admitted.IsZero() { // a runtime not bounded by class: no queue
 			budget.admitted = time.Now()
@@ -105,7 +124,7 @@ func (s *Supervisor) create(ctx context.Context, spec AppSpec, process string, c
 		return info, budget.admitted, nil
 	}
 	id, runErr := info.ID, err
-	s.spawn(func() { s.forgetCreate(cs.Name, id, runErr) })
+	s.spawn(func() { s.forgetCreate(cs.Name, host, id, runErr) })
 	switch {
 	case ctx.Err() != nil:
 		return ContainerInfo{}, time.Time{}, ctx.Err()
@@ -121,11 +140,11 @@ func (s *Supervisor) create(ctx context.Context, spec AppSpec, process string, c
 // left (container id, or one named name when the call was cut), then no
 // longer notes name as being created: the app is not done (removed)
 // before that container is.
-func (s *Supervisor) forgetCreate(name, id string, runErr error) {
+func (s *Supervisor) forgetCreate(name, host, id string, runErr error) {
 	if id != "" {
 		s.removeQuietly(id)
 	} else if errors.Is(runErr, context.Canceled) || errors.Is(runErr, context.DeadlineExceeded) || errors.Is(runErr, ErrUnavailable) {
-		s.removeQuietly(name) // the call was cut: the create may have happened
+		s.removeQuietly(QualifyID(host, name)) // the call was cut: the create may have happened
 	}
 	s.lock()
 	s.fleet.doneCreating(name)
@@ -238,8 +257,8 @@ func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Contain
 			case err == nil && !cur.Running:
 				s.exitedWhileBooting(c, cur.ExitCode, cur.OOMKilled)
 				return errors.New("exited")
-			case err == nil && addr == "" && cur.IP != "":
-				addr = net.JoinHostPort(cur.IP, strconv.Itoa(spec.Port))
+			case err == nil && addr == "" && dialAddr(cur, strconv.Itoa(spec.Port)) != "":
+				addr = dialAddr(cur, strconv.Itoa(spec.Port))
 				s.lock()
 				c.Addr = addr
 				s.unlock()

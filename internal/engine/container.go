@@ -157,7 +157,7 @@ func (c *Container) cancelBoot() {
 // status returns what users see of c.
 func (c *Container) status() ContainerStatus {
 	st := ContainerStatus{
-		ID: c.ID, Name: c.Name, Process: c.Process, Release: c.Release,
+		ID: c.ID, Name: c.Name, Process: c.Process, Release: c.Release, Host: HostOf(c.ID),
 		State: c.state, Addr: c.Addr, Since: c.since(), StartedAt: c.entered(StateStarting), Canary: c.canary,
 	}
 	if c.unhealthy && c.state == StateReady {
@@ -183,9 +183,12 @@ func (c *Container) record(role string) ContainerRecord {
 	return r
 }
 
+// shortID returns the first 12 characters of a container ID, after its
+// host (of several) if it has one.
 func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
+	host, local := splitID(id)
+	if len(local) > 12 {
+		local = local[:12]
 	}
-	return id
+	return QualifyID(host, local)
 }

@@ -121,6 +121,10 @@ type fakeRuntime struct {
 	runSerial bool
 	// down makes every call fail as if the service were unreachable.
 	down bool
+	// net is the first three parts of the containers' IPs ("10.0.0"
+	// when empty); cut makes none of them answer (a host's link down).
+	net  string
+	cut  bool
 	subs map[int]func(ContainerEvent)
 	nsub int
 	// tags maps an image reference to the ID it names (see Tag).
@@ -131,6 +135,13 @@ type fakeRuntime struct {
 // errDown is what the Podman runtime returns when its service cannot be
 // reached: it wraps ErrUnavailable, so the engine waits instead of failing.
 var errDown = fmt.Errorf("%w: podman service at unix:///run/podman/podman.sock: connection refused", ErrUnavailable)
+
+// SetCut makes the runtime's containers unreachable (or reachable again).
+func (r *fakeRuntime) SetCut(cut bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cut = cut
+}
 
 // SetDown makes the runtime unreachable (or reachable again).
 func (r *fakeRuntime) SetDown(down bool) {
@@ -194,7 +205,7 @@ func (r *fakeRuntime) behaviorLocked(spec ContainerSpec) behavior {
 
 func (r *fakeRuntime) nextIPLocked() (string, string) {
 	r.n++
-	return fmt.Sprintf("c%04d", r.n), fmt.Sprintf("10.0.0.%d", r.n)
+	return fmt.Sprintf("c%04d", r.n), fmt.Sprintf("%s.%d", cmp.Or(r.net, "10.0.0"), r.n)
 }
 
 func (r *fakeRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInfo, error) {
@@ -697,6 +708,9 @@ func (r *fakeRuntime) Listening(addr string) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.cut {
+		return false
+	}
 	for _, c := range r.containers {
 		if c.info.IP == host {
 			return c.info.Running && c.listening && c.port == port

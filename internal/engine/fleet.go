@@ -26,9 +26,10 @@ type fleet struct {
 	// byID are the containers the supervisor knows, by ID, until they
 	// are removed.
 	byID map[string]*Container
-	// creating holds the names of containers being created (and hooks
-	// running), which a resync must not take for leftovers.
-	creating map[string]bool
+	// creating holds the containers being created (and hooks running),
+	// by name, which a resync must not take for leftovers; each with
+	// where it is placed, which placement counts.
+	creating map[string]placed
 	// gone holds the containers removed lately, which a list taken before
 	// their removal still shows.
 	gone map[string]time.Time
@@ -49,7 +50,7 @@ type fleet struct {
 func newFleet(log *zap.Logger, pool *PoolRef, changed func()) fleet {
 	return fleet{
 		log: log, pool: pool, changed: changed,
-		byID: map[string]*Container{}, creating: map[string]bool{}, gone: map[string]time.Time{},
+		byID: map[string]*Container{}, creating: map[string]placed{}, gone: map[string]time.Time{},
 	}
 }
 
@@ -100,14 +101,39 @@ func (f *fleet) readyWeb() []*Container {
 // empty reports whether no container is known nor being created.
 func (f *fleet) empty() bool { return len(f.byID) == 0 && len(f.creating) == 0 }
 
+// placed is where a container being created goes: its host (of several),
+// process type and release.
+type placed struct{ host, process, release string }
+
 // markCreating notes that a container (or hook) of that name is being
-// created; doneCreating that it exists, or will not.
-func (f *fleet) markCreating(name string) { f.creating[name] = true }
+// created, placed at p; doneCreating that it exists, or will not.
+func (f *fleet) markCreating(name string, p placed) { f.creating[name] = p }
 
 func (f *fleet) doneCreating(name string) { delete(f.creating, name) }
 
 // isCreating reports whether a container of that name is being created.
-func (f *fleet) isCreating(name string) bool { return f.creating[name] }
+func (f *fleet) isCreating(name string) bool {
+	_, ok := f.creating[name]
+	return ok
+}
+
+// onHost counts the containers of process type process and release on
+// host: those live and those being created. Placement spreads a type by
+// it.
+func (f *fleet) onHost(host, process, release string) int {
+	n := 0
+	for _, c := range f.byID {
+		if c.state.live() && c.Process == process && c.Release == release && HostOf(c.ID) == host {
+			n++
+		}
+	}
+	for _, p := range f.creating {
+		if p.host == host && p.process == process && p.release == release {
+			n++
+		}
+	}
+	return n
+}
 
 // wasGone reports whether container id was removed lately.
 func (f *fleet) wasGone(id string) bool {

@@ -161,6 +161,9 @@ func (s *Supervisor) healthPass() (again bool) {
 	}()
 	now := time.Now()
 	for i, c := range cs {
+		if hs := s.deps.Hosts; hs != nil {
+			hs.NoteCheck(c.ID, errs[i] == nil)
+		}
 		if c.state != StateReady {
 			continue
 		}
@@ -220,12 +223,17 @@ func (s *Supervisor) healthyAgainLocked(c *Container) {
 func (s *Supervisor) replaceUnhealthyLocked(c *Container, now time.Time) {
 	timeout := s.desired.UnhealthyTimeout
 	sv := s.serving
-	if c.replacing || timeout <= 0 || now.Sub(c.unhealthySince) < timeout ||
+	lost := s.hostLost(c)
+	if c.replacing || !lost && (timeout <= 0 || now.Sub(c.unhealthySince) < timeout) ||
 		c.owner != 0 || sv == nil || sv.spec == nil || c.Release != sv.ID {
 		return
 	}
 	c.replacing = true
 	msg := fmt.Sprintf("%s container %s failed its health check for %s: %s", c.Process, c.Name, timeout, c.healthErr)
+	if lost {
+		msg = fmt.Sprintf("%s container %s is on host %s, lost: its containers have not answered for host_down_after (%s): %s",
+			c.Process, c.Name, HostOf(c.ID), s.deps.Hosts.DownAfter(), c.healthErr)
+	}
 	s.log.Warn("replacing an unhealthy container", zap.String("container", shortID(c.ID)), zap.String("process", c.Process),
 		zap.Duration("unhealthy_for", now.Sub(c.unhealthySince)), zap.String("check", c.healthErr))
 	ps := s.proc(c.Process)
@@ -239,6 +247,11 @@ func (s *Supervisor) replaceUnhealthyLocked(c *Container, now time.Time) {
 	s.poke()
 }
 
+// hostLost reports whether c runs on a host of several that is lost.
+func (s *Supervisor) hostLost(c *Container) bool {
+	return s.deps.Hosts != nil && s.deps.Hosts.State(HostOf(c.ID)) == HostLost
+}
+
 // retireReplacedLocked retires the containers of process type name of
 // the serving release that wait for their replacement, once ready is at
 // least the type's count: the replacements serve.
@@ -248,7 +261,11 @@ func (s *Supervisor) retireReplacedLocked(name string, ready, count int) {
 	}
 	for c := range s.fleet.all() {
 		if c.replacing && c.Process == name && c.state == StateReady {
-			s.retireLocked(c, nil, fmt.Sprintf("replaced: unhealthy for %s (%s)", time.Since(c.unhealthySince).Round(time.Second), c.healthErr))
+			note := fmt.Sprintf("replaced: unhealthy for %s (%s)", time.Since(c.unhealthySince).Round(time.Second), c.healthErr)
+			if s.hostLost(c) || c.unhealthySince.IsZero() {
+				note = fmt.Sprintf("replaced: host %s lost", HostOf(c.ID))
+			}
+			s.retireLocked(c, nil, note)
 		}
 	}
 }

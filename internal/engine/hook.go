@@ -122,12 +122,17 @@ func (s *Supervisor) runHook(r *rollout) error {
 	err = s.withRuntime(hctx, func() (err error) {
 		name = containerName(spec.Name, HookProcess, r.release)
 		s.lock()
-		s.fleet.markCreating(name)
+		host, perr := s.placeLocked(spec, HookProcess, r.release)
+		if perr != nil {
+			s.unlock()
+			return fmt.Errorf("%w: %w", ErrUnavailable, perr) // waited for, as a runtime away
+		}
+		s.fleet.markCreating(name, placed{host, HookProcess, r.release})
 		s.unlock()
 		info, err = s.rt.Run(hctx, ContainerSpec{
 			Name: name, Image: spec.RunImage(), Command: spec.Postdeploy, Env: spec.Env,
 			Labels:      s.labels(spec.Name, r.release, HookProcess),
-			StopTimeout: spec.StopTimeout, Settings: spec.Settings,
+			StopTimeout: spec.StopTimeout, Settings: spec.Settings, Host: host,
 		})
 		if err != nil {
 			s.lock()
@@ -241,7 +246,7 @@ func (s *Supervisor) stopLeftoverHooksLocked(infos []ContainerInfo, stopTimeout 
 	h := &hookRun{done: make(chan struct{})}
 	s.hook = h
 	for _, info := range infos {
-		s.fleet.markCreating(info.Name)
+		s.fleet.markCreating(info.Name, placed{HostOf(info.ID), HookProcess, info.Labels[LabelRelease]})
 		s.log.Warn("a postdeploy hook a previous run left still runs: stopping it before any hook runs again",
 			zap.String("container", shortID(info.ID)), zap.String("release", info.Labels[LabelRelease]))
 	}

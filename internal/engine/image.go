@@ -39,6 +39,9 @@ func (s *Supervisor) pinLocked(unpinned, id string) {
 // through the API, which is refused, and for a config's deployment, which
 // ends start-error.
 func MissingImageMessage(image string, err error) string {
+	if he := (*HostImageError)(nil); errors.As(err, &he) {
+		return he.Msg + ", then reload or deploy"
+	}
 	return fmt.Sprintf("image %s is not on this host: build it or pull it (podman pull %s), then reload or deploy (%v)", image, image, err)
 }
 
@@ -68,7 +71,7 @@ func (s *Supervisor) pinImage(r *rollout) error {
 	err := s.withRuntime(r.ctx, func() (err error) {
 		ctx, cancel := context.WithTimeout(r.ctx, imageIDTimeout)
 		defer cancel()
-		id, err = s.rt.ImageID(ctx, r.spec.Image)
+		id, err = s.rt.ImageID(WithHosts(ctx, r.spec.Hosts), r.spec.Image)
 		return err
 	})
 	switch {

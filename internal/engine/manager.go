@@ -58,10 +58,28 @@ func NewManager(deps Deps) *Manager {
 		deps.Prober = TCPProber{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{
+	m := &Manager{
 		deps: deps, rt: limit(deps.Runtime, deps.Limits), probes: make(chan struct{}, maxProbes),
 		ctx: ctx, cancel: cancel, resyncNow: make(chan struct{}, 1), orphansNow: make(chan struct{}, 1),
 		sups: map[string]*Supervisor{}, leaving: map[string]*Supervisor{}, pools: map[string]*PoolRef{},
+	}
+	if hs := deps.Hosts; hs != nil {
+		hs.SetGap(m.askResync)
+		hs.OnState(func(HostStatus, HostState) {
+			// Placement and replacement depend on it.
+			for _, s := range m.supervisors() {
+				s.poke()
+			}
+		})
+	}
+	return m
+}
+
+// askResync asks for a resync soon.
+func (m *Manager) askResync() {
+	select {
+	case m.resyncNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -307,6 +325,15 @@ func (m *Manager) resync(apps bool) {
 	defer cancel()
 	at := time.Now()
 	list, err := m.rt.List(ctx, "")
+	var partial *PartialListError
+	if errors.As(err, &partial) {
+		// Some hosts did not answer: their containers are neither there
+		// nor gone; the others are compared.
+		if c := m.deps.Logger.Check(zap.WarnLevel, "some podman hosts did not answer the resync"); c != nil {
+			c.Write(zap.Strings("hosts", partial.Hosts), zap.Error(partial.Err))
+		}
+		err = nil
+	}
 	if err != nil {
 		if c := m.deps.Logger.Check(zap.WarnLevel, "listing containers for the resync failed"); c != nil {
 			c.Write(zap.Error(err))
@@ -338,7 +365,7 @@ func (m *Manager) resync(apps bool) {
 	}
 	for _, s := range m.supervisors() {
 		s.setOthers(others[s.name])
-		s.resync(byApp[s.name], at)
+		s.resync(byApp[s.name], at, partial)
 		s.setRuntimeErr(nil)
 		s.poke()
 	}

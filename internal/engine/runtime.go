@@ -26,6 +26,14 @@ type ContainerSpec struct {
 	// Aliases are the names the container answers to on each network of
 	// Settings.Networks (Podman's default network has no DNS).
 	Aliases []string
+	// Host is the host the container runs on, of a HostSet (chosen by
+	// the supervisor's placement); empty for a single host.
+	Host string
+	// Port is the PORT of a web container (0 for another). Publish, when
+	// set, is the address the runtime publishes it on, with a port it
+	// picks (ContainerInfo.Addr says which).
+	Port    int
+	Publish string
 }
 
 // ContainerInfo is what a Runtime knows of one container.
@@ -43,6 +51,21 @@ type ContainerInfo struct {
 	OOMKilled bool
 	// IP is the address the container can be dialed at from this host.
 	IP string
+	// Addr, when set, is where its published PORT is dialed (the host's
+	// address and the port Podman picked): it wins over IP.
+	Addr string
+}
+
+// dialAddr returns where info, a web container listening on port, is
+// dialed: its published address, else its IP and port, else "".
+func dialAddr(info ContainerInfo, port string) string {
+	switch {
+	case info.Addr != "":
+		return info.Addr
+	case info.IP != "":
+		return net.JoinHostPort(info.IP, port)
+	}
+	return ""
 }
 
 // Runtime runs containers. The Podman implementation lives in

@@ -118,6 +118,10 @@ type AppSpec struct {
 	// zero never replaces it. Like DrainTimeout, zero has a meaning: the
 	// caller sets DefaultUnhealthyTimeout when the setting is absent.
 	UnhealthyTimeout time.Duration
+	// Hosts are the hosts of a HostSet the app's containers go to; empty
+	// means every host (or the one host). Where containers run is not
+	// part of the release.
+	Hosts []string
 	// IdleTimeout, when set, scales the app's web containers to zero
 	// after no request for that long (its workers keep running); the next
 	// request wakes it (see idle.go). Zero never does.

@@ -124,8 +124,10 @@ type ContainerStatus struct {
 	Name    string `json:"name"`
 	Process string `json:"process"`
 	Release string `json:"release"`
-	State   State  `json:"state"`
-	Addr    string `json:"dial,omitempty"`
+	// Host is the host it runs on, of several (empty for one).
+	Host  string `json:"host,omitempty"`
+	State State  `json:"state"`
+	Addr  string `json:"dial,omitempty"`
 	// Canary is set on a web container of the app's canary.
 	Canary bool `json:"canary,omitempty"`
 	// Since is when it entered its state; StartedAt when it was started

@@ -78,6 +78,10 @@ type Deps struct {
 	Changed func(app string)
 	// Limits bound the calls in flight to the runtime.
 	Limits Limits
+	// Hosts, when set, is the HostSet that Runtime runs on (several
+	// Podman hosts): the supervisors place containers by it, and tell it
+	// what their health checks find.
+	Hosts *HostSet
 	// Instance names this podswitch instance: every container it starts
 	// carries it (LabelInstance), and it takes over only its own (and
 	// unlabelled ones of its apps). Empty, containers get no such label
@@ -164,6 +168,9 @@ type Supervisor struct {
 	// stopped is set once a removed app has stopped all its containers.
 	stopped    bool
 	runtimeErr string
+	// partialSince is when adoption first found hosts that did not
+	// answer (adoption's goroutine only).
+	partialSince time.Time
 	// orphan is set on the supervisor of an app that is not in the
 	// config but has containers of this instance: it only removes them.
 	orphan bool
@@ -484,6 +491,14 @@ func (s *Supervisor) emit(ev Event) {
 	ev.App = s.name
 	ev.Time = time.Now()
 	go s.deps.Notify(ev)
+}
+
+// Hosts returns the hosts of several the app's containers go to (empty:
+// every host).
+func (s *Supervisor) Hosts() []string {
+	s.lock()
+	defer s.unlock()
+	return slices.Clone(s.desired.Hosts)
 }
 
 // Status returns a consistent copy of the app's state.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -179,6 +180,11 @@ func (r *Runtime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.Co
 	noNew := true
 	s.NoNewPrivileges = &noNew
 	applySettings(s, spec.Settings, spec.Aliases)
+	if spec.Publish != "" && spec.Port > 0 && spec.Port < 65536 {
+		// HostPort 0: Podman picks a free port at create; a start that
+		// loses it to a race fails, as a start error, and is tried again.
+		s.PortMappings = []nettypes.PortMapping{{HostIP: spec.Publish, ContainerPort: uint16(spec.Port), Protocol: "tcp"}}
+	}
 	resp, err := containers.CreateWithSpec(cctx, s, nil)
 	if err != nil {
 		// Unless the service refused the create, it may have created the
@@ -322,6 +328,15 @@ func (r *Runtime) inspect(cctx context.Context, id string) (engine.ContainerInfo
 		info.OOMKilled = data.State.OOMKilled || memoryKill(data.State.Running, data.State.ExitCode, data.HostConfig)
 	}
 	if ns := data.NetworkSettings; ns != nil {
+		if port := info.Labels[engine.LabelPort]; port != "" {
+			for _, hp := range ns.Ports[port+"/tcp"] {
+				if hp.HostPort != "" && hp.HostPort != "0" {
+					// Published: dialed on the host's address.
+					info.Addr = net.JoinHostPort(hp.HostIP, hp.HostPort)
+					break
+				}
+			}
+		}
 		info.IP = ns.IPAddress
 		if a := ns.Networks[info.Labels[engine.LabelNetwork]]; a != nil && a.IPAddress != "" {
 			// The first network the config names.

@@ -1,0 +1,288 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// hostsHarness is a Manager over a HostSet of fake hosts a and b, inside a
+// synctest bubble.
+type hostsHarness struct {
+	*harness
+	hs    *HostSet
+	hosts map[string]*fakeRuntime
+
+	smu    sync.Mutex
+	states []string // "host:state" in order
+}
+
+// multiProber accepts a connection where one of the fake hosts has a
+// container listening.
+type multiProber struct{ rts []*fakeRuntime }
+
+func (p multiProber) Probe(ctx context.Context, addr string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, rt := range p.rts {
+		if rt.Listening(addr) {
+			return nil
+		}
+	}
+	return fmt.Errorf("dial tcp %s: connect: connection refused", addr)
+}
+
+func newHostsHarness(t *testing.T, names ...string) *hostsHarness {
+	t.Helper()
+	h := &hostsHarness{harness: &harness{t: t, inflight: map[string]int{}}, hosts: map[string]*fakeRuntime{}}
+	h.hs = NewHostSet(zaptest.NewLogger(t).Named("hosts"))
+	var cfgs []HostConfig
+	var rts []*fakeRuntime
+	for i, n := range names {
+		rt := newFakeRuntime()
+		rt.net = fmt.Sprintf("10.0.%d", i+1)
+		h.hosts[n] = rt
+		rts = append(rts, rt)
+		cfgs = append(cfgs, HostConfig{Name: n, Runtime: rt, Address: fmt.Sprintf("192.0.2.%d", i+1), Key: n})
+	}
+	h.hs.Update(cfgs, 10*time.Second)
+	h.hs.OnState(func(st HostStatus, _ HostState) {
+		h.smu.Lock()
+		h.states = append(h.states, st.Name+":"+string(st.State))
+		h.smu.Unlock()
+	})
+	h.m = NewManager(Deps{
+		Runtime:  h.hs,
+		Hosts:    h.hs,
+		Prober:   multiProber{rts},
+		InFlight: h.inFlight,
+		Logger:   zaptest.NewLogger(t),
+		Notify: func(ev Event) {
+			h.mu.Lock()
+			h.events = append(h.events, ev)
+			h.mu.Unlock()
+		},
+	})
+	t.Cleanup(func() {
+		h.m.Close()
+		h.hs.Close()
+	})
+	return h
+}
+
+// spread returns, per host, how many live containers of process the app
+// has of release (any when empty).
+func (h *hostsHarness) spread(s *Supervisor, release, process string) map[string]int {
+	out := map[string]int{}
+	for _, c := range s.Status().Containers {
+		if c.Process == process && (release == "" || c.Release == release) && (c.State == StateReady || c.State == StateBooted || c.State == StateStarting || c.State == StateUnhealthy) {
+			out[c.Host]++
+		}
+	}
+	return out
+}
+
+func (h *hostsHarness) sawState(s string) bool {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	return slices.Contains(h.states, s)
+}
+
+func TestHostsSpreadEachProcessType(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "b", "a")
+		spec := appSpec(t, "localhost/blog:v1", 4, worker(3))
+		s, _ := h.deployFirst(spec)
+		if got := h.spread(s, "", WebProcess); !maps.Equal(got, map[string]int{"a": 2, "b": 2}) {
+			t.Errorf("web spread = %v, want a:2 b:2", got)
+		}
+		// 3 workers: the tie goes to a, by name.
+		if got := h.spread(s, "", "worker"); !maps.Equal(got, map[string]int{"a": 2, "b": 1}) {
+			t.Errorf("worker spread = %v, want a:2 b:1", got)
+		}
+		for _, c := range s.Status().Containers {
+			if HostOf(c.ID) != c.Host || c.Host == "" {
+				t.Errorf("container %s: host %q", c.ID, c.Host)
+			}
+		}
+		// Each host ran its own containers.
+		for name, rt := range h.hosts {
+			for _, r := range rt.Runs() {
+				if r.Host != name {
+					t.Errorf("host %s ran a container placed on %q", name, r.Host)
+				}
+			}
+		}
+		// A new release is spread too, and the pool is the four of it.
+		v2 := appSpec(t, "localhost/blog:v2", 4, worker(3))
+		h.m.Apply([]AppSpec{v2})
+		synctest.Wait()
+		d := h.waitDone(s, h.newest(s).ID)
+		if d.Status != StatusSuccess {
+			t.Fatalf("deploy v2: %s %s", d.Status, d.Error)
+		}
+		settle(time.Minute)
+		if got := h.spread(s, v2.ReleaseID(), WebProcess); !maps.Equal(got, map[string]int{"a": 2, "b": 2}) {
+			t.Errorf("v2 web spread = %v, want a:2 b:2", got)
+		}
+		if n := len(h.m.Pool(appName).Load().Addrs); n != 4 {
+			t.Errorf("pool has %d upstreams, want 4", n)
+		}
+		if got := h.spread(s, spec.ReleaseID(), WebProcess); len(got) != 0 {
+			t.Errorf("v1 web still runs: %v", got)
+		}
+	})
+}
+
+func TestHostsOnlyTheAppsHosts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "a", "b", "c")
+		spec := appSpec(t, "localhost/blog:v1", 3)
+		spec.Hosts = []string{"b", "c"}
+		s, _ := h.deployFirst(spec)
+		if got := h.spread(s, "", WebProcess); !maps.Equal(got, map[string]int{"b": 2, "c": 1}) {
+			t.Errorf("web spread = %v, want b:2 c:1", got)
+		}
+		if n := len(h.hosts["a"].Runs()); n != 0 {
+			t.Errorf("host a ran %d containers, want 0", n)
+		}
+	})
+}
+
+// A host whose containers stop answering: they leave the pool at once, the
+// host is lost after host_down_after and they are replaced on the other
+// host; when it comes back, they are stopped (SIGTERM first) only once
+// their replacements serve, and the count converges.
+func TestHostsLostThenBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "a", "b")
+		spec := appSpec(t, "localhost/blog:v1", 4, worker(2))
+		s, _ := h.deployFirst(spec)
+		var onB []string
+		for _, c := range s.Status().Containers {
+			if c.Host == "b" {
+				onB = append(onB, c.ID)
+			}
+		}
+		if len(onB) != 3 {
+			t.Fatalf("containers on b = %v, want 2 web and 1 worker", onB)
+		}
+
+		cut := time.Now()
+		h.hosts["b"].SetCut(true)
+		h.hosts["b"].SetDown(true)
+		waitFor(t, "b's containers out of the pool", 3*time.Second, func() bool {
+			p := h.m.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 2
+		})
+		if took := time.Since(cut); took > 2*time.Second {
+			t.Errorf("out of the pool after %s (virtual), want within 2s", took)
+		}
+		for _, u := range h.m.Pool(appName).Load().Addrs {
+			if !strings.HasPrefix(u, "10.0.1.") {
+				t.Errorf("pool dials %s, not a container of host a", u)
+			}
+		}
+		waitFor(t, "host b lost", 20*time.Second, func() bool { return h.hs.State("b") == HostLost })
+		if !h.sawState("b:unreachable") {
+			t.Errorf("host b was never unreachable before lost: %v", h.states)
+		}
+		waitFor(t, "replacements on a", 30*time.Second, func() bool {
+			return maps.Equal(h.spread(s, "", WebProcess), map[string]int{"a": 4, "b": 0}) ||
+				maps.Equal(h.spread(s, "", WebProcess), map[string]int{"a": 4})
+		})
+		waitFor(t, "worker replaced on a", 30*time.Second, func() bool { return h.spread(s, "", "worker")["a"] == 2 })
+		waitFor(t, "pool of four on a", 10*time.Second, func() bool {
+			p := h.m.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 4
+		})
+		if n := len(h.hosts["b"].Kills()); n != 0 {
+			t.Fatalf("b got %d signals while unreachable", n)
+		}
+
+		// b comes back: its old containers are stopped, SIGTERM first.
+		h.hosts["b"].SetDown(false)
+		h.hosts["b"].SetCut(false)
+		waitFor(t, "b's containers removed", 2*time.Minute, func() bool {
+			list, _ := h.hosts["b"].List(context.Background(), appName)
+			return len(list) == 0
+		})
+		for _, id := range onB {
+			_, local := splitID(id)
+			sigs := h.hosts["b"].Signals(local)
+			if len(sigs) == 0 || sigs[0].Signal != "SIGTERM" {
+				t.Errorf("container %s of b got %v, want SIGTERM first", id, sigs)
+			}
+		}
+		waitFor(t, "host b up", 10*time.Second, func() bool { return h.hs.State("b") == HostUp })
+		settle(time.Minute)
+		if got := h.spread(s, "", WebProcess); !maps.Equal(got, map[string]int{"a": 4}) {
+			t.Errorf("web spread = %v, want a:4 (converged)", got)
+		}
+	})
+}
+
+// A host whose API is down while its containers answer keeps serving;
+// nothing is replaced and nothing new goes there.
+func TestHostsAPIDownContainersServe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "a", "b")
+		spec := appSpec(t, "localhost/blog:v1", 4)
+		s, _ := h.deployFirst(spec)
+		runsA := len(h.hosts["a"].Runs())
+		h.hosts["b"].SetDown(true)
+		waitFor(t, "host b unmanaged", 10*time.Second, func() bool { return h.hs.State("b") == HostUnmanaged })
+		settle(time.Minute) // several resyncs and host_down_after
+		if p := h.m.Pool(appName).Load(); p == nil || len(p.Addrs) != 4 {
+			t.Fatalf("pool changed while b's API was down: %+v", p)
+		}
+		if got := h.spread(s, "", WebProcess); !maps.Equal(got, map[string]int{"a": 2, "b": 2}) {
+			t.Errorf("web spread = %v, want a:2 b:2 (nothing replaced)", got)
+		}
+		if n := len(h.hosts["a"].Runs()); n != runsA {
+			t.Errorf("a ran %d more containers", n-runsA)
+		}
+		// A scale-up meanwhile goes to a only.
+		up := spec
+		up.Processes = []ProcessSpec{{Name: WebProcess, Count: 5}}
+		h.m.Apply([]AppSpec{up})
+		waitFor(t, "fifth container", 10*time.Second, func() bool { return h.spread(s, "", WebProcess)["a"] == 3 })
+		h.hosts["b"].SetDown(false)
+		waitFor(t, "host b up", 10*time.Second, func() bool { return h.hs.State("b") == HostUp })
+	})
+}
+
+func TestHostsImageMissingOnOneHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "a", "b")
+		h.hosts["b"].OnImage("localhost/blog:v9", behavior{NoImage: true})
+		_, err := h.hs.ImageID(context.Background(), "localhost/blog:v9")
+		var he *HostImageError
+		if !errors.As(err, &he) || !errors.Is(err, ErrImageNotFound) || !slices.Equal(he.Hosts, []string{"b"}) {
+			t.Fatalf("ImageID = %v, want a HostImageError naming b", err)
+		}
+		if !strings.Contains(MissingImageMessage("localhost/blog:v9", err), "missing on host b") {
+			t.Errorf("message = %q", MissingImageMessage("localhost/blog:v9", err))
+		}
+		// Only the app's hosts are asked.
+		if _, err := h.hs.ImageID(WithHosts(context.Background(), []string{"a"}), "localhost/blog:v9"); err != nil {
+			t.Errorf("ImageID on a only = %v", err)
+		}
+		// Different IDs on two hosts are refused too.
+		h.hosts["a"].Tag("localhost/blog:v3", "aaaa0000aaaa0000")
+		h.hosts["b"].Tag("localhost/blog:v3", "bbbb0000bbbb0000")
+		if _, err := h.hs.ImageID(context.Background(), "localhost/blog:v3"); !errors.As(err, &he) || !strings.Contains(err.Error(), "one image everywhere") {
+			t.Errorf("ImageID with two IDs = %v", err)
+		}
+	})
+}

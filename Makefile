@@ -23,7 +23,8 @@ DEMO_DIR := $(ROOT)/.demo
 setup:
 	bash $(ROOT)/scripts/setup.sh
 
-# The same, plus what the tests use (gcc for -race, chromium, ss, pgrep, systemd-analyze).
+# The same, plus what the tests use (gcc for -race, chromium, ss, pgrep, systemd-analyze, sshd)
+# and the extra Podman hosts 2 and 3 of the multi-host tests (scripts/psh.sh).
 setup-test:
 	bash $(ROOT)/scripts/setup.sh --tests
 

@@ -2,12 +2,18 @@
 # Prepares a machine (Debian 12, as root) for podswitch's demo and, with --tests, its tests:
 #   - installs podman, runc and curl when missing; with --tests also what the tests use: gcc
 #     (`go test -race`), chromium (the headless browser of the dashboard's tests), iproute2 (ss),
-#     procps (pgrep) and systemd (systemd-analyze);
+#     procps (pgrep), systemd (systemd-analyze) and openssh-server (the extra hosts' sshd; it is
+#     installed with a policy-rc.d that keeps Debian from starting a system sshd, and its start
+#     at boot is disabled);
 #   - starts the Podman API service on unix:///run/podman/podman.sock with the project's
 #     containers.conf, unless something already answers there;
-#   - builds the test app and the images localhost/podswitch-testapp:v1 and :v2 (the demo's too).
+#   - builds the test app and the images localhost/podswitch-testapp:v1 and :v2 (the demo's too);
+#   - with --tests, starts the extra Podman hosts 2 and 3 of the multi-host tests
+#     (scripts/psh.sh up 2 3: network namespaces reached at 10.250.N.2, state under
+#     $PSH_BASE, default /tmp/podswitch-psh) and loads both test images into each.
 # Usage: scripts/setup.sh [--tests]   (`make setup` runs it bare, `make setup-test` with --tests)
-# Idempotent: safe to run again; a second run reuses the running service and cached builds.
+# Idempotent: safe to run again; a second run reuses the running service, the running extra
+# hosts, the images they hold and cached builds.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,7 +30,7 @@ TESTS=0
 for arg in "$@"; do
   case "$arg" in
     --tests) TESTS=1 ;;
-    -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'setup: error: unknown argument %s (usage: scripts/setup.sh [--tests])\n' "$arg" >&2; exit 2 ;;
   esac
 done
@@ -52,15 +58,40 @@ if [ "$TESTS" = 1 ]; then
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)
   command -v pgrep >/dev/null 2>&1 || missing+=(procps)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  # The extra Podman hosts (scripts/psh.sh) run an sshd of their own each, on 10.250.N.2:22.
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Installed packages must not start their services: Debian's openssh-server would start a
+  # system sshd on 0.0.0.0:22 (invoke-rc.d, or systemd where it runs). A policy-rc.d that
+  # answers 101 ("action forbidden") stops that; one already there (container images often
+  # ship one) is left as it is.
+  policy_rc=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy_rc=/usr/sbin/policy-rc.d
+    trap 'rm -f "$policy_rc"' EXIT
+    printf '#!/bin/sh\n# scripts/setup.sh: no service starts while it installs packages.\nexit 101\n' >"$policy_rc"
+    chmod 755 "$policy_rc"
+  fi
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
+  if [ -n "$policy_rc" ]; then
+    rm -f "$policy_rc"
+    trap - EXIT
+  fi
+  # The package also enables ssh.service for the next boot; only its binary is wanted here.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl disable ssh.service >/dev/null 2>&1 || say "could not disable ssh.service at boot"
+    else
+      update-rc.d ssh disable >/dev/null 2>&1 || say "could not disable ssh at boot"
+    fi
+  fi
 else
   present="podman $(podman --version | awk '{print $3}'), runc, curl"
-  [ "$TESTS" = 1 ] && present="$present, gcc, chromium, ss, pgrep, systemd-analyze"
+  [ "$TESTS" = 1 ] && present="$present, gcc, chromium, ss, pgrep, systemd-analyze, sshd"
   say "$present present"
 fi
 
@@ -129,6 +160,32 @@ for v in v1 v2; do
     | sed -n 's/^APP_VERSION=//p')
   [ "$got" = "$v" ] || die "image $IMAGE:$v has APP_VERSION='$got', want '$v'"
 done
+
+# --- extra Podman hosts (tests only) ---------------------------------------------------------
+# Hosts 2 and 3 of the multi-host tests (integration/hosts_test.go), each with both test images.
+# No registry: the images go over with save | load, skipped when the host has the same image ID.
+if [ "$TESTS" = 1 ]; then
+  started=$EPOCHREALTIME
+  export PSH_BASE="${PSH_BASE:-/tmp/podswitch-psh}"
+  say "starting extra podman hosts 2 and 3 (scripts/psh.sh, state under $PSH_BASE)"
+  bash scripts/psh.sh up 2 3
+  declare -A want
+  for v in v1 v2; do want[$v]=$(podman image inspect -f '{{.Id}}' "$IMAGE:$v"); done
+  host_id() { podman --remote --url "$1" image inspect -f '{{.Id}}' "$2" 2>/dev/null || true; }
+  for n in 2 3; do
+    url="unix://$PSH_BASE/h$n/podman.sock"
+    load=()
+    for v in v1 v2; do [ "$(host_id "$url" "$IMAGE:$v")" = "${want[$v]}" ] || load+=("$IMAGE:$v"); done
+    [ ${#load[@]} -gt 0 ] || continue
+    say "loading ${load[*]} into host $n"
+    podman save -q -m "${load[@]}" | podman --remote --url "$url" load -q >/dev/null
+    for v in v1 v2; do
+      got=$(host_id "$url" "$IMAGE:$v")
+      [ "$got" = "${want[$v]}" ] || die "host $n: $IMAGE:$v has image ID '$got' after load, want '${want[$v]}'"
+    done
+  done
+  say "extra podman hosts 2 and 3 ready with both images ($(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $started }")s)"
+fi
 
 say "done. Images: $(podman images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$IMAGE" | sort | tr '\n' ' ')"
 say "to use podman by hand with the same settings:"

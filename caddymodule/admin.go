@@ -84,6 +84,7 @@ type appHandler func(w http.ResponseWriter, r *http.Request, m *engine.Manager, 
 func newAdminAPI(manager func() *engine.Manager) *adminAPI {
 	a := &adminAPI{manager: manager, mux: newErrMux()}
 	a.mux.handle("GET /podswitch/apps", a.list)
+	a.mux.handle("GET /podswitch/hosts", a.hosts)
 	a.handleApp("GET /podswitch/apps/{app}", a.status)
 	a.handleApp("GET /podswitch/apps/{app}/deployments", a.history)
 	a.handleApp("GET /podswitch/apps/{app}/deployments/{id}", a.deployment)
@@ -161,6 +162,16 @@ func (a *adminAPI) list(w http.ResponseWriter, _ *http.Request) error {
 		}
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// hosts answers the state of every Podman host of several (an empty list
+// with one podman).
+func (a *adminAPI) hosts(w http.ResponseWriter, _ *http.Request) error {
+	m := a.manager()
+	if m == nil {
+		return apiErr(http.StatusNotFound, "podswitch is not configured")
+	}
+	return writeJSON(w, http.StatusOK, m.Hosts())
 }
 
 func (a *adminAPI) status(w http.ResponseWriter, _ *http.Request, _ *engine.Manager, s *engine.Supervisor) error {

@@ -4,6 +4,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.podman.io/image/v5/docker/reference"
 	"go.uber.org/zap"
 
@@ -46,6 +48,15 @@ type App struct {
 	// `unix:///run/podman/podman.sock`. Default: $CONTAINER_HOST, then
 	// unix:///run/podman/podman.sock.
 	Podman string `json:"podman,omitempty"`
+
+	// Hosts are several Podman hosts, by name, instead of one podman:
+	// each process type of an app is spread over the app's hosts that are
+	// up (see HostConfig). Default: none (the one podman).
+	Hosts map[string]*HostConfig `json:"hosts,omitempty"`
+
+	// HostDownAfter is how long the containers of a host may not answer
+	// before they are replaced on the other hosts. Default: 10s.
+	HostDownAfter caddy.Duration `json:"host_down_after,omitempty"`
 
 	// Apps are the apps to run, by name. A name is lowercase letters,
 	// digits and dashes.
@@ -159,6 +170,12 @@ type AppConfig struct {
 	// while its app rests leaves the pool only within this interval, or at
 	// the first request. At most 5m. Default: 500ms, always.
 	RestCheckInterval caddy.Duration `json:"rest_check_interval,omitempty"`
+
+	// Hosts are the hosts (of the config's host blocks) the app's
+	// containers go to. Default: every host.
+	Hosts []string `json:"hosts,omitempty"`
+	// hostsAt is where a Caddyfile gave Hosts, for its errors.
+	hostsAt *caddyfile.Dispenser
 
 	// RestartAttempts is how many times a restart, a scale-up or the
 	// replacement of a crashed container retries a container that fails
@@ -285,6 +302,7 @@ func (c *AppConfig) spec(name string, resolve bool) (engine.AppSpec, error) {
 	}
 	spec.IdleTimeout = time.Duration(c.IdleTimeout)
 	spec.RestCheckInterval = time.Duration(c.RestCheckInterval)
+	spec.Hosts = slices.Clone(c.Hosts)
 	for _, n := range slices.Sorted(maps.Keys(c.Processes)) {
 		if n == engine.WebProcess {
 			return engine.AppSpec{}, fmt.Errorf("app %q: process type web is set with web, not processes", name)
@@ -423,6 +441,23 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	if err := a.checkHosts(); err != nil {
+		return err
+	}
+	if len(a.Hosts) > 0 {
+		// Opening the hosts reads their key and known_hosts files (it
+		// connects to nothing): a file that is missing or bad refuses the
+		// config here rather than at its commit.
+		cfgs, err := a.hostConfigs(ctx.Logger())
+		if err != nil {
+			return err
+		}
+		for _, c := range cfgs {
+			if c.Close != nil {
+				c.Close()
+			}
+		}
+	}
 	a.specs = a.specs[:0]
 	for _, n := range slices.Sorted(maps.Keys(a.Apps)) {
 		spec, err := a.Apps[n].Spec(n)
@@ -444,6 +479,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.host = h
+	if c := h.committedApp(); c != nil && (len(c.Hosts) > 0) != (len(a.Hosts) > 0) {
+		// The containers' IDs, addresses and runtime differ between the
+		// two: the running apps would be lost track of.
+		return errors.New("switching between a lone podman and host blocks needs a restart of Caddy (caddy stop, then caddy run with the new config), not a reload")
+	}
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
 		if err := promMetrics.register(reg); err != nil {
 			return fmt.Errorf("podswitch metrics: %w", err)

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,7 +22,19 @@ func init() {
 //
 //	podswitch {
 //		podman <address>
+//		host <name> {            # several Podman hosts, instead of podman
+//			podman <ssh://user@host/socket | tcp://host:port | unix:///socket>
+//			identity <private key file>
+//			known_hosts <file>
+//			address <ip>
+//			insecure
+//			tls_cert <file>
+//			tls_key <file>
+//			tls_ca <file>
+//		}
+//		host_down_after <duration>
 //		app <name> {
+//			hosts <host...>
 //			image <reference>
 //			web <count> [<command...>] [{
 //				<setting> ...
@@ -80,6 +93,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	var hostsAt []appHosts
+	var podmanAt *caddyfile.Dispenser
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "podman":
@@ -90,12 +105,50 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("podman: want the address of the Podman service, e.g. podman unix:///run/podman/podman.sock")
 			}
 			a.Podman = d.Val()
+			podmanAt = caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			if err := checkPodmanURI(a.Podman); err != nil {
 				return d.Errf("%v", err)
 			}
+		case "host":
+			if !d.NextArg() {
+				return d.Errf("host: want a name: host <name> { podman ...; address ... }")
+			}
+			name := d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if _, dup := a.Hosts[name]; dup {
+				return d.Errf("host %q is defined twice", name)
+			}
+			at := caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
+			h, err := parseHost(d, name)
+			if err != nil {
+				return err
+			}
+			if err := checkHost(name, h); err != nil {
+				at.Next()
+				return at.Errf("%v", err)
+			}
+			if a.Hosts == nil {
+				a.Hosts = map[string]*HostConfig{}
+			}
+			a.Hosts[name] = h
+		case "host_down_after":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return d.Errf("host_down_after: %q is not a duration: %v", v, err)
+			}
+			if dur < minHostDownAfter {
+				return d.Errf("host_down_after: %q is too short: want at least %s", v, minHostDownAfter)
+			}
+			a.HostDownAfter = caddy.Duration(dur)
 		case "app":
 			if !d.NextArg() {
 				return d.Errf("app: want a name: app <name> { ... }")
@@ -114,15 +167,85 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
+			if cfg.hostsAt != nil {
+				hostsAt = append(hostsAt, appHosts{name, cfg.Hosts, cfg.hostsAt})
+			}
 			if a.Apps == nil {
 				a.Apps = map[string]*AppConfig{}
 			}
 			a.Apps[name] = cfg
 		default:
-			return d.Errf("podswitch: unknown subdirective %q (want podman or app)", d.Val())
+			return d.Errf("podswitch: unknown subdirective %q (want podman, host, host_down_after or app)", d.Val())
+		}
+	}
+	if len(a.Hosts) > 0 && a.Podman != "" {
+		podmanAt.Next()
+		return podmanAt.Errf("podswitch: podman and host blocks exclude each other: put the Podman address in a host block")
+	}
+	for _, ah := range hostsAt {
+		for _, h := range ah.hosts {
+			if a.Hosts[h] == nil {
+				ah.at.Next()
+				if len(a.Hosts) == 0 {
+					return ah.at.Errf("app %q: hosts: the config has no host block", ah.app)
+				}
+				return ah.at.Errf("app %q: host %q is not defined (hosts: %s)", ah.app, h, strings.Join(slices.Sorted(maps.Keys(a.Hosts)), ", "))
+			}
 		}
 	}
 	return nil
+}
+
+// appHosts is an app's hosts line, checked once every host block is read.
+type appHosts struct {
+	app   string
+	hosts []string
+	at    *caddyfile.Dispenser
+}
+
+// parseHost parses the block of `host <name> { ... }`.
+func parseHost(d *caddyfile.Dispenser, name string) (*HostConfig, error) {
+	h := new(HostConfig)
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dir := d.Val()
+		if seen[dir] {
+			return nil, d.Errf("host %q: %s is given twice", name, dir)
+		}
+		seen[dir] = true
+		if dir == "insecure" {
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			h.Insecure = true
+			continue
+		}
+		var field *string
+		switch dir {
+		case "podman":
+			field = &h.Podman
+		case "identity":
+			field = &h.Identity
+		case "known_hosts":
+			field = &h.KnownHosts
+		case "address":
+			field = &h.Address
+		case "tls_cert":
+			field = &h.TLSCert
+		case "tls_key":
+			field = &h.TLSKey
+		case "tls_ca":
+			field = &h.TLSCA
+		default:
+			return nil, d.Errf("host %q: unknown subdirective %q (want podman, identity, known_hosts, address, insecure, tls_cert, tls_key or tls_ca)", name, dir)
+		}
+		v, err := oneArg(d)
+		if err != nil {
+			return nil, err
+		}
+		*field = v
+	}
+	return h, nil
 }
 
 func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
@@ -282,6 +405,12 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 				}
 				cfg.RestCheckInterval = caddy.Duration(dur)
 			}
+		case "hosts":
+			cfg.Hosts = d.RemainingArgs()
+			if len(cfg.Hosts) == 0 {
+				return nil, d.Errf("hosts: want the names of host blocks: hosts <name...>")
+			}
+			cfg.hostsAt = caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
 		case "postdeploy":
 			cfg.Postdeploy = d.RemainingArgs()
 			if len(cfg.Postdeploy) == 0 {

@@ -41,12 +41,13 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "podswitch",
-		Usage: "status|deploy|rollout|promote|abort|restart|scale|rollback|pause|resume|maintenance|history|logs [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
+		Usage: "status|hosts|deploy|rollout|promote|abort|restart|scale|rollback|pause|resume|maintenance|history|logs [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
 		Short: "Shows and changes the apps that podswitch runs",
 		Long: `
 Talks to the podswitch API on the admin endpoint of a running Caddy:
 
   caddy podswitch status [<app>]
+  caddy podswitch hosts
   caddy podswitch deploy <app> <image> [--wait [--timeout <duration>]]
   caddy podswitch rollout <app> <image> --percent <n> [--header <name>[=<value>]] [--cookie <name>=<value>] [--wait [--timeout <duration>]]
   caddy podswitch promote <app> [--wait [--timeout <duration>]]
@@ -92,7 +93,7 @@ when --timeout passed first (the deployment goes on).
 			pf.StringP("config", "c", "", "Configuration file, to find the administration endpoint")
 			pf.StringP("adapter", "a", "", "Name of the adapter of the configuration file")
 			pf.Bool("json", false, "Print the API's JSON answer")
-			cmd.AddCommand(statusCommand(), deployCommand(), rolloutCommand(), promoteCommand(), abortCommand(),
+			cmd.AddCommand(statusCommand(), hostsCommand(), deployCommand(), rolloutCommand(), promoteCommand(), abortCommand(),
 				restartCommand(), scaleCommand(), rollbackCommand(),
 				pauseCommand(), maintenanceCommand(), resumeCommand(), historyCommand(), logsCommand())
 			// Without this, cobra shows the help and exits 0 for a
@@ -102,7 +103,7 @@ when --timeout passed first (the deployment goes on).
 					return cmd.Help()
 				}
 				cmd.SilenceErrors, cmd.SilenceUsage = true, true
-				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, deploy, rollout, promote, abort, restart, scale, rollback, pause, resume, maintenance, history or logs\n", args[0])
+				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, hosts, deploy, rollout, promote, abort, restart, scale, rollback, pause, resume, maintenance, history or logs\n", args[0])
 				return errExit
 			}
 		},
@@ -447,6 +448,36 @@ func (c *cliClient) stream(uri string) int {
 	return exitOK
 }
 
+func hostsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "hosts",
+		Short: "Shows the state of every Podman host (of a config with host blocks)",
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) > 0 {
+				return c.usage("hosts")
+			}
+			return show(c, "/podswitch/hosts", printHosts)
+		}),
+	}
+}
+
+func printHosts(w io.Writer, hosts []engine.HostStatus) {
+	if len(hosts) == 0 {
+		fmt.Fprintln(w, "podswitch runs on one Podman service (no host blocks)")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tADDRESS\tSTATE\tSINCE\tCONTAINERS\tAPI")
+	for _, h := range hosts {
+		api := "answers"
+		if h.APIError != "" {
+			api = h.APIError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", h.Name, h.Address, h.State, formatTime(h.Since), h.Containers, api)
+	}
+	tw.Flush()
+}
+
 func historyCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "history <app> [<deployment id>]",
@@ -722,11 +753,17 @@ func imageText(image, id string) string {
 	return image + " (" + engine.ShortImageID(id) + ")"
 }
 
+// shortID returns the first 12 characters of a container ID, after its
+// host (of several) if it has one: b/3f9c12ab34cd.
 func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
+	host, local, ok := strings.Cut(id, engine.HostSep)
+	if !ok {
+		host, local = "", id
 	}
-	return id
+	if len(local) > 12 {
+		local = local[:12]
+	}
+	return engine.QualifyID(host, local)
 }
 
 func formatCounts(m map[string]int) string {

@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,7 +12,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/podswitch/podswitch/internal/engine"
-	"github.com/podswitch/podswitch/internal/podman"
 	"github.com/podswitch/podswitch/internal/store"
 )
 
@@ -23,6 +24,9 @@ import (
 type host struct {
 	manager *engine.Manager
 	runtime *switchRuntime
+	// hostSet holds the Podman hosts of a config with host blocks (none
+	// with a lone podman).
+	hostSet *engine.HostSet
 	history *store.History
 	records *store.Records
 	logCore *swapCore
@@ -89,8 +93,11 @@ func newHost(log *zap.Logger) *host {
 		stopped: make(chan struct{}),
 		changes: newChangeFeed(),
 	}
+	h.hostSet = engine.NewHostSet(zap.New(h.logCore).Named("podswitch.hosts"))
+	h.hostSet.OnState(h.hostChanged)
 	h.manager = engine.NewManager(engine.Deps{
 		Runtime:     h.runtime,
+		Hosts:       h.hostSet,
 		Prober:      engine.TCPProber{},
 		Logger:      zap.New(h.logCore).Named("podswitch"),
 		Notify:      h.notify,
@@ -159,10 +166,71 @@ func (h *host) commitActive() *App {
 	h.committed = a
 	h.logCore.set(a.logger.Core())
 	h.target.Store(a.notify)
-	h.runtime.set(podman.New(a.Podman))
+	h.useRuntime(a)
 	h.manager.Apply(a.specs)
 	h.changes.publish("") // the list of apps may have changed
 	return a
+}
+
+// useRuntime makes the engine run a's containers where a says: on its
+// hosts, or on its one Podman service. Hosts that cannot be set up (a key
+// file gone since the config was checked) keep the previous ones.
+func (h *host) useRuntime(a *App) {
+	if len(a.Hosts) == 0 {
+		h.hostSet.Update(nil, 0)
+		h.runtime.setPodman(a.Podman)
+		return
+	}
+	cfgs, err := a.hostConfigs(a.logger)
+	if err != nil {
+		a.logger.Error("podman hosts could not be set up; the previous ones are kept", zap.Error(err))
+	} else {
+		h.hostSet.Update(cfgs, time.Duration(a.HostDownAfter))
+	}
+	h.runtime.set("hosts", h.hostSet)
+	for _, st := range h.hostSet.Statuses() {
+		promMetrics.observeHost(st)
+	}
+}
+
+// committedApp returns the config the engine follows, if any.
+func (h *host) committedApp() *App {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.committed
+}
+
+// hostChanged tells the apps that run on a host that its state changed:
+// a notification (event host) for each, the metrics and the dashboard.
+func (h *host) hostChanged(st engine.HostStatus, from engine.HostState) {
+	promMetrics.observeHost(st)
+	h.mu.Lock()
+	a := h.committed
+	h.mu.Unlock()
+	if a != nil {
+		for _, spec := range a.specs {
+			if len(spec.Hosts) > 0 && !slices.Contains(spec.Hosts, st.Name) {
+				continue
+			}
+			h.notify(engine.Event{Name: engine.EventHost, App: spec.Name, Host: st.Name, Message: hostMessage(st, from), Time: time.Now()})
+		}
+	}
+	h.changes.publish("")
+}
+
+// hostMessage says what a host's new state means for its apps.
+func hostMessage(st engine.HostStatus, from engine.HostState) string {
+	switch st.State {
+	case engine.HostUp:
+		return fmt.Sprintf("host %s is up again (was %s): it takes new containers", st.Name, from)
+	case engine.HostUnmanaged:
+		return fmt.Sprintf("host %s: its Podman API does not answer (%s); its containers keep serving, nothing new goes there and nothing is replaced", st.Name, st.APIError)
+	case engine.HostUnreachable:
+		return fmt.Sprintf("host %s: its containers do not answer; they are out of the pool and are replaced on other hosts if it stays so", st.Name)
+	case engine.HostLost:
+		return fmt.Sprintf("host %s is lost: its containers are being replaced on the other hosts; when it comes back they are stopped once their replacements serve", st.Name)
+	}
+	return fmt.Sprintf("host %s is %s", st.Name, st.State)
 }
 
 // Destruct is called when the last config with podswitch is unloaded. If
@@ -193,6 +261,7 @@ func (h *host) Destruct() error {
 
 func (h *host) close() {
 	h.manager.Close()
+	h.hostSet.Close()
 	h.history.Close()
 	if h.lockErr != nil {
 		return

@@ -25,6 +25,8 @@ type metrics struct {
 	share  *prometheus.Desc
 	// coldStart is the time of each wake of an app asleep.
 	coldStart *prometheus.HistogramVec
+	// hostState is 1 for each host's current state, 0 for the others.
+	hostState *prometheus.GaugeVec
 }
 
 var promMetrics = newMetrics()
@@ -64,6 +66,10 @@ func newMetrics() *metrics {
 			Namespace: ns, Name: "canary_requests_total",
 			Help: "Requests proxied while the app had a canary in service, by the release they went to (role: serving or canary).",
 		}, []string{"app", "role"}),
+		hostState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "host_state",
+			Help: "State of each Podman host of several: 1 for its current state (up, unmanaged, unreachable, lost), 0 for the others.",
+		}, []string{"host", "state"}),
 		share: prometheus.NewDesc("podswitch_release_share_percent",
 			"Share of new clients each serving release of an app gets: 100 for the serving release without a canary; with one, the canary's percent and the rest.",
 			[]string{"app", "release", "role"}, nil),
@@ -73,7 +79,7 @@ func newMetrics() *metrics {
 // register adds the series to reg; a registry that has them already is
 // fine.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m.routed, m.coldStart, m} {
+	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m.routed, m.coldStart, m.hostState, m} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -95,6 +101,17 @@ func (m *metrics) observe(ev engine.Event) {
 		m.crashes.WithLabelValues(ev.App, ev.Process).Inc()
 	case engine.EventGaveUp:
 		m.gaveUp.WithLabelValues(ev.App, ev.Process).Inc()
+	}
+}
+
+// observeHost records a host's state.
+func (m *metrics) observeHost(st engine.HostStatus) {
+	for _, s := range []engine.HostState{engine.HostUp, engine.HostUnmanaged, engine.HostUnreachable, engine.HostLost} {
+		v := 0.0
+		if s == st.State {
+			v = 1
+		}
+		m.hostState.WithLabelValues(st.Name, string(s)).Set(v)
 	}
 }
 

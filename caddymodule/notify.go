@@ -302,6 +302,7 @@ func messageOf(ev engine.Event) psnotify.Message {
 		App:       ev.App,
 		Process:   ev.Process,
 		Container: ev.Container,
+		Host:      ev.Host,
 		Text:      ev.Message,
 		Output:    ev.Output,
 		Time:      ev.Time,
@@ -351,6 +352,9 @@ func eventData(m psnotify.Message) map[string]any {
 	}
 	if m.Container != "" {
 		data["container"] = m.Container
+	}
+	if m.Host != "" {
+		data["host"] = m.Host
 	}
 	return data
 }

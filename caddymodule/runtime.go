@@ -9,28 +9,41 @@ import (
 	"github.com/podswitch/podswitch/internal/podman"
 )
 
-// switchRuntime is the runtime the engine keeps across reloads; a reload
-// that changes the podman address swaps the service behind it.
+// switchRuntime is the runtime the engine keeps across reloads: one
+// Podman service, or the HostSet of several hosts. A reload that changes
+// the podman address swaps the service behind it.
 type switchRuntime struct {
-	cur atomic.Pointer[podman.Runtime]
+	cur atomic.Pointer[keyedRuntime]
 }
 
-// set installs rt unless the current runtime already talks to the same
-// service (so that its connection is kept).
-func (s *switchRuntime) set(rt *podman.Runtime) {
-	if cur := s.cur.Load(); cur != nil && cur.URI() == rt.URI() {
+type keyedRuntime struct {
+	key string
+	rt  engine.Runtime
+}
+
+// set installs rt under key unless the current runtime has that key (so
+// that its connection is kept).
+func (s *switchRuntime) set(key string, rt engine.Runtime) {
+	if cur := s.cur.Load(); cur != nil && cur.key == key {
 		return
 	}
-	s.cur.Store(rt)
+	s.cur.Store(&keyedRuntime{key, rt})
 }
 
-func (s *switchRuntime) rt() *podman.Runtime {
+// setPodman installs the one Podman service at uri.
+func (s *switchRuntime) setPodman(uri string) {
+	rt := podman.New(uri)
+	s.set("podman:"+rt.URI(), rt)
+}
+
+func (s *switchRuntime) rt() engine.Runtime {
 	if r := s.cur.Load(); r != nil {
-		return r
+		return r.rt
 	}
 	// Before the first Start: the default service, kept for next time.
-	s.cur.CompareAndSwap(nil, podman.New(""))
-	return s.cur.Load()
+	rt := podman.New("")
+	s.cur.CompareAndSwap(nil, &keyedRuntime{"podman:" + rt.URI(), rt})
+	return s.cur.Load().rt
 }
 
 func (s *switchRuntime) Run(ctx context.Context, spec engine.ContainerSpec) (engine.ContainerInfo, error) {

@@ -92,7 +92,7 @@ func (s *Supervisor) containerSpec(spec AppSpec, p ProcessSpec, release string) 
 // one, "".
 func (s *Supervisor) placeLocked(spec AppSpec, process, release string) (string, error) {
 	hs := s.deps.Hosts
-	if hs == nil {
+	if hs == nil || hs.Len() == 0 {
 		return "", nil
 	}
 	return hs.Place(s.desired.Hosts, func(host string) int { return s.fleet.onHost(host, process, release) })

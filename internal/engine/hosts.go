@@ -172,6 +172,8 @@ type hostEntry struct {
 
 	apiOK  atomic.Bool
 	apiErr atomic.Pointer[string]
+	// pinged is set once the API was pinged.
+	pinged atomic.Bool
 	// lastOK and lastFail are the times (unix nanos) of the last passed
 	// and failed health check of a container on the host; failingSince
 	// the first failure after the last pass.
@@ -204,6 +206,29 @@ func (h *HostSet) Update(hosts []HostConfig, downAfter time.Duration) {
 	if downAfter <= 0 {
 		downAfter = DefaultHostDownAfter
 	}
+	// A new host is pinged first (all at once, each within its own
+	// deadline), so that placement knows at once which hosts answer.
+	fresh := make(map[string]*hostEntry, len(hosts))
+	var wg sync.WaitGroup
+	for _, cfg := range hosts {
+		if old := h.entry(cfg.Name); old != nil && old.cfg.Key == cfg.Key {
+			continue
+		}
+		e := &hostEntry{cfg: cfg}
+		e.since.Store(time.Now().UnixNano())
+		fresh[cfg.Name] = e
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.ping(h.ctx, e)
+			st := HostUp
+			if !e.apiOK.Load() {
+				st = HostUnmanaged
+			}
+			e.state.Store(&st)
+		}()
+	}
+	wg.Wait()
 	h.mu.Lock()
 	var closing []func()
 	next := make(map[string]*hostEntry, len(hosts))
@@ -217,11 +242,13 @@ func (h *HostSet) Update(hosts []HostConfig, downAfter time.Duration) {
 			}
 			continue
 		}
-		e := &hostEntry{cfg: cfg}
-		e.apiOK.Store(true) // until a ping says otherwise
-		st := HostUp
-		e.state.Store(&st)
-		e.since.Store(time.Now().UnixNano())
+		e := fresh[cfg.Name]
+		if e == nil { // added meanwhile by another Update: ping it at its watch
+			e = &hostEntry{cfg: cfg}
+			st := HostUnmanaged
+			e.state.Store(&st)
+			e.since.Store(time.Now().UnixNano())
+		}
 		next[cfg.Name] = e
 	}
 	for name, old := range h.hosts {
@@ -285,6 +312,14 @@ func (h *HostSet) Names() []string {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return slices.Clone(h.names)
+}
+
+// Len returns how many hosts the set has: 0 when podswitch runs on one
+// Podman service.
+func (h *HostSet) Len() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.names)
 }
 
 // DownAfter returns host_down_after.
@@ -384,16 +419,21 @@ func (h *HostSet) ping(ctx context.Context, e *hostEntry) {
 	if ctx.Err() != nil {
 		return
 	}
+	first := !e.pinged.Swap(true)
 	if err != nil {
 		msg := err.Error()
 		e.apiErr.Store(&msg)
-		if e.apiOK.Swap(false) {
+		if e.apiOK.Swap(false) || first {
 			h.log.Warn("podman host api does not answer", zap.String("host", e.cfg.Name), zap.Error(err))
 		}
 		return
 	}
 	if !e.apiOK.Swap(true) {
-		h.log.Info("podman host api answers again", zap.String("host", e.cfg.Name))
+		if first {
+			h.log.Info("podman host api answers", zap.String("host", e.cfg.Name))
+		} else {
+			h.log.Info("podman host api answers again", zap.String("host", e.cfg.Name))
+		}
 	}
 }
 

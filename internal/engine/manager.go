@@ -204,6 +204,30 @@ func (m *Manager) supervisors() []*Supervisor {
 // Runtime returns the runtime the manager uses, its calls bounded.
 func (m *Manager) Runtime() Runtime { return m.rt }
 
+// Hosts returns what users see of each Podman host of several, with the
+// containers the apps have on it; none when podswitch runs on one.
+func (m *Manager) Hosts() []HostStatus {
+	hs := m.deps.Hosts
+	if hs == nil || hs.Len() == 0 {
+		return []HostStatus{}
+	}
+	out := hs.Statuses()
+	count := map[string]int{}
+	for _, s := range m.supervisors() {
+		s.lock()
+		for c := range s.fleet.all() {
+			if c.state.live() || c.state == StateDraining || c.state == StateStopping {
+				count[HostOf(c.ID)]++
+			}
+		}
+		s.unlock()
+	}
+	for i := range out {
+		out[i].Containers = count[out[i].Name]
+	}
+	return out
+}
+
 // Close ends every supervisor without stopping any container that serves:
 // the process is exiting, and the next start adopts what runs. Every
 // request a pause holds is released (Pass answers Released).

@@ -94,6 +94,9 @@ const (
 	EventDeployment = "deployment"
 	EventGaveUp     = "gave_up"
 	EventCrashed    = "crashed"
+	// EventHost is a change of the state of a host (of several) the app
+	// runs on.
+	EventHost = "host"
 )
 
 // Event is something that happened to an app.
@@ -104,7 +107,9 @@ type Event struct {
 	Deployment *Deployment
 	Process    string
 	Container  string
-	Message    string
+	// Host is the host of an EventHost.
+	Host    string
+	Message string
 	// Output holds the last lines of output of the container concerned.
 	Output []string
 	Time   time.Time

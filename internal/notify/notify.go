@@ -24,6 +24,9 @@ const (
 	// EventCrashed is a running container that exited without podswitch
 	// stopping it.
 	EventCrashed = "crashed"
+	// EventHost is a change of the state of a Podman host (of several)
+	// the app runs on: unmanaged, unreachable, lost, up again.
+	EventHost = "host"
 )
 
 // Selectors name the events a notifier wants (Webhook.Events,
@@ -35,11 +38,11 @@ const (
 )
 
 // Selectors are all valid selectors, in the order they are documented.
-var Selectors = []string{EventDeployment, SelectDeploymentFailed, EventGaveUp, EventCrashed}
+var Selectors = []string{EventDeployment, SelectDeploymentFailed, EventGaveUp, EventCrashed, EventHost}
 
 // DefaultEmailEvents are the events e-mailed when Email.Events is empty:
 // what needs a person's attention.
-var DefaultEmailEvents = []string{EventGaveUp, SelectDeploymentFailed}
+var DefaultEmailEvents = []string{EventGaveUp, SelectDeploymentFailed, EventHost}
 
 // Message is one event, as notifiers send it. The webhook posts it as JSON
 // with the tags below.
@@ -48,6 +51,8 @@ type Message struct {
 	Event string `json:"event"`
 	// App is the app's name.
 	App string `json:"app"`
+	// Host is the host of a host event.
+	Host string `json:"host,omitempty"`
 	// Status is a deployment's final status (success, timeout-error,
 	// crashed-error, start-error, hook-error, aborted); empty for other
 	// events.

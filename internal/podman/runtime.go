@@ -56,14 +56,32 @@ func Redact(uri string) string {
 // after the service was unreachable, so a service that starts late or
 // restarts is picked up without a restart of Caddy.
 type Runtime struct {
-	uri string
+	uri  string
+	opts Options
 
 	mu   sync.Mutex
 	conn context.Context // carries the bindings connection; never cancelled
 }
 
+// Options are the settings of a connection beyond its address.
+type Options struct {
+	// TLSCert, TLSKey and TLSCA are the client certificate, its key and
+	// the CA of a tcp:// service that speaks TLS (Podman 5.7 and later).
+	TLSCert, TLSKey, TLSCA string
+	// Via, when set, is the address the connection is made to (a local
+	// socket forwarded to the service); errors still name the service's
+	// address.
+	Via string
+}
+
 // New returns a runtime for the service at uri. It does not connect.
 func New(uri string) *Runtime { return &Runtime{uri: ResolveURI(uri)} }
+
+// NewWithOptions returns a runtime for the service at uri with opts. It
+// does not connect.
+func NewWithOptions(uri string, opts Options) *Runtime {
+	return &Runtime{uri: ResolveURI(uri), opts: opts}
+}
 
 // URI returns the service address.
 func (r *Runtime) URI() string { return r.uri }
@@ -78,7 +96,13 @@ func (r *Runtime) call(ctx context.Context) (context.Context, context.CancelFunc
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		stop := context.AfterFunc(ctx, cancel)
-		c, err := bindings.NewConnection(cctx, r.uri)
+		dial := r.uri
+		if r.opts.Via != "" {
+			dial = r.opts.Via
+		}
+		c, err := bindings.NewConnectionWithOptions(cctx, bindings.Options{
+			URI: dial, TLSCertFile: r.opts.TLSCert, TLSKeyFile: r.opts.TLSKey, TLSCAFile: r.opts.TLSCA,
+		})
 		stop()
 		if err != nil {
 			if ctx.Err() != nil {

@@ -878,6 +878,13 @@ func printApp(w io.Writer, st engine.AppStatus) {
 	if st.RuntimeError != "" {
 		fmt.Fprintf(w, "runtime:    %s\n", st.RuntimeError)
 	}
+	for _, h := range st.Hosts {
+		fmt.Fprintf(w, "host:       %s %s %s since %s", h.Name, h.Address, h.State, formatTime(h.Since))
+		if h.APIError != "" {
+			fmt.Fprintf(w, " (api: %s)", h.APIError)
+		}
+		fmt.Fprintln(w)
+	}
 	if len(st.Deployments) > 0 {
 		d := st.Deployments[0]
 		fmt.Fprintf(w, "last:       deployment %d %s %s: %s", d.ID, d.Kind, imageText(d.Image, d.ImageID), d.Status)

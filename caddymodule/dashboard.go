@@ -519,6 +519,8 @@ type dashAppSummary struct {
 	Canary       *engine.CanaryStatus      `json:"canary,omitempty"`
 	RuntimeError string                    `json:"runtime_error,omitempty"`
 	GaveUp       []string                  `json:"gave_up,omitempty"`
+	// Hosts are the app's Podman hosts, of several, with their states.
+	Hosts []engine.HostStatus `json:"hosts,omitempty"`
 	// Crashes are the crashes of serving containers within crashWindow.
 	Crashes []dashCrash `json:"recent_crashes,omitempty"`
 	// Attention is what needs a person, worst first.
@@ -699,7 +701,7 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 	s := dashAppSummary{
 		Name: st.Name, Release: st.Release, DesiredRelease: st.Desired, DesiredImage: st.Image, DesiredImageID: st.ImageID,
 		Paused: st.Paused, Maintenance: st.Maintenance, Idle: st.Idle, LastWake: st.LastWake, Canary: st.Canary, RuntimeError: st.RuntimeError,
-		GaveUp: st.GaveUp, Crashes: crashes,
+		GaveUp: st.GaveUp, Crashes: crashes, Hosts: st.Hosts,
 	}
 	deploying := false
 	if len(st.Deployments) > 0 {
@@ -714,6 +716,14 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 	}
 	if st.RuntimeError != "" {
 		bad = append(bad, dashNote{Text: "Podman cannot be reached: " + st.RuntimeError})
+	}
+	for _, h := range st.Hosts {
+		switch h.State {
+		case engine.HostLost, engine.HostUnreachable:
+			bad = append(bad, dashNote{Text: hostMessage(h, ""), At: h.Since})
+		case engine.HostUnmanaged:
+			warn = append(warn, dashNote{Text: hostMessage(h, ""), At: h.Since})
+		}
 	}
 	for _, p := range st.GaveUp {
 		bad = append(bad, dashNote{Text: fmt.Sprintf("gave up restarting %s containers after restart_attempts; a deploy, restart, scale or config change tries again", p)})

@@ -134,6 +134,9 @@ type caddyOpts struct {
 	global []string
 	// env are more variables of Caddy's environment (NAME=value).
 	env []string
+	// podswitch, when set, are the lines of the podswitch option before
+	// its apps, instead of `podman <the test service>` (host blocks).
+	podswitch []string
 }
 
 func freePort(t testing.TB) int {
@@ -204,7 +207,14 @@ func (c *caddyProc) caddyfile(apps ...appCfg) string {
 	for _, l := range c.opts.global {
 		fmt.Fprintf(&b, "\t%s\n", l)
 	}
-	fmt.Fprintf(&b, "\tpodswitch {\n\t\tpodman %s\n", rt.URI())
+	if c.opts.podswitch != nil {
+		b.WriteString("\tpodswitch {\n")
+		for _, l := range c.opts.podswitch {
+			fmt.Fprintf(&b, "\t\t%s\n", l)
+		}
+	} else {
+		fmt.Fprintf(&b, "\tpodswitch {\n\t\tpodman %s\n", rt.URI())
+	}
 	for _, a := range apps {
 		b.WriteString(a.block())
 	}

@@ -13,7 +13,11 @@
   // Go writes nanoseconds; Date.parse wants milliseconds at most.
   const ms = t => t ? Date.parse(String(t).replace(/(\.\d{3})\d+/, '$1')) : 0;
   const now = () => Date.now() + skew;
-  const short = id => String(id || '').slice(0, 12);
+  // A container of one host of several is "host/<id>": its host stays.
+  const short = id => {
+    const s = String(id || ''), i = s.indexOf('/');
+    return i < 0 ? s.slice(0, 12) : s.slice(0, i + 13);
+  };
   // The short image ID a release runs, after its tag (none for a release
   // that runs by reference).
   const imgID = id => id ? ` <span class="mono muted" data-image-id="${esc(id)}">${esc(short(id))}</span>` : '';
@@ -164,6 +168,7 @@
     if (a.maintenance) facts.push(['Maintenance', `since ${at(a.maintenance.since)}: “${esc(a.maintenance.message)}”`]);
     if (a.idle) facts.push(['Idle', a.idle.waking ? `waking up: a web container boots; ${a.idle.held} requests held` : `asleep since ${at(a.idle.since)} (${when(a.idle.since)}); the next request wakes it`]);
     if (a.canary) facts.push(['Canary', `${esc(a.canary.image)} (release ${esc(a.canary.release)}) ${a.canary.in_service ? `gets ${a.canary.percent}% of new clients since ${at(a.canary.since)}; ${a.canary.ready} ready` : `boots, then gets ${a.canary.percent}% of new clients`}${a.canary.header ? `; header ${esc(a.canary.header)}${a.canary.header_value ? '=' + esc(a.canary.header_value) : ''}` : ''}${a.canary.cookie ? `; cookie ${esc(a.canary.cookie)}=${esc(a.canary.cookie_value)}` : ''}`]);
+    if (a.hosts) facts.push(['Hosts', a.hosts.map(h => `<span data-host="${esc(h.name)}" data-host-state="${esc(h.state)}"><b>${esc(h.name)}</b> <span class="mono muted">${esc(h.address)}</span> ${h.state === 'up' ? 'up' : `<span class="err">${esc(h.state)}</span>`} <span class="muted">since ${when(h.since)}</span></span>`).join('<br>')]);
     if (a.last_wake) facts.push(['Last wake', `${at(a.last_wake.at)} by ${esc(a.last_wake.trigger)}; cold start ${esc(a.last_wake.cold_start)}`]);
     view.innerHTML = back +
       `<div class="app-head lvl-${esc(a.level)}" data-app="${esc(a.name)}" data-level="${esc(a.level)}"><h1>${esc(a.name)}</h1>${badges(a)}</div>` +

@@ -193,6 +193,8 @@ type AppStatus struct {
 	Maintenance *MaintenanceStatus `json:"maintenance,omitempty"`
 	// RuntimeError is set while the container runtime cannot be reached.
 	RuntimeError string `json:"runtime_error,omitempty"`
+	// Hosts are the app's hosts, of several, with their states.
+	Hosts []HostStatus `json:"hosts,omitempty"`
 	// Others counts the containers of another podswitch instance that
 	// carry the app's name (on the same Podman); they are left alone.
 	Others int `json:"other_instances,omitempty"`

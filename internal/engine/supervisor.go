@@ -522,6 +522,13 @@ func (s *Supervisor) Status() AppStatus {
 		RuntimeError: s.runtimeErr,
 		Others:       s.others,
 	}
+	if hs := s.deps.Hosts; hs != nil && hs.Len() > 0 {
+		for _, h := range hs.Statuses() {
+			if len(s.desired.Hosts) == 0 || slices.Contains(s.desired.Hosts, h.Name) {
+				st.Hosts = append(st.Hosts, h)
+			}
+		}
+	}
 	if s.fleet.allUnhealthy {
 		st.AllUnhealthy = AllUnhealthyMessage
 	}

@@ -565,6 +565,8 @@ type load struct {
 	allowDrops int64
 	// latencies of the requests that got an answer, for percentiles.
 	lat []time.Duration
+	// failStarts are when the failed requests were sent.
+	failStarts []time.Time
 }
 
 func startLoad(t *testing.T, url string, rps int) *load {
@@ -645,17 +647,17 @@ func (l *load) one(client *http.Client, url string) {
 			l.dropped.Add(1)
 			return
 		}
-		l.fail(err.Error())
+		l.failSent(t0, err.Error())
 		return
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		l.fail(err.Error())
+		l.failSent(t0, err.Error())
 		return
 	}
 	if resp.StatusCode != http.StatusOK {
-		l.fail(fmt.Sprintf("status %d: %s", resp.StatusCode, b))
+		l.failSent(t0, fmt.Sprintf("status %d: %s", resp.StatusCode, b))
 		return
 	}
 	l.ok.Add(1)
@@ -665,6 +667,14 @@ func (l *load) one(client *http.Client, url string) {
 	l.versions[v]++
 	l.hosts[h]++
 	l.mu.Unlock()
+}
+
+// failSent counts a request sent at sent that failed.
+func (l *load) failSent(sent time.Time, msg string) {
+	l.mu.Lock()
+	l.failStarts = append(l.failStarts, sent)
+	l.mu.Unlock()
+	l.fail(msg)
 }
 
 func (l *load) fail(msg string) {

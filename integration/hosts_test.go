@@ -167,6 +167,17 @@ func (h pshHost) startService(t *testing.T) {
 	}
 }
 
+// removeApps removes the containers of the given apps on the host.
+func (h pshHost) removeApps(t *testing.T, apps ...string) {
+	t.Helper()
+	for _, app := range apps {
+		ids := strings.Fields(h.run(t, "ps", "-aq", "--filter", "label=podswitch.app="+app))
+		if len(ids) > 0 {
+			h.run(t, append([]string{"rm", "-f", "-t", "0"}, ids...)...)
+		}
+	}
+}
+
 // removeAll removes every container labelled podswitch.app on the host.
 func (h pshHost) removeAll(t *testing.T) {
 	t.Helper()

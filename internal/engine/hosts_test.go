@@ -44,14 +44,25 @@ func (p multiProber) Probe(ctx context.Context, addr string) error {
 
 func newHostsHarness(t *testing.T, names ...string) *hostsHarness {
 	t.Helper()
-	h := &hostsHarness{harness: &harness{t: t, inflight: map[string]int{}}, hosts: map[string]*fakeRuntime{}}
+	rts := map[string]*fakeRuntime{}
+	for i, n := range names {
+		rt := newFakeRuntime()
+		rt.net = fmt.Sprintf("10.0.%d", i+1)
+		rts[n] = rt
+	}
+	return hostsHarnessOn(t, names, rts, nil)
+}
+
+// hostsHarnessOn is a harness over the fake hosts given (as a restart of
+// podswitch finds them), with store when set.
+func hostsHarnessOn(t *testing.T, names []string, fakes map[string]*fakeRuntime, store Store) *hostsHarness {
+	t.Helper()
+	h := &hostsHarness{harness: &harness{t: t, inflight: map[string]int{}}, hosts: fakes}
 	h.hs = NewHostSet(zaptest.NewLogger(t).Named("hosts"))
 	var cfgs []HostConfig
 	var rts []*fakeRuntime
 	for i, n := range names {
-		rt := newFakeRuntime()
-		rt.net = fmt.Sprintf("10.0.%d", i+1)
-		h.hosts[n] = rt
+		rt := fakes[n]
 		rts = append(rts, rt)
 		cfgs = append(cfgs, HostConfig{Name: n, Runtime: rt, Address: fmt.Sprintf("192.0.2.%d", i+1), Key: n})
 	}
@@ -66,6 +77,7 @@ func newHostsHarness(t *testing.T, names ...string) *hostsHarness {
 		Hosts:    h.hs,
 		Prober:   multiProber{rts},
 		InFlight: h.inFlight,
+		Store:    store,
 		Logger:   zaptest.NewLogger(t),
 		Notify: func(ev Event) {
 			h.mu.Lock()
@@ -73,11 +85,15 @@ func newHostsHarness(t *testing.T, names ...string) *hostsHarness {
 			h.mu.Unlock()
 		},
 	})
-	t.Cleanup(func() {
-		h.m.Close()
-		h.hs.Close()
-	})
+	t.Cleanup(h.close)
 	return h
+}
+
+// close ends the manager and the host set, as an exit of podswitch: the
+// containers keep running.
+func (h *hostsHarness) close() {
+	h.m.Close()
+	h.hs.Close()
 }
 
 // spread returns, per host, how many live containers of process the app
@@ -283,6 +299,66 @@ func TestHostsImageMissingOnOneHost(t *testing.T) {
 		h.hosts["b"].Tag("localhost/blog:v3", "bbbb0000bbbb0000")
 		if _, err := h.hs.ImageID(context.Background(), "localhost/blog:v3"); !errors.As(err, &he) || !strings.Contains(err.Error(), "one image everywhere") {
 			t.Errorf("ImageID with two IDs = %v", err)
+		}
+	})
+}
+
+// A restart of podswitch while a host's API does not answer: the app waits
+// host_down_after for it, then is adopted without that host's containers
+// (none is taken for crashed, none restarted on the hosts that answer) and
+// boots what it lacks elsewhere; when the host comes back, its containers,
+// unknown by then, are stopped.
+func TestHostsAdoptWithoutAHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newMemStore()
+		fakes := map[string]*fakeRuntime{"a": newFakeRuntime(), "b": newFakeRuntime()}
+		fakes["a"].net, fakes["b"].net = "10.0.1", "10.0.2"
+		h := hostsHarnessOn(t, []string{"a", "b"}, fakes, store)
+		spec := appSpecKept(t, "localhost/blog:v1", 4)
+		s, _ := h.deployFirst(spec)
+		var onA []string
+		for _, c := range s.Status().Containers {
+			if c.Host == "a" {
+				onA = append(onA, c.ID)
+			}
+		}
+		slices.Sort(onA)
+		h.close()
+		settle(time.Second)
+
+		fakes["b"].SetDown(true)
+		runsA := len(fakes["a"].Runs())
+		h2 := hostsHarnessOn(t, []string{"a", "b"}, fakes, store)
+		h2.m.Apply([]AppSpec{spec})
+		settle(5 * time.Second)
+		if n := len(fakes["a"].Runs()); n != runsA {
+			t.Fatalf("a ran %d containers before host_down_after passed", n-runsA)
+		}
+		s2 := h2.m.App(appName)
+		waitFor(t, "adopted without b, four on a", time.Minute, func() bool {
+			return maps.Equal(h2.spread(s2, "", WebProcess), map[string]int{"a": 4})
+		})
+		var kept []string
+		for _, c := range s2.Status().Containers {
+			if slices.Contains(onA, c.ID) && c.State == StateReady {
+				kept = append(kept, c.ID)
+			}
+		}
+		slices.Sort(kept)
+		if !slices.Equal(kept, onA) {
+			t.Errorf("a's containers adopted: %v, want %v", kept, onA)
+		}
+		if p := h2.m.Pool(appName).Load(); p == nil || len(p.Addrs) != 4 {
+			t.Errorf("pool = %+v, want four", p)
+		}
+		fakes["b"].SetDown(false)
+		waitFor(t, "b's old containers removed", 2*time.Minute, func() bool {
+			list, _ := fakes["b"].List(context.Background(), appName)
+			return len(list) == 0
+		})
+		settle(10 * time.Second)
+		if got := h2.spread(s2, "", WebProcess); !maps.Equal(got, map[string]int{"a": 4}) {
+			t.Errorf("web spread = %v, want a:4", got)
 		}
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1177,5 +1178,70 @@ func TestDashboardCanaryBadge(t *testing.T) {
 		if p.Name == engine.WebProcess && n != 2 {
 			t.Errorf("web counts %+v: want the serving release's 2, not the canary's", p.States)
 		}
+	}
+}
+
+// An app on two hosts, one of which has its API down: the app's page lists
+// each host with its state, and the host that does not answer is a note
+// that needs a person; each container's ID shows its host.
+func TestDashboardHosts(t *testing.T) {
+	a, b := newAPIFakeRuntime(), newAPIFakeRuntime()
+	var bDown atomic.Bool
+	hs := engine.NewHostSet(zaptest.NewLogger(t))
+	t.Cleanup(hs.Close)
+	hs.Update([]engine.HostConfig{
+		{Name: "a", Runtime: a, Address: "192.0.2.1", Key: "a"},
+		{Name: "b", Runtime: b, Address: "192.0.2.2", Key: "b", Ping: func(context.Context) error {
+			if bDown.Load() {
+				return errors.New("dial unix /run/podman/podman.sock: connection refused")
+			}
+			return nil
+		}},
+	}, 0)
+	feed := newChangeFeed()
+	m := engine.NewManager(engine.Deps{Runtime: hs, Hosts: hs, Prober: a, Logger: zaptest.NewLogger(t), Changed: feed.publish})
+	t.Cleanup(m.Close)
+	m.Apply([]engine.AppSpec{blogSpec(t)})
+	waitSuccess(t, m, "localhost/blog:v1")
+	waitSettled(t, m, map[string]int{"web": 2, "worker": 1})
+	bDown.Store(true)
+	deadline := time.Now().Add(20 * time.Second)
+	for hs.State("b") != engine.HostUnmanaged {
+		if time.Now().After(deadline) {
+			t.Fatalf("host b is %s, want unmanaged", hs.State("b"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e := &dashEnv{t: t, rt: a, m: m, crashes: newCrashLog()}
+	e.d = new(Dashboard)
+	e.d.setup(dashSource{manager: m, changes: feed, crashes: e.crashes, slots: &streamSlots{max: maxDashStreams}}, zap.NewNop())
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _ = e.d.ServeHTTP(w, r, nil) }))
+	t.Cleanup(e.srv.Close)
+	t.Cleanup(func() { _ = e.d.Cleanup() })
+
+	browsertest.Path(t)
+	ctx := browsertest.New(t, 1280, 900)
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/#/apps/blog")); err != nil {
+		t.Fatal(err)
+	}
+	states, err := chromedp.Run(ctx, chromedp.Poll[string](`Array.from(document.querySelectorAll('[data-host]')).map(e => e.dataset.host + ':' + e.dataset.hostState).join(' ')`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
+	if err != nil || states != "a:up b:unmanaged" {
+		t.Fatalf("hosts on the page %q (%v), want \"a:up b:unmanaged\"", states, err)
+	}
+	note, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+	if err != nil || !strings.Contains(note, "host b: its Podman API does not answer") {
+		t.Errorf("the page does not say host b's API does not answer (%v):\n%s", err, note)
+	}
+	ids, err := chromedp.Run(ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll('tr[data-container] td:first-child')).map(e => e.innerText).join(' ')`))
+	if err != nil || !strings.Contains(ids, "a/") || !strings.Contains(ids, "b/") {
+		t.Errorf("container IDs on the page %q (%v), want them with their hosts", ids, err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(browsertest.ScreenshotDir(t), "hosts-app.png"), png, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -262,9 +262,16 @@ func (h *HostSet) Update(hosts []HostConfig, downAfter time.Duration) {
 		}
 	}
 	slices.Sort(names)
+	same := len(next) == len(h.hosts)
+	for name, e := range next {
+		same = same && h.hosts[name] == e
+	}
 	h.hosts, h.names, h.downAfter = next, names, downAfter
-	close(h.changed)
-	h.changed = make(chan struct{})
+	if !same {
+		// The event streams follow the new set.
+		close(h.changed)
+		h.changed = make(chan struct{})
+	}
 	if h.ctx.Err() == nil {
 		for _, e := range next {
 			h.watchLocked(e)

@@ -362,3 +362,46 @@ func TestHostsAdoptWithoutAHost(t *testing.T) {
 		}
 	})
 }
+
+// A reload that keeps a host's settings keeps its runtime (the one the new
+// config opened is closed); one that changes them closes the old one; a
+// host that leaves is closed too.
+func TestHostSetUpdateKeepsConnections(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hs := NewHostSet(zaptest.NewLogger(t))
+		defer hs.Close()
+		closed := map[string]int{}
+		var mu sync.Mutex
+		cfg := func(name, key string, rt Runtime) HostConfig {
+			return HostConfig{Name: name, Runtime: rt, Address: "192.0.2.1", Key: key, Close: func() {
+				mu.Lock()
+				closed[name+"@"+key]++
+				mu.Unlock()
+			}}
+		}
+		a1, a2, b1 := newFakeRuntime(), newFakeRuntime(), newFakeRuntime()
+		hs.Update([]HostConfig{cfg("a", "k1", a1), cfg("b", "k1", b1)}, 0)
+		hs.Update([]HostConfig{cfg("a", "k1", a2), cfg("b", "k1", newFakeRuntime())}, 0)
+		if e := hs.entry("a"); e.cfg.Runtime != a1 {
+			t.Errorf("an unchanged host got a new runtime")
+		}
+		mu.Lock()
+		if closed["a@k1"] != 1 || closed["b@k1"] != 1 {
+			t.Errorf("closed %v, want the two unused new ones", closed)
+		}
+		mu.Unlock()
+		hs.Update([]HostConfig{cfg("a", "k2", a2)}, 5*time.Second)
+		if e := hs.entry("a"); e.cfg.Runtime != a2 {
+			t.Errorf("a changed host kept its old runtime")
+		}
+		if hs.Len() != 1 || hs.DownAfter() != 5*time.Second {
+			t.Errorf("hosts %v, down after %s", hs.Names(), hs.DownAfter())
+		}
+		mu.Lock()
+		if closed["a@k1"] != 2 || closed["b@k1"] != 2 {
+			t.Errorf("closed %v, want the old a and the old b closed", closed)
+		}
+		mu.Unlock()
+		synctest.Wait()
+	})
+}

@@ -75,26 +75,56 @@ var (
 )
 
 // limited is a Runtime whose calls wait for a free slot of their class.
+// Each Podman host of a HostSet has classes of its own, so that a host
+// that does not answer never holds the slots the others need; the calls
+// of no host (a single runtime's, and a HostSet's lists and image checks,
+// which ask every host) share the base ones.
 type limited struct {
-	rt                           Runtime
+	rt     Runtime
+	limits Limits
+	*classes
+	hostsMu sync.Mutex
+	byHost  map[string]*classes
+}
+
+// classes are the slots of one runtime.
+type classes struct {
 	run                          *adaptiveLimit
 	stop, signal, other, streams chan struct{}
 }
 
 func limit(rt Runtime, l Limits) *limited {
 	l = l.withDefaults()
+	return &limited{rt: rt, limits: l, classes: newClasses(l), byHost: map[string]*classes{}}
+}
+
+func newClasses(l Limits) *classes {
 	run := newAdaptiveLimit(runLimitInitial, runLimitMin, runLimitMax)
 	if l.Run > 0 {
 		run = newAdaptiveLimit(l.Run, l.Run, l.Run)
 	}
-	return &limited{
-		rt:      rt,
+	return &classes{
 		run:     run,
 		stop:    make(chan struct{}, l.Stop),
 		signal:  make(chan struct{}, l.Signal),
 		other:   make(chan struct{}, l.Other),
 		streams: make(chan struct{}, l.Streams),
 	}
+}
+
+// of returns the classes of host ("" for the base ones).
+func (l *limited) of(host string) *classes {
+	if host == "" {
+		return l.classes
+	}
+	l.hostsMu.Lock()
+	defer l.hostsMu.Unlock()
+	c := l.byHost[host]
+	if c == nil {
+		c = newClasses(l.limits)
+		l.byHost[host] = c
+	}
+	return c
 }
 
 // each runs fn(i, items[i]) for every item, each in a goroutine of its own
@@ -141,7 +171,8 @@ func slot(ctx context.Context, sem chan struct{}, d time.Duration) (context.Cont
 // Run waits for a slot of the adaptive run class and tells it how long the
 // runtime took to answer, and how.
 func (l *limited) Run(ctx context.Context, spec ContainerSpec) (ContainerInfo, error) {
-	adm, err := l.run.acquire(ctx)
+	cl := l.of(spec.Host)
+	adm, err := cl.run.acquire(ctx)
 	if err != nil {
 		return ContainerInfo{}, err
 	}
@@ -157,7 +188,7 @@ func (l *limited) Run(ctx context.Context, spec ContainerSpec) (ContainerInfo, e
 	}
 	defer cancel()
 	info, err := l.rt.Run(callCtx, spec)
-	l.run.release(adm, time.Since(start), runOutcome(ctx, err))
+	cl.run.release(adm, time.Since(start), runOutcome(ctx, err))
 	if err != nil && budget != nil && callCtx.Err() != nil && ctx.Err() == nil {
 		err = fmt.Errorf("%w: %w", errRunBudget, err)
 	}
@@ -200,7 +231,7 @@ func runOutcome(ctx context.Context, err error) callResult {
 }
 
 func (l *limited) Inspect(ctx context.Context, id string) (ContainerInfo, error) {
-	ctx, release, err := slot(ctx, l.other, shortCallTimeout)
+	ctx, release, err := slot(ctx, l.of(HostOf(id)).other, shortCallTimeout)
 	if err != nil {
 		return ContainerInfo{}, err
 	}
@@ -209,7 +240,7 @@ func (l *limited) Inspect(ctx context.Context, id string) (ContainerInfo, error)
 }
 
 func (l *limited) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	ctx, release, err := slot(ctx, l.stop, timeout+shortCallTimeout)
+	ctx, release, err := slot(ctx, l.of(HostOf(id)).stop, timeout+shortCallTimeout)
 	if err != nil {
 		return err
 	}
@@ -218,7 +249,7 @@ func (l *limited) Stop(ctx context.Context, id string, timeout time.Duration) er
 }
 
 func (l *limited) Remove(ctx context.Context, id string) error {
-	ctx, release, err := slot(ctx, l.other, shortCallTimeout)
+	ctx, release, err := slot(ctx, l.of(HostOf(id)).other, shortCallTimeout)
 	if err != nil {
 		return err
 	}
@@ -236,7 +267,7 @@ func (l *limited) List(ctx context.Context, app string) ([]ContainerInfo, error)
 }
 
 func (l *limited) Kill(ctx context.Context, id, signal string) error {
-	ctx, release, err := slot(ctx, l.signal, shortCallTimeout)
+	ctx, release, err := slot(ctx, l.of(HostOf(id)).signal, shortCallTimeout)
 	if err != nil {
 		return err
 	}
@@ -266,9 +297,10 @@ func (l *limited) ImageID(ctx context.Context, image string) (string, error) {
 // may read slowly, and whose end the client decides), of the other class
 // for a short read of the engine, with a deadline.
 func (l *limited) Logs(ctx context.Context, id string, opts LogOptions, fn func(LogLine)) error {
-	sem := l.other
+	cl := l.of(HostOf(id))
+	sem := cl.other
 	if opts.Stream || opts.Follow {
-		sem = l.streams
+		sem = cl.streams
 	}
 	if err := acquire(ctx, sem); err != nil {
 		return err

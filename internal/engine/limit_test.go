@@ -76,3 +76,57 @@ func TestBoundedCallsHaveADeadline(t *testing.T) {
 		}
 	})
 }
+
+// hangingKills is a runtime whose kills of one host's containers never
+// answer (until their context ends).
+type hangingKills struct {
+	*fakeRuntime
+	host string
+}
+
+func (r hangingKills) Kill(ctx context.Context, id, signal string) error {
+	if HostOf(id) == r.host {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Each host of several has slots of its own: a host whose calls hang holds
+// none that another host's calls need.
+func TestLimitsPerHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := limit(hangingKills{newFakeRuntime(), "b"}, Limits{Signal: 2})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		for range 2 {
+			go func() { _ = l.Kill(ctx, "b/c1", "SIGTERM") }()
+		}
+		synctest.Wait() // b's two slots are held
+		done := make(chan error, 1)
+		go func() { done <- l.Kill(context.Background(), "a/c2", "SIGTERM") }()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("kill on a: %v", err)
+			}
+		default:
+			t.Fatal("a kill on host a waits for host b's slots")
+		}
+		// A third kill on b waits for one of b's slots.
+		third := make(chan error, 1)
+		go func() { third <- l.Kill(ctx, "b/c3", "SIGTERM") }()
+		synctest.Wait()
+		select {
+		case <-third:
+			t.Fatal("a third kill on b did not wait for a slot")
+		default:
+		}
+		cancel()
+		if err := <-third; !errors.Is(err, context.Canceled) {
+			t.Errorf("third kill: %v", err)
+		}
+		synctest.Wait()
+	})
+}

@@ -484,6 +484,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		// two: the running apps would be lost track of.
 		return errors.New("switching between a lone podman and host blocks needs a restart of Caddy (caddy stop, then caddy run with the new config), not a reload")
 	}
+	if h.committedApp() != nil && len(a.Hosts) > 0 {
+		for _, hs := range h.manager.Hosts() {
+			if a.Hosts[hs.Name] == nil && hs.Containers > 0 {
+				// Its containers would be lost track of, left running.
+				return fmt.Errorf("host %q still runs %d containers of podswitch: take it out of the apps' hosts first (hosts ...), reload, and remove its host block once it runs none", hs.Name, hs.Containers)
+			}
+		}
+	}
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
 		if err := promMetrics.register(reg); err != nil {
 			return fmt.Errorf("podswitch metrics: %w", err)

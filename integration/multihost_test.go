@@ -380,4 +380,42 @@ func TestMultiHostRefusals(t *testing.T) {
 			t.Errorf("host %d has containers of the refused image: %s", ps.N, out)
 		}
 	}
+
+	// A host that still runs containers cannot leave the config; moving
+	// the apps off it empties it, new-first; then it can.
+	lines := hostLines(h2, h3, known, "10s")
+	withoutH3 := append(slices.Clone(lines[:6]), lines[len(lines)-1])
+	c.opts.podswitch = withoutH3
+	code, body = c.post("/load", "text/caddyfile", c.caddyfile(app, other))
+	if code < 400 || !strings.Contains(body, `host \"h3\" still runs`) {
+		t.Fatalf("a config without h3, which runs containers: %d %s", code, body)
+	}
+	c.opts.podswitch = lines
+	app.Lines, other.Lines = []string{"hosts h2"}, []string{"hosts h2"}
+	c.reload(app, other)
+	for _, a := range []appCfg{app, other} {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			st := c.status(a.Name)
+			moved := len(st.Containers) > 0
+			for _, ct := range st.Containers {
+				moved = moved && ct.Host == "h2" && ct.State == engine.StateReady
+			}
+			if moved {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("app %s did not move to h2: %+v", a.Name, st.Containers)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	c.opts.podswitch = withoutH3
+	c.reload(app, other)
+	if hs := c.hostStates(); len(hs) != 1 || hs["h2"].State != engine.HostUp {
+		t.Errorf("hosts after h3 left: %+v", hs)
+	}
+	if out := strings.TrimSpace(h3.run(t, "ps", "-aq", "--filter", "label=podswitch.app="+app.Name)); out != "" {
+		t.Errorf("h3 still has containers of %s: %s", app.Name, out)
+	}
 }

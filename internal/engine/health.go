@@ -252,6 +252,22 @@ func (s *Supervisor) hostLost(c *Container) bool {
 	return s.deps.Hosts != nil && s.deps.Hosts.State(HostOf(c.ID)) == HostLost
 }
 
+// misplacedLocked says why c, of the serving release, must be replaced
+// on another host: its host is lost (a web container's checks say it
+// first), or the app no longer runs there; "" when it may stay.
+func (s *Supervisor) misplacedLocked(c *Container) string {
+	host := HostOf(c.ID)
+	switch {
+	case host == "" || s.deps.Hosts == nil:
+		return ""
+	case s.hostLost(c):
+		return "its host is lost"
+	case len(s.desired.Hosts) > 0 && !slices.Contains(s.desired.Hosts, host):
+		return "the app no longer runs on its host"
+	}
+	return ""
+}
+
 // retireReplacedLocked retires the containers of process type name of
 // the serving release that wait for their replacement, once ready is at
 // least the type's count: the replacements serve.
@@ -262,8 +278,8 @@ func (s *Supervisor) retireReplacedLocked(name string, ready, count int) {
 	for c := range s.fleet.all() {
 		if c.replacing && c.Process == name && c.state == StateReady {
 			note := fmt.Sprintf("replaced: unhealthy for %s (%s)", time.Since(c.unhealthySince).Round(time.Second), c.healthErr)
-			if s.hostLost(c) || c.unhealthySince.IsZero() {
-				note = fmt.Sprintf("replaced: host %s lost", HostOf(c.ID))
+			if why := s.misplacedLocked(c); why != "" {
+				note = fmt.Sprintf("replaced on another host: %s (%s)", why, HostOf(c.ID))
 			}
 			s.retireLocked(c, nil, note)
 		}

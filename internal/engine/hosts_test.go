@@ -405,3 +405,48 @@ func TestHostSetUpdateKeepsConnections(t *testing.T) {
 		synctest.Wait()
 	})
 }
+
+// An app whose hosts no longer include one moves its containers off it,
+// new-first: each is retired once its replacement serves.
+func TestHostsAppLeavesAHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "a", "b")
+		spec := appSpec(t, "localhost/blog:v1", 2, worker(2))
+		s, _ := h.deployFirst(spec)
+		// The pool never has fewer than the two web containers.
+		stop, done := make(chan struct{}), make(chan struct{})
+		var smallest = 2
+		go func() {
+			defer close(done)
+			for {
+				if p := h.m.Pool(appName).Load(); p != nil && len(p.Addrs) < smallest {
+					smallest = len(p.Addrs)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}()
+		moved := spec
+		moved.Hosts = []string{"a"}
+		h.m.Apply([]AppSpec{moved})
+		waitFor(t, "everything on a", time.Minute, func() bool {
+			return maps.Equal(h.spread(s, "", WebProcess), map[string]int{"a": 2}) &&
+				maps.Equal(h.spread(s, "", "worker"), map[string]int{"a": 2})
+		})
+		waitFor(t, "b emptied", time.Minute, func() bool {
+			list, _ := h.hosts["b"].List(context.Background(), appName)
+			return len(list) == 0
+		})
+		close(stop)
+		<-done
+		if smallest < 2 {
+			t.Errorf("the pool had %d web containers at some point, want 2 throughout", smallest)
+		}
+		if d := h.newest(s); d.Kind != KindDeploy || d.ID != 1 {
+			t.Errorf("moving hosts made a deployment: %+v", d)
+		}
+	})
+}

@@ -179,11 +179,13 @@ func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 	var live []*Container
 	ready := 0
 	for c := range s.fleet.all() {
-		if p.Name != WebProcess && !c.replacing && c.owner == 0 && c.Process == p.Name && c.state == StateReady && s.hostLost(c) {
-			// Web containers of a lost host fail their checks and are
-			// replaced by the health check; the others are replaced here.
-			c.replacing = true
-			s.log.Warn("replacing a container of a lost host", zap.String("container", shortID(c.ID)), zap.String("process", c.Process), zap.String("host", HostOf(c.ID)))
+		if !c.replacing && c.owner == 0 && c.Process == p.Name && c.Release == s.serving.ID && c.state == StateReady {
+			if why := s.misplacedLocked(c); why != "" {
+				// Replaced new-first: it stops counting, a replacement
+				// boots elsewhere, and it is retired once that serves.
+				c.replacing = true
+				s.log.Warn("replacing a container: "+why, zap.String("container", shortID(c.ID)), zap.String("process", c.Process), zap.String("host", HostOf(c.ID)))
+			}
 		}
 		// An unhealthy container waiting for its replacement does not
 		// count: it is retired once the type has its count ready.

@@ -486,8 +486,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if h.committedApp() != nil && len(a.Hosts) > 0 {
 		for _, hs := range h.manager.Hosts() {
-			if a.Hosts[hs.Name] == nil && hs.Containers > 0 {
-				// Its containers would be lost track of, left running.
+			// Its containers would be lost track of, left running. A host
+			// lost or unreachable may go: its containers are replaced
+			// elsewhere, and what still runs there is the user's to stop.
+			if a.Hosts[hs.Name] == nil && hs.Containers > 0 && (hs.State == engine.HostUp || hs.State == engine.HostUnmanaged) {
 				return fmt.Errorf("host %q still runs %d containers of podswitch: take it out of the apps' hosts first (hosts ...), reload, and remove its host block once it runs none", hs.Name, hs.Containers)
 			}
 		}

@@ -410,6 +410,11 @@ func parseApp(d *caddyfile.Dispenser, name string) (*AppConfig, error) {
 			if len(cfg.Hosts) == 0 {
 				return nil, d.Errf("hosts: want the names of host blocks: hosts <name...>")
 			}
+			for i, h := range cfg.Hosts {
+				if slices.Contains(cfg.Hosts[:i], h) {
+					return nil, d.Errf("hosts: %q is named twice", h)
+				}
+			}
 			cfg.hostsAt = caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
 		case "postdeploy":
 			cfg.Postdeploy = d.RemainingArgs()

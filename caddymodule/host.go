@@ -177,6 +177,9 @@ func (h *host) commitActive() *App {
 // file gone since the config was checked) keep the previous ones.
 func (h *host) useRuntime(a *App) {
 	if len(a.Hosts) == 0 {
+		for _, n := range h.hostSet.Names() {
+			promMetrics.forgetHost(n)
+		}
 		h.hostSet.Update(nil, 0)
 		h.runtime.setPodman(a.Podman)
 		return
@@ -185,7 +188,13 @@ func (h *host) useRuntime(a *App) {
 	if err != nil {
 		a.logger.Error("podman hosts could not be set up; the previous ones are kept", zap.Error(err))
 	} else {
+		before := h.hostSet.Names()
 		h.hostSet.Update(cfgs, time.Duration(a.HostDownAfter))
+		for _, n := range before {
+			if a.Hosts[n] == nil {
+				promMetrics.forgetHost(n)
+			}
+		}
 	}
 	h.runtime.set("hosts", h.hostSet)
 	for _, st := range h.hostSet.Statuses() {

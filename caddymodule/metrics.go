@@ -115,6 +115,11 @@ func (m *metrics) observeHost(st engine.HostStatus) {
 	}
 }
 
+// forgetHost drops the series of a host no longer in the config.
+func (m *metrics) forgetHost(name string) {
+	m.hostState.DeletePartialMatch(prometheus.Labels{"host": name})
+}
+
 // observeBoot records one container boot.
 func (m *metrics) observeBoot(app, process string, took time.Duration, ok bool) {
 	result := "ready"

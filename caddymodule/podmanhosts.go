@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -160,7 +159,10 @@ func (a *App) checkHosts() error {
 		}
 	}
 	for _, n := range slices.Sorted(maps.Keys(a.Apps)) {
-		for _, h := range a.Apps[n].Hosts {
+		for i, h := range a.Apps[n].Hosts {
+			if slices.Contains(a.Apps[n].Hosts[:i], h) {
+				return fmt.Errorf("app %q: host %q is named twice in hosts", n, h)
+			}
 			if a.Hosts[h] == nil {
 				return fmt.Errorf("app %q: host %q is not defined (hosts: %s)", n, h, strings.Join(slices.Sorted(maps.Keys(a.Hosts)), ", "))
 			}
@@ -189,12 +191,15 @@ func (a *App) hostConfigs(log *zap.Logger) ([]engine.HostConfig, error) {
 		u, _ := url.Parse(h.Podman)
 		switch u.Scheme {
 		case "ssh":
-			t, err := openTunnel(n, h, u, log)
+			t, dir, err := openTunnel(n, h, u, log)
 			if err != nil {
 				return fail(fmt.Errorf("host %q: %w", n, err))
 			}
 			rt := podman.NewWithOptions(h.Podman, podman.Options{Via: t.URI()})
-			cfg.Runtime, cfg.Close = rt, func() { _ = t.Close() }
+			cfg.Runtime, cfg.Close = rt, func() {
+				_ = t.Close()
+				_ = os.RemoveAll(dir)
+			}
 			cfg.Ping = func(ctx context.Context) error { return pingVia(ctx, t, rt) }
 		default:
 			rt := podman.NewWithOptions(h.Podman, podman.Options{TLSCert: h.TLSCert, TLSKey: h.TLSKey, TLSCA: h.TLSCA})
@@ -205,21 +210,33 @@ func (a *App) hostConfigs(log *zap.Logger) ([]engine.HostConfig, error) {
 	return out, nil
 }
 
-// openTunnel opens the forwarded socket of an ssh:// host.
-func openTunnel(name string, h *HostConfig, u *url.URL, log *zap.Logger) (*sshtunnel.Tunnel, error) {
+// openTunnel opens the forwarded socket of an ssh:// host, in a directory
+// of its own that only this process's user may enter (made with an
+// unpredictable name, so that no other user can have made it first): the
+// socket is the host's root API. The caller removes dir once done.
+func openTunnel(name string, h *HostConfig, u *url.URL, log *zap.Logger) (t *sshtunnel.Tunnel, dir string, err error) {
 	port := u.Port()
 	if port == "" {
 		port = "22"
 	}
-	return sshtunnel.Open(sshtunnel.Config{
+	dir, err = os.MkdirTemp("", "podswitch-ssh-")
+	if err != nil {
+		return nil, "", fmt.Errorf("a directory for the forwarded socket: %w", err)
+	}
+	t, err = sshtunnel.Open(sshtunnel.Config{
 		Addr:           net.JoinHostPort(u.Hostname(), port),
 		User:           u.User.Username(),
 		IdentityFile:   h.Identity,
 		KnownHostsFile: h.KnownHosts,
 		RemoteSocket:   u.Path,
-		LocalDir:       filepath.Join(os.TempDir(), "podswitch-ssh"),
+		LocalDir:       dir,
 		Logger:         log.Named("ssh").With(zap.String("host", name)),
 	})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, "", err
+	}
+	return t, dir, nil
 }
 
 // pingVia checks that an ssh:// host answers: its SSH connection (whose

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -962,10 +963,16 @@ func unixConns(t *testing.T, pid int) int {
 	return n
 }
 
+// servicePattern matches the command line of the tests' Podman API
+// service (scripts/setup.sh starts it), and not those of the extra hosts.
+func servicePattern() string {
+	return "podman system service .*" + regexp.QuoteMeta(rt.URI()) + "$"
+}
+
 // podmanServicePID returns the process id of the Podman API service.
 func podmanServicePID(t *testing.T) int {
 	t.Helper()
-	out, err := exec.Command("pgrep", "-of", "podman system service").Output()
+	out, err := exec.Command("pgrep", "-of", servicePattern()).Output()
 	if err != nil {
 		t.Fatalf("finding the podman service: %v", err)
 	}

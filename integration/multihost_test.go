@@ -385,13 +385,13 @@ func TestMultiHostRefusals(t *testing.T) {
 	// the apps off it empties it, new-first; then it can.
 	lines := hostLines(h2, h3, known, "10s")
 	withoutH3 := append(slices.Clone(lines[:6]), lines[len(lines)-1])
+	app.Lines, other.Lines = []string{"hosts h2"}, []string{"hosts h2"}
 	c.opts.podswitch = withoutH3
 	code, body = c.post("/load", "text/caddyfile", c.caddyfile(app, other))
 	if code < 400 || !strings.Contains(body, `host \"h3\" still runs`) {
 		t.Fatalf("a config without h3, which runs containers: %d %s", code, body)
 	}
 	c.opts.podswitch = lines
-	app.Lines, other.Lines = []string{"hosts h2"}, []string{"hosts h2"}
 	c.reload(app, other)
 	for _, a := range []appCfg{app, other} {
 		deadline := time.Now().Add(time.Minute)

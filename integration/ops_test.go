@@ -173,7 +173,9 @@ func TestPodmanServiceDown(t *testing.T) {
 
 func stopPodmanService(t *testing.T) {
 	t.Helper()
-	out, _ := exec.Command("pkill", "-TERM", "-f", "podman system service").CombinedOutput()
+	// Only the service of the tests' Podman: the extra hosts (psh.sh) have
+	// services of their own.
+	out, _ := exec.Command("pkill", "-TERM", "-f", servicePattern()).CombinedOutput()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for rt.Ping(ctx) == nil {

@@ -74,11 +74,14 @@ func (s *Supervisor) adopt() bool {
 func (s *Supervisor) listOwn(ctx context.Context) ([]ContainerInfo, bool) {
 	list, err := s.rt.List(ctx, s.name)
 	var partial *PartialListError
-	if errors.As(err, &partial) {
-		// Some hosts do not answer. Their containers are waited for up to
-		// host_down_after; then the app is adopted without them (it boots
-		// what it lacks elsewhere, and a host that comes back has its
-		// containers, unknown by then, stopped).
+	switch {
+	case errors.As(err, &partial) && !s.onHosts(partial.Hosts):
+		err = nil // none of them is the app's
+	case errors.As(err, &partial):
+		// Some of the app's hosts do not answer. Their containers are
+		// waited for up to host_down_after; then the app is adopted
+		// without them (it boots what it lacks elsewhere, and a host that
+		// comes back has its containers, unknown by then, stopped).
 		if s.partialSince.IsZero() {
 			s.partialSince = time.Now()
 		}
@@ -88,12 +91,30 @@ func (s *Supervisor) listOwn(ctx context.Context) ([]ContainerInfo, bool) {
 		}
 		s.log.Warn("adopting the app without the containers of hosts that do not answer", zap.Strings("hosts", partial.Hosts), zap.Error(partial.Err))
 		err = nil
+	case err == nil:
+		s.partialSince = time.Time{}
 	}
 	s.setRuntimeErr(err)
 	if err != nil {
 		return nil, false
 	}
 	return s.ownContainers(list), true
+}
+
+// onHosts reports whether any of hosts is one of the app's.
+func (s *Supervisor) onHosts(hosts []string) bool {
+	s.lock()
+	mine := s.desired.Hosts
+	s.unlock()
+	if len(mine) == 0 {
+		return len(hosts) > 0
+	}
+	for _, h := range hosts {
+		if slices.Contains(mine, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // servingRelease returns the release rec records as serving, or "".

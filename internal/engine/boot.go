@@ -231,7 +231,11 @@ func (s *Supervisor) waitListening(ctx context.Context, spec AppSpec, c *Contain
 	var lastHTTP string
 	for {
 		if addr != "" {
-			if err := s.deps.Prober.Probe(bctx, addr); err == nil {
+			err := s.deps.Prober.Probe(bctx, addr)
+			if hs := s.deps.Hosts; hs != nil && bctx.Err() == nil {
+				hs.NoteCheck(c.ID, err) // a container that boots tells of its host too
+			}
+			if err == nil {
 				accepted = true
 				if spec.ReadyPath == "" {
 					return nil

@@ -112,21 +112,32 @@ func (s *Supervisor) liveCheck(addr, path string, status [2]int) error {
 	defer cancel()
 	if path == "" {
 		if err := s.deps.Prober.Probe(ctx, addr); err != nil {
-			return errors.New("does not accept connections")
+			return &checkError{"does not accept connections", err}
 		}
 		return nil
 	}
 	code, err := s.probeHTTP(ctx, addr, path)
 	switch {
 	case err != nil && ctx.Err() != nil:
-		return fmt.Errorf("GET %s: no answer within %s", path, healthTimeout)
+		return &checkError{fmt.Sprintf("GET %s: no answer within %s", path, healthTimeout), err}
 	case err != nil:
-		return fmt.Errorf("GET %s: no answer (%v)", path, err)
+		return &checkError{fmt.Sprintf("GET %s: no answer (%v)", path, err), err}
 	case code < status[0] || code > status[1]:
 		return fmt.Errorf("GET %s answered %d (want %d-%d)", path, code, status[0], status[1])
 	}
 	return nil
 }
+
+// checkError is a failed check in users' words; it wraps what the dial or
+// the exchange returned, which tells a host cut off (see hostEvidence)
+// from an app that does not answer.
+type checkError struct {
+	msg   string
+	cause error
+}
+
+func (e *checkError) Error() string { return e.msg }
+func (e *checkError) Unwrap() error { return e.cause }
 
 // healthPass checks every ready web container once. It reports whether one
 // failed a check but not yet healthFails in a row: it is checked again at
@@ -162,7 +173,7 @@ func (s *Supervisor) healthPass() (again bool) {
 	now := time.Now()
 	for i, c := range cs {
 		if hs := s.deps.Hosts; hs != nil {
-			hs.NoteCheck(c.ID, errs[i] == nil)
+			hs.NoteCheck(c.ID, errs[i])
 		}
 		if c.state != StateReady {
 			continue

@@ -119,13 +119,20 @@ func (s *Supervisor) runHook(r *rollout) error {
 	// create whose answer was lost leaves a container the resync removes.
 	var info ContainerInfo
 	var name string
+	// The hook's host is chosen once: a create whose answer was lost is
+	// tried again on the same host, where the name of a hook that did
+	// start conflicts, rather than on another, where it would run twice.
+	host := ""
 	err = s.withRuntime(hctx, func() (err error) {
 		name = containerName(spec.Name, HookProcess, r.release)
 		s.lock()
-		host, perr := s.placeLocked(spec, HookProcess, r.release)
-		if perr != nil {
-			s.unlock()
-			return fmt.Errorf("%w: %w", ErrUnavailable, perr) // waited for, as a runtime away
+		if host == "" {
+			picked, perr := s.placeLocked(spec, HookProcess, r.release)
+			if perr != nil {
+				s.unlock()
+				return fmt.Errorf("%w: %w", ErrUnavailable, perr) // waited for, as a runtime away
+			}
+			host = picked
 		}
 		s.fleet.markCreating(name, placed{host, HookProcess, r.release})
 		s.unlock()

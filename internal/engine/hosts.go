@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -50,6 +51,8 @@ const (
 	// hostEvidenceTTL is how long a failed check counts against its host
 	// when no check follows.
 	hostEvidenceTTL = 5 * time.Second
+	// hostListTimeout bounds one host's answer to a list of every host.
+	hostListTimeout = 10 * time.Second
 )
 
 // HostConfig is one Podman host of a HostSet.
@@ -376,9 +379,13 @@ func (e *hostEntry) status() HostStatus {
 	return st
 }
 
-// NoteCheck notes a health check of a container of host name: passed or
-// not. It is called for every check: it costs two atomic operations.
-func (h *HostSet) NoteCheck(id string, ok bool) {
+// NoteCheck notes what a check of container id (a health check, or a
+// probe of its boot) found of its host: err is nil when it passed. Only a
+// dial that timed out or found no route counts against the host (see
+// hostEvidence); a refusal or any answer, even a wrong one, says the host
+// is there and its app is at fault. It is called for every check: it
+// costs a lookup and two atomic operations.
+func (h *HostSet) NoteCheck(id string, err error) {
 	name := HostOf(id)
 	if name == "" {
 		return
@@ -388,13 +395,26 @@ func (h *HostSet) NoteCheck(id string, ok bool) {
 		return
 	}
 	now := time.Now().UnixNano()
-	if ok {
+	if err == nil || !hostEvidence(err) {
 		e.lastOK.Store(now)
 		e.failingSince.Store(0)
 		return
 	}
 	e.lastFail.Store(now)
 	e.failingSince.CompareAndSwap(0, now)
+}
+
+// hostEvidence reports whether a failed check says that the container's
+// host may be cut off: its dial timed out or found no route. A refused
+// connection (the host answered for its port) or an exchange that failed
+// after the connection was made says the host is there.
+func hostEvidence(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return false
+	}
+	return op.Timeout() || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
 // watch pings e's API every hostPingInterval and updates its state until
@@ -650,10 +670,25 @@ func (h *HostSet) List(ctx context.Context, app string) ([]ContainerInfo, error)
 	errs := make([]error, len(entries))
 	var wg sync.WaitGroup
 	for i, e := range entries {
+		if !e.apiOK.Load() {
+			// Its watch knows it does not answer: not waited for.
+			errs[i] = fmt.Errorf("%w: its API does not answer", ErrUnavailable)
+			if msg := e.apiErr.Load(); msg != nil {
+				errs[i] = fmt.Errorf("%w: %s", ErrUnavailable, *msg)
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lists[i], errs[i] = e.cfg.Runtime.List(ctx, app)
+			// Each host within its own bound: one that hangs does not
+			// take the others' answers with it.
+			lctx, cancel := context.WithTimeout(ctx, hostListTimeout)
+			defer cancel()
+			lists[i], errs[i] = e.cfg.Runtime.List(lctx, app)
+			if errs[i] != nil && lctx.Err() != nil && ctx.Err() == nil {
+				errs[i] = fmt.Errorf("%w: no answer within %s", ErrUnavailable, hostListTimeout)
+			}
 		}()
 	}
 	wg.Wait()

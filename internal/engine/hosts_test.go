@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -34,12 +37,20 @@ func (p multiProber) Probe(ctx context.Context, addr string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	ip, _, _ := net.SplitHostPort(addr)
 	for _, rt := range p.rts {
+		rt.mu.Lock()
+		cut := rt.cut && strings.HasPrefix(ip, rt.net+".")
+		rt.mu.Unlock()
+		if cut {
+			// The host's link is down: the dial times out.
+			return &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		}
 		if rt.Listening(addr) {
 			return nil
 		}
 	}
-	return fmt.Errorf("dial tcp %s: connect: connection refused", addr)
+	return &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 }
 
 func newHostsHarness(t *testing.T, names ...string) *hostsHarness {
@@ -447,6 +458,41 @@ func TestHostsAppLeavesAHost(t *testing.T) {
 		}
 		if d := h.newest(s); d.Kind != KindDeploy || d.ID != 1 {
 			t.Errorf("moving hosts made a deployment: %+v", d)
+		}
+	})
+}
+
+// An app that stops answering on one host is the app's fault, not the
+// host's: the host stays up (a refused connection says it is there), and
+// with unhealthy_timeout 0 the container is kept out of the pool but never
+// replaced.
+func TestHostsAppFaultIsNotAHostLoss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "a", "b")
+		spec := appSpec(t, "localhost/blog:v1", 2)
+		spec.UnhealthyTimeout = 0
+		s, _ := h.deployFirst(spec)
+		var onB string
+		for _, c := range s.Status().Containers {
+			if c.Host == "b" {
+				onB = c.ID
+			}
+		}
+		_, local := splitID(onB)
+		h.hosts["b"].Unlisten(local)
+		waitFor(t, "b's container out of the pool", 5*time.Second, func() bool {
+			p := h.m.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 1
+		})
+		settle(time.Minute)
+		if st := h.hs.State("b"); st != HostUp {
+			t.Errorf("host b is %s, want up: its app does not answer, the host does", st)
+		}
+		if h.sawState("b:unreachable") || h.sawState("b:lost") {
+			t.Errorf("host b changed state: %v", h.states)
+		}
+		if got := h.spread(s, "", WebProcess); !maps.Equal(got, map[string]int{"a": 1, "b": 1}) {
+			t.Errorf("web spread = %v, want a:1 b:1 (nothing replaced)", got)
 		}
 	})
 }

@@ -51,7 +51,7 @@ type pshHost struct {
 
 // extraHost returns host n, and fails the test when it does not answer
 // on its unix socket within 2 s.
-func extraHost(t *testing.T, n int) pshHost {
+func extraHost(t testing.TB, n int) pshHost {
 	t.Helper()
 	base := pshBase()
 	ip := fmt.Sprintf("10.250.%d.2", n)
@@ -95,7 +95,7 @@ func pingUnix(socket string, timeout time.Duration) error {
 
 // run runs the podman command line against the host's unix socket and
 // returns its output; it fails the test on error.
-func (h pshHost) run(t *testing.T, args ...string) string {
+func (h pshHost) run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := h.podman(args...)
 	if err != nil {
@@ -179,7 +179,7 @@ func (h pshHost) removeApps(t *testing.T, apps ...string) {
 }
 
 // removeAll removes every container labelled podswitch.app on the host.
-func (h pshHost) removeAll(t *testing.T) {
+func (h pshHost) removeAll(t testing.TB) {
 	t.Helper()
 	ids := strings.Fields(h.run(t, "ps", "-aq", "--filter", "label=podswitch.app"))
 	if len(ids) == 0 {

@@ -29,10 +29,15 @@ var adoptProbeTime = time.Second
 func (s *Supervisor) adopt() bool {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
-	list, ok := s.listOwn(ctx)
+	s.lock()
+	rec := s.rec
+	s.unlock()
+	list, missing, ok := s.listOwn(ctx, rec.Hosted != nil)
 	if !ok {
 		return false
 	}
+	// The containers of hosts that did not answer are as the record says.
+	list = append(list, remembered(rec, missing)...)
 	s.lock()
 	rec, desired := s.rec, s.desired
 	s.unlock()
@@ -71,23 +76,32 @@ func (s *Supervisor) adopt() bool {
 
 // listOwn lists the containers of the app that this supervisor may take
 // over. It reports false when the runtime could not be reached.
-func (s *Supervisor) listOwn(ctx context.Context) ([]ContainerInfo, bool) {
+// With several hosts, it also returns the hosts that did not answer: their
+// containers are those the record has (known says it has them), else they
+// are waited for up to host_down_after.
+func (s *Supervisor) listOwn(ctx context.Context, known bool) ([]ContainerInfo, []string, bool) {
 	list, err := s.rt.List(ctx, s.name)
 	var partial *PartialListError
+	var missing []string
 	switch {
 	case errors.As(err, &partial) && !s.onHosts(partial.Hosts):
 		err = nil // none of them is the app's
+	case errors.As(err, &partial) && known:
+		s.log.Warn("adopting the containers of hosts that do not answer as the app record has them", zap.Strings("hosts", partial.Hosts), zap.Error(partial.Err))
+		missing, err = partial.Hosts, nil
 	case errors.As(err, &partial):
-		// Some of the app's hosts do not answer. Their containers are
-		// waited for up to host_down_after; then the app is adopted
-		// without them (it boots what it lacks elsewhere, and a host that
-		// comes back has its containers, unknown by then, stopped).
+		// Some of the app's hosts do not answer, and the record does not
+		// say what runs there (a record of an older podswitch). Their
+		// containers are waited for up to host_down_after; then the app
+		// is adopted without them (it boots what it lacks elsewhere, and
+		// a host that comes back has its containers, unknown by then,
+		// stopped).
 		if s.partialSince.IsZero() {
 			s.partialSince = time.Now()
 		}
 		if time.Since(s.partialSince) < s.deps.Hosts.DownAfter() {
 			s.setRuntimeErr(err)
-			return nil, false
+			return nil, nil, false
 		}
 		s.log.Warn("adopting the app without the containers of hosts that do not answer", zap.Strings("hosts", partial.Hosts), zap.Error(partial.Err))
 		err = nil
@@ -96,9 +110,29 @@ func (s *Supervisor) listOwn(ctx context.Context) ([]ContainerInfo, bool) {
 	}
 	s.setRuntimeErr(err)
 	if err != nil {
-		return nil, false
+		return nil, nil, false
 	}
-	return s.ownContainers(list), true
+	return s.ownContainers(list), missing, true
+}
+
+// remembered returns the containers rec has on hosts that did not answer,
+// as a list would show them (running, with their recorded address).
+func remembered(rec AppRecord, missing []string) []ContainerInfo {
+	if len(missing) == 0 || rec.Serving == nil {
+		return nil
+	}
+	var out []ContainerInfo
+	for _, h := range rec.Hosted {
+		if !slices.Contains(missing, HostOf(h.ID)) {
+			continue
+		}
+		labels := map[string]string{LabelRelease: rec.Serving.ID, LabelProcess: h.Process}
+		if h.Port != "" {
+			labels[LabelPort] = h.Port
+		}
+		out = append(out, ContainerInfo{ID: h.ID, Name: h.Name, Labels: labels, Running: true, Addr: h.Addr, recorded: true})
+	}
+	return out
 }
 
 // onHosts reports whether any of hosts is one of the app's.
@@ -307,7 +341,10 @@ func (s *Supervisor) probeCandidates(ctx context.Context, infos []ContainerInfo,
 		}
 	}
 	each(ctx, make(chan struct{}, maxBoots), webs, func(_ int, info ContainerInfo) {
-		cur, err := s.rt.Inspect(ctx, info.ID)
+		cur, err := info, error(nil)
+		if !info.recorded { // one the record has, of a host that did not answer, is only probed
+			cur, err = s.rt.Inspect(ctx, info.ID)
+		}
 		if errors.Is(err, ErrUnavailable) || (err != nil && ctx.Err() != nil) {
 			mu.Lock()
 			failed = cmp.Or(failed, err)

@@ -36,6 +36,9 @@ type fleet struct {
 	// dirty is set when the pool must be rebuilt: the next publish swaps
 	// it in, once, so that a switch of many containers is one atomic step.
 	dirty bool
+	// readyChanged is set when a container entered or left ready: the
+	// record of hosted containers may have to follow.
+	readyChanged bool
 	// allUnhealthy is set while every ready web container fails its
 	// health check (the pool keeps them all).
 	allUnhealthy bool
@@ -172,6 +175,9 @@ func (f *fleet) setState(c *Container, to State, note string) bool {
 	c.timeline = append(c.timeline, Transition{State: to, At: time.Now(), Note: note})
 	if c.Process == WebProcess && (from == StateReady || to == StateReady) {
 		f.dirty = true
+	}
+	if from == StateReady || to == StateReady {
+		f.readyChanged = true
 	}
 	if to != StateStarting {
 		c.cancelBoot()

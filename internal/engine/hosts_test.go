@@ -314,11 +314,11 @@ func TestHostsImageMissingOnOneHost(t *testing.T) {
 	})
 }
 
-// A restart of podswitch while a host's API does not answer: the app waits
-// host_down_after for it, then is adopted without that host's containers
-// (none is taken for crashed, none restarted on the hosts that answer) and
-// boots what it lacks elsewhere; when the host comes back, its containers,
-// unknown by then, are stopped.
+// A restart of podswitch while a host is cut off (its API and its
+// containers do not answer): the app is adopted at once with the
+// containers the record has there, out of the pool since they do not
+// answer; once the host is lost they are replaced on the other host,
+// new-first, and when it comes back they are stopped.
 func TestHostsAdoptWithoutAHost(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := newMemStore()
@@ -338,14 +338,15 @@ func TestHostsAdoptWithoutAHost(t *testing.T) {
 		settle(time.Second)
 
 		fakes["b"].SetDown(true)
-		runsA := len(fakes["a"].Runs())
+		fakes["b"].SetCut(true)
 		h2 := hostsHarnessOn(t, []string{"a", "b"}, fakes, store)
 		h2.m.Apply([]AppSpec{spec})
-		settle(5 * time.Second)
-		if n := len(fakes["a"].Runs()); n != runsA {
-			t.Fatalf("a ran %d containers before host_down_after passed", n-runsA)
-		}
+		waitFor(t, "a's two serve", 3*time.Second, func() bool {
+			p := h2.m.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 2
+		})
 		s2 := h2.m.App(appName)
+		waitFor(t, "host b lost", 30*time.Second, func() bool { return h2.hs.State("b") == HostLost })
 		waitFor(t, "adopted without b, four on a", time.Minute, func() bool {
 			return maps.Equal(h2.spread(s2, "", WebProcess), map[string]int{"a": 4})
 		})
@@ -363,6 +364,7 @@ func TestHostsAdoptWithoutAHost(t *testing.T) {
 			t.Errorf("pool = %+v, want four", p)
 		}
 		fakes["b"].SetDown(false)
+		fakes["b"].SetCut(false)
 		waitFor(t, "b's old containers removed", 2*time.Minute, func() bool {
 			list, _ := fakes["b"].List(context.Background(), appName)
 			return len(list) == 0
@@ -495,4 +497,67 @@ func TestHostsAppFaultIsNotAHostLoss(t *testing.T) {
 			t.Errorf("web spread = %v, want a:1 b:1 (nothing replaced)", got)
 		}
 	})
+}
+
+// A restart of podswitch while a host's API does not answer but its
+// containers do: the record says what runs there, so the app is adopted
+// at once with them, serving, and nothing is replaced ("unmanaged" holds
+// across a restart); when the API comes back nothing changes.
+func TestHostsRestartWithAnUnmanagedHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newMemStore()
+		fakes := map[string]*fakeRuntime{"a": newFakeRuntime(), "b": newFakeRuntime()}
+		fakes["a"].net, fakes["b"].net = "10.0.1", "10.0.2"
+		h := hostsHarnessOn(t, []string{"a", "b"}, fakes, store)
+		spec := appSpecKept(t, "localhost/blog:v1", 4, worker(2))
+		s, _ := h.deployFirst(spec)
+		settle(time.Second)
+		before := webIDsOf(s)
+		if n := len(store.get(appName).Hosted); n != 6 {
+			t.Fatalf("the record has %d hosted containers, want 6: %+v", n, store.get(appName).Hosted)
+		}
+		h.close()
+		settle(time.Second)
+
+		fakes["b"].SetDown(true)
+		runs := len(fakes["a"].Runs()) + len(fakes["b"].Runs())
+		h2 := hostsHarnessOn(t, []string{"a", "b"}, fakes, store)
+		h2.m.Apply([]AppSpec{spec})
+		waitFor(t, "pool of four", 3*time.Second, func() bool {
+			p := h2.m.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 4
+		})
+		s2 := h2.m.App(appName)
+		settle(time.Minute) // past host_down_after and several resyncs
+		if got := webIDsOf(s2); !slices.Equal(got, before) {
+			t.Errorf("web containers after the restart %v, want %v", got, before)
+		}
+		if got := h2.spread(s2, "", "worker"); !maps.Equal(got, map[string]int{"a": 1, "b": 1}) {
+			t.Errorf("workers %v, want a:1 b:1", got)
+		}
+		if n := len(fakes["a"].Runs()) + len(fakes["b"].Runs()); n != runs {
+			t.Errorf("%d containers ran after the restart, want none", n-runs)
+		}
+		if st := h2.hs.State("b"); st != HostUnmanaged {
+			t.Errorf("host b is %s, want unmanaged", st)
+		}
+		fakes["b"].SetDown(false)
+		waitFor(t, "host b up", 10*time.Second, func() bool { return h2.hs.State("b") == HostUp })
+		settle(time.Minute)
+		if got := webIDsOf(s2); !slices.Equal(got, before) {
+			t.Errorf("web containers once b answered %v, want %v", got, before)
+		}
+	})
+}
+
+// webIDsOf returns the sorted IDs of s's ready web containers.
+func webIDsOf(s *Supervisor) []string {
+	var ids []string
+	for _, c := range s.Status().Containers {
+		if c.Process == WebProcess && c.State == StateReady {
+			ids = append(ids, c.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }

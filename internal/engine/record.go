@@ -38,6 +38,23 @@ type AppRecord struct {
 	Idle *IdleRecord `json:"idle,omitempty"`
 	// Canary is the canary in service (see canary.go).
 	Canary *CanaryRecord `json:"canary,omitempty"`
+	// Hosted are the ready containers of the serving release on hosts of
+	// several, with where they are dialed: a restart while a host's API
+	// does not answer keeps those of its containers that answer, as
+	// though it had listed them. Nil when none was recorded (one host,
+	// or a record of an older podswitch).
+	Hosted []HostedRecord `json:"hosted"`
+}
+
+// HostedRecord is a ready container of the serving release on a host of
+// several.
+type HostedRecord struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Process string `json:"process"`
+	Addr    string `json:"dial,omitempty"`
+	// Port is a web container's PORT (its label).
+	Port string `json:"port,omitempty"`
 }
 
 // releasesKept is how many past releases an app record keeps.

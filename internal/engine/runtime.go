@@ -54,6 +54,9 @@ type ContainerInfo struct {
 	// Addr, when set, is where its published PORT is dialed (the host's
 	// address and the port Podman picked): it wins over IP.
 	Addr string
+	// recorded says the engine took it from its app record, not from the
+	// runtime (a host that did not answer at adoption).
+	recorded bool
 }
 
 // dialAddr returns where info, a web container listening on port, is

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,8 +309,42 @@ func (s *Supervisor) unlock() {
 		rel = s.serving.ID
 	}
 	s.fleet.publish(rel)
+	if s.fleet.readyChanged {
+		s.fleet.readyChanged = false
+		s.noteHostedLocked(rel)
+	}
 	s.wokenLocked()
 	s.mu.Unlock()
+}
+
+// noteHostedLocked records the ready containers of release rel, the
+// serving one, on hosts of several, when they changed (see
+// AppRecord.Hosted). A record that cannot be written is logged: it only
+// helps a restart while a host's API does not answer.
+func (s *Supervisor) noteHostedLocked(rel string) {
+	if s.deps.Hosts == nil || s.deps.Hosts.Len() == 0 || !s.adopted {
+		return
+	}
+	port := ""
+	if sv := s.serving; sv != nil && sv.spec != nil {
+		port = strconv.Itoa(sv.spec.Port)
+	}
+	hosted := []HostedRecord{}
+	for c := range s.fleet.all() {
+		if c.state == StateReady && c.Release == rel && rel != "" && HostOf(c.ID) != "" && !c.canary {
+			r := HostedRecord{ID: c.ID, Name: c.Name, Process: c.Process, Addr: c.Addr}
+			if c.Process == WebProcess {
+				r.Port = port
+			}
+			hosted = append(hosted, r)
+		}
+	}
+	slices.SortFunc(hosted, func(a, b HostedRecord) int { return strings.Compare(a.ID, b.ID) })
+	if slices.Equal(hosted, s.rec.Hosted) {
+		return
+	}
+	s.rec.Hosted = hosted
+	_ = s.saveRecordLocked()
 }
 
 // touch tells observers that something of the app changed.

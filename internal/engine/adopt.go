@@ -32,7 +32,8 @@ func (s *Supervisor) adopt() bool {
 	s.lock()
 	rec := s.rec
 	s.unlock()
-	list, missing, ok := s.listOwn(ctx, rec.Hosted != nil)
+	// The record says what runs on each host (or that nothing serves yet).
+	list, missing, ok := s.listOwn(ctx, rec.Hosted != nil || rec.Serving == nil)
 	if !ok {
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -95,7 +96,31 @@ func (s *Supervisor) placeLocked(spec AppSpec, process, release string) (string,
 	if hs == nil || hs.Len() == 0 {
 		return "", nil
 	}
-	return hs.Place(s.desired.Hosts, func(host string) int { return s.fleet.onHost(host, process, release) })
+	candidates := s.desired.Hosts
+	if len(candidates) == 0 {
+		candidates = hs.Names()
+	}
+	// A host that lacked the release's image at a create is passed over
+	// while another can take the container (it came back, or was added,
+	// after the deploy checked the image on the hosts that were up).
+	if lacking := s.fleet.noImage[release]; len(lacking) > 0 {
+		var with []string
+		for _, h := range candidates {
+			if !lacking[h] && hs.Placeable(h) {
+				with = append(with, h)
+			}
+		}
+		if len(with) > 0 {
+			candidates = with
+		}
+	}
+	return hs.Place(candidates, func(host string) int { return s.fleet.onHost(host, process, release) })
+}
+
+// imageMissingOn reports whether err, of a create, says the host lacks
+// the image.
+func imageMissingOn(err error) bool {
+	return errors.Is(err, ErrImageNotFound) || strings.Contains(err.Error(), "image not known")
 }
 
 // create creates and starts container cs of process type process and
@@ -124,6 +149,13 @@ func (s *Supervisor) create(ctx context.Context, spec AppSpec, process, release 
 		return info, budget.admitted, nil
 	}
 	id, runErr := info.ID, err
+	if host != "" && imageMissingOn(err) {
+		s.lock()
+		s.fleet.lacksImage(release, host)
+		s.unlock()
+		s.log.Warn("a host lacks the release's image: its containers go to the other hosts", zap.String("host", host),
+			zap.String("release", release), zap.String("image", cs.Image))
+	}
 	s.spawn(func() { s.forgetCreate(cs.Name, host, id, runErr) })
 	switch {
 	case ctx.Err() != nil:

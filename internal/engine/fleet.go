@@ -36,6 +36,9 @@ type fleet struct {
 	// dirty is set when the pool must be rebuilt: the next publish swaps
 	// it in, once, so that a switch of many containers is one atomic step.
 	dirty bool
+	// noImage holds, by release, the hosts where a create found the
+	// release's image missing: placement passes them over.
+	noImage map[string]map[string]bool
 	// readyChanged is set when a container entered or left ready: the
 	// record of hosted containers may have to follow.
 	readyChanged bool
@@ -118,6 +121,17 @@ func (f *fleet) doneCreating(name string) { delete(f.creating, name) }
 func (f *fleet) isCreating(name string) bool {
 	_, ok := f.creating[name]
 	return ok
+}
+
+// lacksImage notes that host lacks the image of release.
+func (f *fleet) lacksImage(release, host string) {
+	if f.noImage == nil {
+		f.noImage = map[string]map[string]bool{}
+	}
+	if f.noImage[release] == nil {
+		f.noImage[release] = map[string]bool{}
+	}
+	f.noImage[release][host] = true
 }
 
 // onHost counts the containers of process type process and release on

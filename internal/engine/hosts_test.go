@@ -561,3 +561,34 @@ func webIDsOf(s *Supervisor) []string {
 	slices.Sort(ids)
 	return ids
 }
+
+// A host that comes back without the release's image (the deploy checked
+// the hosts that were up) fails one create, then is passed over: the
+// containers go to the other host rather than failing there until the
+// type gives up.
+func TestHostsPassOverAHostWithoutTheImage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "a", "b")
+		h.hosts["b"].SetDown(true)
+		waitFor(t, "host b unmanaged", 10*time.Second, func() bool { return h.hs.State("b") == HostUnmanaged })
+		spec := appSpec(t, "localhost/blog:v1", 2)
+		s, _ := h.deployFirst(spec)
+		h.hosts["b"].OnImage("localhost/blog:v1", behavior{RunErr: "localhost/blog:v1: image not known"})
+		h.hosts["b"].SetDown(false)
+		waitFor(t, "host b up", 10*time.Second, func() bool { return h.hs.State("b") == HostUp })
+		up := spec
+		up.Processes = []ProcessSpec{{Name: WebProcess, Count: 4}}
+		h.m.Apply([]AppSpec{up})
+		waitFor(t, "four on a", time.Minute, func() bool {
+			return maps.Equal(h.spread(s, "", WebProcess), map[string]int{"a": 4})
+		})
+		if n := len(h.hosts["b"].Runs()); n > 2 {
+			t.Errorf("b was tried %d times, want at most the two creates before it was passed over", n)
+		}
+		for _, ev := range h.events {
+			if ev.Name == EventGaveUp {
+				t.Errorf("gave up: %+v", ev)
+			}
+		}
+	})
+}

@@ -135,12 +135,13 @@ func (f *fleet) lacksImage(release, host string) {
 }
 
 // onHost counts the containers of process type process and release on
-// host: those live and those being created. Placement spreads a type by
+// host: those live (but those waiting for their replacement) and those
+// being created. Placement spreads a type by
 // it.
 func (f *fleet) onHost(host, process, release string) int {
 	n := 0
 	for _, c := range f.byID {
-		if c.state.live() && c.Process == process && c.Release == release && HostOf(c.ID) == host {
+		if c.state.live() && !c.replacing && c.Process == process && c.Release == release && HostOf(c.ID) == host {
 			n++
 		}
 	}

@@ -291,6 +291,8 @@ func (s *Supervisor) retireReplacedLocked(name string, ready, count int) {
 			note := fmt.Sprintf("replaced: unhealthy for %s (%s)", time.Since(c.unhealthySince).Round(time.Second), c.healthErr)
 			if why := s.misplacedLocked(c); why != "" {
 				note = fmt.Sprintf("replaced on another host: %s (%s)", why, HostOf(c.ID))
+			} else if !c.unhealthy {
+				note = fmt.Sprintf("moved off host %s to spread %s containers over the hosts", HostOf(c.ID), c.Process)
 			}
 			s.retireLocked(c, nil, note)
 		}

@@ -252,9 +252,17 @@ func TestHostsLostThenBack(t *testing.T) {
 			}
 		}
 		waitFor(t, "host b up", 10*time.Second, func() bool { return h.hs.State("b") == HostUp })
+		// Spread again, one container at a time, new-first.
+		waitFor(t, "spread again", 2*time.Minute, func() bool {
+			return maps.Equal(h.spread(s, "", WebProcess), map[string]int{"a": 2, "b": 2}) &&
+				maps.Equal(h.spread(s, "", "worker"), map[string]int{"a": 1, "b": 1})
+		})
 		settle(time.Minute)
-		if got := h.spread(s, "", WebProcess); !maps.Equal(got, map[string]int{"a": 4}) {
-			t.Errorf("web spread = %v, want a:4 (converged)", got)
+		if got := h.spread(s, "", WebProcess); !maps.Equal(got, map[string]int{"a": 2, "b": 2}) {
+			t.Errorf("web spread = %v, want a:2 b:2 (converged)", got)
+		}
+		if p := h.m.Pool(appName).Load(); p == nil || len(p.Addrs) != 4 {
+			t.Errorf("pool = %+v, want four", p)
 		}
 	})
 }
@@ -369,10 +377,9 @@ func TestHostsAdoptWithoutAHost(t *testing.T) {
 			list, _ := fakes["b"].List(context.Background(), appName)
 			return len(list) == 0
 		})
-		settle(10 * time.Second)
-		if got := h2.spread(s2, "", WebProcess); !maps.Equal(got, map[string]int{"a": 4}) {
-			t.Errorf("web spread = %v, want a:4", got)
-		}
+		waitFor(t, "spread again", 2*time.Minute, func() bool {
+			return maps.Equal(h2.spread(s2, "", WebProcess), map[string]int{"a": 2, "b": 2})
+		})
 	})
 }
 
@@ -589,6 +596,35 @@ func TestHostsPassOverAHostWithoutTheImage(t *testing.T) {
 			if ev.Name == EventGaveUp {
 				t.Errorf("gave up: %+v", ev)
 			}
+		}
+	})
+}
+
+// A scale down keeps each type spread over the hosts: it cuts from the
+// host that has the most.
+func TestHostsScaleDownKeepsTheSpread(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHostsHarness(t, "a", "b")
+		spec := appSpec(t, "localhost/blog:v1", 6)
+		s, _ := h.deployFirst(spec)
+		down := spec
+		down.Processes = []ProcessSpec{{Name: WebProcess, Count: 2}}
+		h.m.Apply([]AppSpec{down})
+		waitFor(t, "two web containers", time.Minute, func() bool {
+			n := 0
+			for _, c := range s.Status().Containers {
+				if c.Process == WebProcess {
+					n++
+				}
+			}
+			return n == 2
+		})
+		if got := h.spread(s, "", WebProcess); !maps.Equal(got, map[string]int{"a": 1, "b": 1}) {
+			t.Errorf("web spread after the scale down = %v, want a:1 b:1", got)
+		}
+		settle(time.Minute)
+		if n := len(h.hosts["a"].Runs()) + len(h.hosts["b"].Runs()); n != 6 {
+			t.Errorf("%d containers ran, want the first 6 only (nothing moved)", n)
 		}
 	})
 }

@@ -199,18 +199,22 @@ func (s *Supervisor) reconcileProcessLocked(spec AppSpec, p ProcessSpec) {
 	s.retireReplacedLocked(p.Name, ready, p.Count)
 	if n := len(live) - p.Count; n > 0 {
 		slices.SortFunc(live, s.surplusOrder)
+		cut := s.surplus(live, n)
 		// Recorded as retiring in one write before any of them stops.
-		s.recordRetiringLocked(live[:n])
+		s.recordRetiringLocked(cut)
 		why := "scaled down"
 		if p.Name == WebProcess && s.sleepingLocked() {
 			why = "the app is idle"
 		}
-		for _, c := range live[:n] {
+		for _, c := range cut {
 			s.retireLocked(c, nil, why)
 		}
 		return
 	}
 	missing := p.Count - len(live) - ps.pending
+	if missing <= 0 && ready == p.Count && ps.pending == 0 {
+		s.rebalanceLocked(p.Name, live)
+	}
 	if missing <= 0 || ps.gaveUp {
 		return
 	}
@@ -385,6 +389,90 @@ func (s *Supervisor) removeStepLocked() {
 		}
 		s.log.Info("app removed")
 	}
+}
+
+// surplus returns the n containers of live (in surplusOrder) that a scale
+// down cuts: the first n, or with several hosts, each from the host that
+// has the most of them then, so that the type stays spread.
+func (s *Supervisor) surplus(live []*Container, n int) []*Container {
+	if s.deps.Hosts == nil || s.deps.Hosts.Len() == 0 {
+		return live[:n]
+	}
+	left := slices.Clone(live)
+	count := map[string]int{}
+	for _, c := range left {
+		count[HostOf(c.ID)]++
+	}
+	var cut []*Container
+	for range n {
+		best := -1
+		for i, c := range left {
+			if best < 0 || count[HostOf(c.ID)] > count[HostOf(left[best].ID)] {
+				best = i
+			}
+		}
+		c := left[best]
+		cut = append(cut, c)
+		count[HostOf(c.ID)]--
+		left = slices.Delete(left, best, best+1)
+	}
+	return cut
+}
+
+// rebalanceLocked moves one container of process type name, all of whose
+// containers (live) are ready, from the host that has the most of them to
+// the one that has the fewest, when they differ by more than one: after a
+// host came back, or joined, the type is spread again, one container at a
+// time and new-first (the one moved stops counting, a replacement boots
+// where placement puts it, and it is retired once that serves).
+func (s *Supervisor) rebalanceLocked(name string, live []*Container) {
+	hs := s.deps.Hosts
+	if hs == nil || hs.Len() == 0 || s.serving == nil || s.rollout != nil || s.sleepingLocked() {
+		return
+	}
+	for c := range s.fleet.all() {
+		if c.replacing && c.Process == name {
+			return // one move at a time
+		}
+	}
+	hosts := s.desired.Hosts
+	if len(hosts) == 0 {
+		hosts = hs.Names()
+	}
+	count := map[string]int{}
+	for _, h := range hosts {
+		if !hs.Placeable(h) || s.fleet.noImage[s.serving.ID][h] {
+			return // a host that cannot take one now: wait
+		}
+		count[h] = 0
+	}
+	for _, c := range live {
+		if _, ok := count[HostOf(c.ID)]; ok {
+			count[HostOf(c.ID)]++
+		}
+	}
+	most, fewest := "", ""
+	for _, h := range hosts {
+		if most == "" || count[h] > count[most] {
+			most = h
+		}
+		if fewest == "" || count[h] < count[fewest] {
+			fewest = h
+		}
+	}
+	if count[most]-count[fewest] <= 1 {
+		return
+	}
+	var pick *Container
+	for _, c := range live {
+		if HostOf(c.ID) == most && (pick == nil || byStart(c, pick) < 0) {
+			pick = c
+		}
+	}
+	pick.replacing = true
+	s.log.Info("moving a container to spread its type over the hosts again", zap.String("container", shortID(pick.ID)),
+		zap.String("process", name), zap.String("from", most), zap.String("to", fewest))
+	s.poke()
 }
 
 // surplusOrder orders the containers of a process type in the order a

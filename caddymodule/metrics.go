@@ -27,6 +27,9 @@ type metrics struct {
 	coldStart *prometheus.HistogramVec
 	// hostState is 1 for each host's current state, 0 for the others.
 	hostState *prometheus.GaugeVec
+	// hostContainers counts the containers of each app on each host of
+	// several.
+	hostContainers *prometheus.Desc
 }
 
 var promMetrics = newMetrics()
@@ -70,6 +73,9 @@ func newMetrics() *metrics {
 			Namespace: ns, Name: "host_state",
 			Help: "State of each Podman host of several: 1 for its current state (up, unmanaged, unreachable, lost), 0 for the others.",
 		}, []string{"host", "state"}),
+		hostContainers: prometheus.NewDesc("podswitch_host_containers",
+			"Containers podswitch manages on each Podman host of several, by host, app, process type and state.",
+			[]string{"host", "app", "process", "state"}, nil),
 		share: prometheus.NewDesc("podswitch_release_share_percent",
 			"Share of new clients each serving release of an app gets: 100 for the serving release without a canary; with one, the canary's percent and the rest.",
 			[]string{"app", "release", "role"}, nil),
@@ -137,6 +143,7 @@ func (m *metrics) observeWake(app, trigger string, took time.Duration) {
 // Describe implements prometheus.Collector for the containers gauge.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.containers
+	ch <- m.hostContainers
 	ch <- m.share
 }
 
@@ -147,6 +154,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if mgr == nil {
 		return
 	}
+	several := len(mgr.Hosts()) > 0
 	for _, name := range mgr.Apps() {
 		s := mgr.App(name)
 		if s == nil {
@@ -154,6 +162,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		for k, v := range s.ContainerCounts() {
 			ch <- prometheus.MustNewConstMetric(m.containers, prometheus.GaugeValue, float64(v), name, k[0], k[1])
+		}
+		if several {
+			byHost := map[[3]string]int{}
+			for _, c := range s.Status().Containers {
+				byHost[[3]string{c.Host, c.Process, string(c.State)}]++
+			}
+			for k, v := range byHost {
+				ch <- prometheus.MustNewConstMetric(m.hostContainers, prometheus.GaugeValue, float64(v), k[0], name, k[1], k[2])
+			}
 		}
 		p := mgr.Pool(name).Load()
 		if p == nil || p.Release == "" {

@@ -124,6 +124,17 @@ func TestMultiHost(t *testing.T) {
 			t.Fatalf("host %s is %s (%s)", name, hs.State, hs.APIError)
 		}
 	}
+	_, metrics := get(t, "http://"+c.admin+"/metrics")
+	for _, want := range []string{
+		`podswitch_host_containers{app="` + app.Name + `",host="h2",process="web",state="ready"} 2`,
+		`podswitch_host_containers{app="` + app.Name + `",host="h3",process="web",state="ready"} 2`,
+		`podswitch_host_state{host="h2",state="up"} 1`,
+		`podswitch_host_state{host="h3",state="lost"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 
 	// sub runs a scenario as a subtest, with c reporting to it.
 	sub := func(name string, fn func(t *testing.T)) {

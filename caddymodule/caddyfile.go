@@ -220,23 +220,11 @@ func parseHost(d *caddyfile.Dispenser, name string) (*HostConfig, error) {
 			h.Insecure = true
 			continue
 		}
-		var field *string
-		switch dir {
-		case "podman":
-			field = &h.Podman
-		case "identity":
-			field = &h.Identity
-		case "known_hosts":
-			field = &h.KnownHosts
-		case "address":
-			field = &h.Address
-		case "tls_cert":
-			field = &h.TLSCert
-		case "tls_key":
-			field = &h.TLSKey
-		case "tls_ca":
-			field = &h.TLSCA
-		default:
+		field := map[string]*string{
+			"podman": &h.Podman, "identity": &h.Identity, "known_hosts": &h.KnownHosts, "address": &h.Address,
+			"tls_cert": &h.TLSCert, "tls_key": &h.TLSKey, "tls_ca": &h.TLSCA,
+		}[dir]
+		if field == nil {
 			return nil, d.Errf("host %q: unknown subdirective %q (want podman, identity, known_hosts, address, insecure, tls_cert, tls_key or tls_ca)", name, dir)
 		}
 		v, err := oneArg(d)

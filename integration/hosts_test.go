@@ -178,16 +178,6 @@ func (h pshHost) removeApps(t *testing.T, apps ...string) {
 	}
 }
 
-// removeAll removes every container labelled podswitch.app on the host.
-func (h pshHost) removeAll(t testing.TB) {
-	t.Helper()
-	ids := strings.Fields(h.run(t, "ps", "-aq", "--filter", "label=podswitch.app"))
-	if len(ids) == 0 {
-		return
-	}
-	h.run(t, append([]string{"rm", "-f", "-t", "0"}, ids...)...)
-}
-
 // TestExtraHosts checks what the multi-host tests take for granted: hosts
 // 2 and 3 are up, their tcp API answers, they have both test images, and
 // a container published on the host's address answers from here.

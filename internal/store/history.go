@@ -4,6 +4,11 @@
 // overrides of operations, pause and maintenance). Files are replaced
 // atomically (a temporary file, fsync, rename, fsync of the folder), so that
 // a crash leaves the old content or the new, never a mix.
+//
+// When several proxies share Caddy's storage, SharedRecords and
+// SharedHistory keep the same state there instead, written only by each
+// app's leader (through a fence), and Mailbox and Heartbeats carry
+// operations and liveness between the proxies.
 package store
 
 import (

@@ -85,6 +85,7 @@ func newAdminAPI(manager func() *engine.Manager) *adminAPI {
 	a := &adminAPI{manager: manager, mux: newErrMux()}
 	a.mux.handle("GET /podswitch/apps", a.list)
 	a.mux.handle("GET /podswitch/hosts", a.hosts)
+	a.mux.handle("GET /podswitch/cluster", a.cluster)
 	a.handleApp("GET /podswitch/apps/{app}", a.status)
 	a.handleApp("GET /podswitch/apps/{app}/deployments", a.history)
 	a.handleApp("GET /podswitch/apps/{app}/deployments/{id}", a.deployment)
@@ -113,6 +114,9 @@ func (a *adminAPI) handleApp(pattern string, h appHandler) {
 		name := r.PathValue("app")
 		s := m.App(name)
 		if s == nil {
+			if c := currentCluster(); c != nil && m.Follows(name) {
+				return a.followed(w, r, m, c, name)
+			}
 			return apiErr(http.StatusNotFound, "unknown app %q", name)
 		}
 		return h(w, r, m, s)
@@ -150,18 +154,40 @@ func withoutTrailingSlash(r *http.Request) *http.Request {
 	return r2
 }
 
-func (a *adminAPI) list(w http.ResponseWriter, _ *http.Request) error {
+func (a *adminAPI) list(w http.ResponseWriter, r *http.Request) error {
 	m := a.manager()
 	if m == nil {
 		return apiErr(http.StatusNotFound, "podswitch is not configured")
 	}
-	out := []engine.AppStatus{}
-	for _, name := range m.Apps() {
-		if s := m.App(name); s != nil {
-			out = append(out, s.Status())
+	c := currentCluster()
+	if c == nil {
+		out := []engine.AppStatus{}
+		for _, name := range m.Apps() {
+			if s := m.App(name); s != nil {
+				out = append(out, s.Status())
+			}
 		}
+		return writeJSON(w, http.StatusOK, out)
+	}
+	out := []clusterAppStatus{}
+	for _, name := range m.Apps() {
+		st, err := appStatus(r.Context(), m, c, name)
+		if err != nil {
+			return err
+		}
+		out = append(out, st)
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// cluster answers the proxies that share this one's storage, which apps
+// each leads and whose config differs; 404 when podswitch runs alone.
+func (a *adminAPI) cluster(w http.ResponseWriter, _ *http.Request) error {
+	c := currentCluster()
+	if c == nil || a.manager() == nil {
+		return apiErr(http.StatusNotFound, "podswitch runs alone: set Caddy's storage option to a storage the proxies share to run several")
+	}
+	return writeJSON(w, http.StatusOK, c.status(""))
 }
 
 // hosts answers the state of every Podman host of several (an empty list
@@ -174,7 +200,14 @@ func (a *adminAPI) hosts(w http.ResponseWriter, _ *http.Request) error {
 	return writeJSON(w, http.StatusOK, m.Hosts())
 }
 
-func (a *adminAPI) status(w http.ResponseWriter, _ *http.Request, _ *engine.Manager, s *engine.Supervisor) error {
+func (a *adminAPI) status(w http.ResponseWriter, r *http.Request, m *engine.Manager, s *engine.Supervisor) error {
+	if c := currentCluster(); c != nil {
+		st, err := appStatus(r.Context(), m, c, s.Name())
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, st)
+	}
 	return writeJSON(w, http.StatusOK, s.Status())
 }
 

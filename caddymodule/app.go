@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/certmagic"
 	"go.podman.io/image/v5/docker/reference"
 	"go.uber.org/zap"
 
@@ -58,13 +59,22 @@ type App struct {
 	// before they are replaced on the other hosts. Default: 10s.
 	HostDownAfter caddy.Duration `json:"host_down_after,omitempty"`
 
+	// LeaseDuration is the term of an app's lease when several proxies
+	// share Caddy's storage (the `storage` option): the leader of an app
+	// renews it every third of it, and another proxy takes the app over
+	// once it has seen no renewal for that long. At least 2s. Default: 15s.
+	LeaseDuration caddy.Duration `json:"lease_duration,omitempty"`
+
 	// Apps are the apps to run, by name. A name is lowercase letters,
 	// digits and dashes.
 	Apps map[string]*AppConfig `json:"apps,omitempty"`
 
-	specs  []engine.AppSpec
-	host   *host
-	notify *notifyTarget
+	specs []engine.AppSpec
+	host  *host
+	// storage is the config's storage when it is shared (several proxies),
+	// else nil.
+	storage certmagic.Storage
+	notify  *notifyTarget
 	// pages are the apps' maintenance and pause pages, by app.
 	pages  map[string]pages
 	logger *zap.Logger
@@ -474,11 +484,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.notify = t
-	h, err := acquireHost(a.logger)
+	if d := time.Duration(a.LeaseDuration); d != 0 && d < minLeaseDuration {
+		return fmt.Errorf("lease_duration %s: want at least %s", d, minLeaseDuration)
+	}
+	a.storage = sharedStorage(ctx)
+	h, err := acquireHost(a.logger, a.storage)
 	if err != nil {
 		return err
 	}
 	a.host = h
+	if c := h.committedApp(); c != nil && (c.storage != nil) != (a.storage != nil) {
+		// The records, the owner of the containers and the release IDs
+		// differ between the two.
+		return errors.New("setting or removing a shared storage (the storage option) needs a restart of Caddy (caddy stop, then caddy run with the new config), not a reload")
+	}
 	if c := h.committedApp(); c != nil && (len(c.Hosts) > 0) != (len(a.Hosts) > 0) {
 		// The containers' IDs, addresses and runtime differ between the
 		// two: the running apps would be lost track of.
@@ -509,6 +528,11 @@ func (a *App) Start() error {
 	if err := a.host.lockErr; err != nil {
 		return err
 	}
+	if a.storage != nil && a.host.cluster != nil {
+		// This config's storage value from now on: the one of the config
+		// it replaces is closed when that config is unloaded.
+		a.host.shared.set(a.storage)
+	}
 	go a.host.commitWhenActive(a)
 	a.logger.Info("podswitch started", zap.Int("apps", len(a.specs)), zap.String("podman", podman.Redact(podman.ResolveURI(a.Podman))))
 	return nil
@@ -531,6 +555,13 @@ func (a *App) Cleanup() error {
 		close(a.done)
 	}
 	if a.host != nil {
+		if a.storage != nil && a.host.shared != nil {
+			// A config that never ran (refused after it started) hands
+			// the storage back to the one that runs.
+			if c := a.host.committedApp(); c != nil && c != a && c.storage != nil {
+				a.host.shared.set(c.storage)
+			}
+		}
 		// a.host stays set: a commit running now may still read it.
 		releaseHost()
 	}

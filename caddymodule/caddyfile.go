@@ -33,6 +33,7 @@ func init() {
 //			tls_ca <file>
 //		}
 //		host_down_after <duration>
+//		lease_duration <duration>
 //		app <name> {
 //			hosts <host...>
 //			image <reference>
@@ -136,6 +137,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Hosts = map[string]*HostConfig{}
 			}
 			a.Hosts[name] = h
+		case "lease_duration":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return d.Errf("lease_duration: %q is not a duration: %v", v, err)
+			}
+			if dur < minLeaseDuration {
+				return d.Errf("lease_duration: %q is too short: want at least %s", v, minLeaseDuration)
+			}
+			a.LeaseDuration = caddy.Duration(dur)
 		case "host_down_after":
 			v, err := oneArg(d)
 			if err != nil {
@@ -175,7 +189,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Apps[name] = cfg
 		default:
-			return d.Errf("podswitch: unknown subdirective %q (want podman, host, host_down_after or app)", d.Val())
+			return d.Errf("podswitch: unknown subdirective %q (want podman, host, host_down_after, lease_duration or app)", d.Val())
 		}
 	}
 	if len(a.Hosts) > 0 && a.Podman != "" {

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"context"
+	"encoding/base64"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/podswitch/podswitch/internal/engine"
@@ -27,8 +30,14 @@ type host struct {
 	// hostSet holds the Podman hosts of a config with host blocks (none
 	// with a lone podman).
 	hostSet *engine.HostSet
-	history *store.History
-	records *store.Records
+	history interface {
+		engine.History
+		Close()
+	}
+	// cluster is this proxy's part in a cluster of proxies sharing
+	// Caddy's storage (shared), nil when podswitch runs alone.
+	cluster *cluster
+	shared  *swapStorage
 	logCore *swapCore
 	target  atomic.Pointer[notifyTarget]
 	// changes tells live views (the dashboard) which apps changed.
@@ -57,8 +66,8 @@ const hostKey = "podswitch"
 
 // acquireHost returns the host, making it if there is none, and takes a
 // reference on it.
-func acquireHost(log *zap.Logger) (*host, error) {
-	v, _, err := hosts.LoadOrNew(hostKey, func() (caddy.Destructor, error) { return newHost(log), nil })
+func acquireHost(log *zap.Logger, shared certmagic.Storage) (*host, error) {
+	v, _, err := hosts.LoadOrNew(hostKey, func() (caddy.Destructor, error) { return newHost(log, shared), nil })
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +83,7 @@ func releaseHost() { _, _ = hosts.Delete(hostKey) }
 // and App.Start returns it: `caddy run` fails with it and a reload is
 // refused, while `caddy validate`, which provisions but never starts,
 // still works next to a running server.
-func newHost(log *zap.Logger) *host {
+func newHost(log *zap.Logger, shared certmagic.Storage) *host {
 	dir := filepath.Join(caddy.AppDataDir(), "podswitch")
 	var instance string
 	err := dirLock.acquire(dir)
@@ -83,15 +92,38 @@ func newHost(log *zap.Logger) *host {
 			dirLock.release()
 		}
 	}
-	setReleaseKey(log)
 	h := &host{
 		lockErr: err,
 		runtime: new(switchRuntime),
-		history: store.NewHistory(filepath.Join(dir, "history"), log.Named("history")),
-		records: store.NewRecords(filepath.Join(dir, "state")),
 		logCore: newSwapCore(log.Core()),
 		stopped: make(chan struct{}),
 		changes: newChangeFeed(),
+	}
+	var records engine.Store
+	var leadership engine.Leadership
+	owner := instance
+	if shared != nil && err == nil {
+		// Several proxies: the records, the history, the release key and
+		// the owner of the containers are the cluster's.
+		h.shared = new(swapStorage)
+		h.shared.set(shared)
+		var f clusterFile
+		if f, err = joinCluster(context.Background(), h.shared); err != nil {
+			h.lockErr = err
+			dirLock.release()
+		} else {
+			key, kerr := base64.StdEncoding.DecodeString(f.ReleaseKey)
+			if kerr == nil && len(key) >= 16 {
+				engine.SetReleaseKey(key)
+			}
+			h.cluster = newCluster(h.shared, instance, f, zap.New(h.logCore).Named("podswitch.cluster"))
+			h.history, records, leadership, owner = h.cluster.history, h.cluster.records, h.cluster, f.ID
+		}
+	}
+	if h.cluster == nil {
+		setReleaseKey(log)
+		h.history = store.NewHistory(filepath.Join(dir, "history"), log.Named("history"))
+		records = store.NewRecords(filepath.Join(dir, "state"))
 	}
 	h.hostSet = engine.NewHostSet(zap.New(h.logCore).Named("podswitch.hosts"))
 	h.hostSet.OnState(h.hostChanged)
@@ -102,14 +134,19 @@ func newHost(log *zap.Logger) *host {
 		Logger:      zap.New(h.logCore).Named("podswitch"),
 		Notify:      h.notify,
 		History:     h.history,
-		Store:       h.records,
+		Store:       records,
 		ResolveEnv:  resolveEnv,
 		InFlight:    upstreamInFlight,
 		ObserveBoot: promMetrics.observeBoot,
 		ObserveWake: promMetrics.observeWake,
 		Changed:     h.changes.publish,
-		Instance:    instance,
+		Instance:    owner,
+		Leadership:  leadership,
 	})
+	if h.cluster != nil {
+		h.cluster.start(h.manager)
+	}
+	err = h.lockErr
 	if err != nil {
 		// This host never runs an app: it is not the previous host of
 		// the next one.
@@ -121,6 +158,9 @@ func newHost(log *zap.Logger) *host {
 		h.manager.After(h.prev)
 	}
 	log.Info("podswitch data dir locked", zap.String("dir", dir), zap.String("instance", instance))
+	if h.cluster != nil {
+		log.Info("podswitch shares its state with other proxies through caddy's storage", zap.String("proxy", instance), zap.String("cluster", owner))
+	}
 	return h
 }
 
@@ -166,6 +206,9 @@ func (h *host) commitActive() *App {
 	h.committed = a
 	h.logCore.set(a.logger.Core())
 	h.target.Store(a.notify)
+	if h.cluster != nil {
+		h.cluster.follow(a)
+	}
 	h.useRuntime(a)
 	h.manager.Apply(a.specs)
 	h.changes.publish("") // the list of apps may have changed
@@ -270,6 +313,9 @@ func (h *host) Destruct() error {
 
 func (h *host) close() {
 	h.manager.Close()
+	if h.cluster != nil {
+		h.cluster.close()
+	}
 	h.hostSet.Close()
 	h.history.Close()
 	if h.lockErr != nil {

@@ -47,6 +47,11 @@ type Manager struct {
 	// added back waits for its old owner to finish.
 	leaving map[string]*Supervisor
 	pools   map[string]*PoolRef
+	// slots are the apps of a manager with a Leadership (see appSlot), and
+	// leavingSlots those that left the config and are not done yet;
+	// sups then holds only the apps this proxy leads.
+	slots        map[string]*appSlot
+	leavingSlots map[string]*appSlot
 }
 
 // NewManager returns a manager that runs apps with deps.
@@ -62,6 +67,7 @@ func NewManager(deps Deps) *Manager {
 		deps: deps, rt: limit(deps.Runtime, deps.Limits), probes: make(chan struct{}, maxProbes),
 		ctx: ctx, cancel: cancel, resyncNow: make(chan struct{}, 1), orphansNow: make(chan struct{}, 1),
 		sups: map[string]*Supervisor{}, leaving: map[string]*Supervisor{}, pools: map[string]*PoolRef{},
+		slots: map[string]*appSlot{}, leavingSlots: map[string]*appSlot{},
 	}
 	if hs := deps.Hosts; hs != nil {
 		hs.SetGap(m.askResync)
@@ -122,6 +128,10 @@ func (m *Manager) Apply(specs []AppSpec) {
 	})
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
+	if m.deps.Leadership != nil {
+		m.applySlots(specs)
+		return
+	}
 	var steps []func()
 	m.mu.Lock()
 	keep := make(map[string]bool, len(specs))
@@ -157,6 +167,48 @@ func (m *Manager) Apply(specs []AppSpec) {
 	}
 }
 
+// applySlots is Apply under a Leadership: each app is a slot, which leads
+// or follows it.
+func (m *Manager) applySlots(specs []AppSpec) {
+	var steps []func()
+	m.mu.Lock()
+	keep := make(map[string]bool, len(specs))
+	for _, spec := range specs {
+		keep[spec.Name] = true
+		if sl := m.slots[spec.Name]; sl != nil {
+			steps = append(steps, func() { sl.setSpec(spec) })
+			continue
+		}
+		sl := &appSlot{name: spec.Name, pool: m.poolLocked(spec.Name), ctx: m.ctx, spec: spec, done: make(chan struct{})}
+		m.slots[spec.Name] = sl
+		var prev <-chan struct{}
+		if l := m.leavingSlots[spec.Name]; l != nil {
+			prev = l.done
+		}
+		go m.runSlot(sl, prev)
+	}
+	for name, sl := range m.slots {
+		if keep[name] {
+			continue
+		}
+		delete(m.slots, name)
+		m.leavingSlots[name] = sl
+		go func() {
+			<-sl.done
+			m.mu.Lock()
+			if m.leavingSlots[name] == sl {
+				delete(m.leavingSlots, name)
+			}
+			m.mu.Unlock()
+		}()
+		steps = append(steps, sl.remove)
+	}
+	m.mu.Unlock()
+	for _, step := range steps {
+		step()
+	}
+}
+
 // leaveLocked makes s, whose app left the config, a leaving supervisor
 // until it is done.
 func (m *Manager) leaveLocked(name string, s *Supervisor) {
@@ -182,9 +234,14 @@ func (m *Manager) App(name string) *Supervisor {
 func (m *Manager) Apps() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	names := make([]string, 0, len(m.sups))
+	names := make([]string, 0, len(m.sups)+len(m.slots))
 	for n := range m.sups {
 		names = append(names, n)
+	}
+	for n := range m.slots {
+		if m.sups[n] == nil {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	return names
@@ -243,10 +300,20 @@ func (m *Manager) Close() {
 	for _, s := range m.leaving {
 		sups = append(sups, s)
 	}
+	var slots []*appSlot
+	for _, sl := range m.slots {
+		slots = append(slots, sl)
+	}
+	for _, sl := range m.leavingSlots {
+		slots = append(slots, sl)
+	}
 	m.mu.Unlock()
 	m.cancel()
 	for _, s := range sups {
 		s.close()
+	}
+	for _, sl := range slots {
+		<-sl.done
 	}
 	m.bg.Wait()
 }
@@ -260,7 +327,14 @@ func (m *Manager) Wait() {
 		for _, s := range m.leaving {
 			leaving = append(leaving, s)
 		}
+		var leavingSlots []*appSlot
+		for _, sl := range m.leavingSlots {
+			leavingSlots = append(leavingSlots, sl)
+		}
 		m.mu.Unlock()
+		for _, sl := range leavingSlots {
+			<-sl.done
+		}
 		busy := false
 		for _, s := range m.supervisors() {
 			s.lock()
@@ -383,7 +457,11 @@ func (m *Manager) resync(apps bool) {
 		}
 		byApp[app] = append(byApp[app], info)
 	}
-	m.removeOrphans(mine, byApp)
+	if m.deps.Leadership == nil {
+		// With several proxies, an app this one does not know may be
+		// another's (its config differs): orphans are left alone.
+		m.removeOrphans(mine, byApp)
+	}
 	if !apps {
 		return
 	}

@@ -343,6 +343,12 @@ func (s *Supervisor) drain(addr string, timeout time.Duration) {
 	if !s.sleep(min(drainSettle, timeout)) {
 		return
 	}
+	if l := s.deps.Leadership; l != nil {
+		// The other proxies route to it until they read the switch.
+		ctx, cancel := context.WithDeadline(s.ctx, deadline)
+		l.Unused(ctx, s.name, addr)
+		cancel()
+	}
 	if s.deps.InFlight == nil {
 		return
 	}

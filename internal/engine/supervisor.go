@@ -89,6 +89,10 @@ type Deps struct {
 	// unlabelled ones of its apps). Empty, containers get no such label
 	// and no container is taken for an orphan.
 	Instance string
+	// Leadership, when set, makes the manager one of several proxies that
+	// share the Store: it leads the apps whose lease it holds and follows
+	// the others (see Leadership).
+	Leadership Leadership
 }
 
 // Event names.
@@ -322,7 +326,8 @@ func (s *Supervisor) unlock() {
 // AppRecord.Hosted). A record that cannot be written is logged: it only
 // helps a restart while a host's API does not answer.
 func (s *Supervisor) noteHostedLocked(rel string) {
-	if s.deps.Hosts == nil || s.deps.Hosts.Len() == 0 || !s.adopted {
+	several := s.deps.Hosts != nil && s.deps.Hosts.Len() > 0
+	if (!several && s.deps.Leadership == nil) || !s.adopted {
 		return
 	}
 	port := ""
@@ -331,7 +336,7 @@ func (s *Supervisor) noteHostedLocked(rel string) {
 	}
 	hosted := []HostedRecord{}
 	for c := range s.fleet.all() {
-		if c.state == StateReady && c.Release == rel && rel != "" && HostOf(c.ID) != "" && !c.canary {
+		if c.state == StateReady && c.Release == rel && rel != "" && (HostOf(c.ID) != "" || !several) && !c.canary {
 			r := HostedRecord{ID: c.ID, Name: c.Name, Process: c.Process, Addr: c.Addr}
 			if c.Process == WebProcess {
 				r.Port = port

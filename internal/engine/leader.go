@@ -1,0 +1,344 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Leadership decides which of several proxies that share their state leads
+// each app: only the leader starts, stops, replaces or adopts the app's
+// containers; the others follow its record (see follow). It is a lease per
+// app with an epoch that grows at each change of holder (internal/lease,
+// wired by the Caddy module).
+type Leadership interface {
+	// Campaign returns once this proxy leads app, with a context that
+	// ends when its term does (at the latest when its renew deadline
+	// passes) and the term's epoch, or with ctx's error.
+	Campaign(ctx context.Context, app string) (term context.Context, epoch uint64, err error)
+	// Valid reports whether this proxy's term of epoch over app still
+	// runs: the test before every call that changes a container.
+	Valid(app string, epoch uint64) bool
+	// Resign gives the lease of epoch up, so that another proxy takes it
+	// at once (the app left the config, or the process exits).
+	Resign(app string, epoch uint64)
+	// Unused returns once no other live proxy routes requests to addr of
+	// app (or has some in flight to it), or when ctx ends.
+	Unused(ctx context.Context, app, addr string)
+}
+
+// ErrNotLeader is returned by a call that would change a container of an
+// app whose term this proxy no longer holds.
+var ErrNotLeader = errors.New("this proxy no longer leads the app: its term ended")
+
+// fencedRuntime refuses every call that changes a container once the term
+// it was made for ended, so that a leader that stalled (a frozen process, a
+// slow storage) never acts beside the next one.
+type fencedRuntime struct {
+	Runtime
+	valid func() bool
+}
+
+func (f fencedRuntime) Run(ctx context.Context, spec ContainerSpec) (ContainerInfo, error) {
+	if !f.valid() {
+		return ContainerInfo{}, ErrNotLeader
+	}
+	return f.Runtime.Run(ctx, spec)
+}
+
+func (f fencedRuntime) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	if !f.valid() {
+		return ErrNotLeader
+	}
+	return f.Runtime.Stop(ctx, id, timeout)
+}
+
+func (f fencedRuntime) Remove(ctx context.Context, id string) error {
+	if !f.valid() {
+		return ErrNotLeader
+	}
+	return f.Runtime.Remove(ctx, id)
+}
+
+func (f fencedRuntime) Kill(ctx context.Context, id, signal string) error {
+	if !f.valid() {
+		return ErrNotLeader
+	}
+	return f.Runtime.Kill(ctx, id, signal)
+}
+
+// followInterval is how often a follower reads the app's record.
+const followInterval = 500 * time.Millisecond
+
+// appSlot is an app of a manager with a Leadership: it follows the app until
+// this proxy takes its lease, leads it (a supervisor) for the term, then
+// follows again.
+type appSlot struct {
+	name string
+	pool *PoolRef
+	// ctx ends when the manager closes.
+	ctx context.Context
+	// done is closed once the appSlot has ended (its app left the config and,
+	// when it led, its containers stopped; or the manager closed).
+	done chan struct{}
+
+	mu      sync.Mutex
+	spec    AppSpec
+	sup     *Supervisor
+	removed bool
+	// unfollow ends the campaign and the following in progress.
+	unfollow context.CancelFunc
+	// rec is the record as the follower last read it, recErr why the
+	// last read failed.
+	rec    AppRecord
+	recErr error
+}
+
+// setSpec records the config of the app, and hands it to its supervisor
+// while it leads.
+func (sl *appSlot) setSpec(spec AppSpec) {
+	sl.mu.Lock()
+	sl.spec = spec
+	s := sl.sup
+	sl.mu.Unlock()
+	if s != nil {
+		s.Update(spec)
+	}
+}
+
+// remove ends the appSlot: a leader drains and stops the app's containers
+// (then gives the lease up); a follower just stops following.
+func (sl *appSlot) remove() {
+	sl.mu.Lock()
+	sl.removed = true
+	s, unfollow := sl.sup, sl.unfollow
+	sl.mu.Unlock()
+	if s != nil {
+		s.remove()
+	} else if unfollow != nil {
+		unfollow()
+	}
+}
+
+// runSlot is the life of an app under a Leadership: follow while another
+// proxy leads, lead once this one takes the lease, until the app leaves
+// the config or the manager closes.
+func (m *Manager) runSlot(sl *appSlot, prev <-chan struct{}) {
+	defer close(sl.done)
+	l := m.deps.Leadership
+	log := m.deps.Logger.With(zap.String("app", sl.name))
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-sl.ctx.Done():
+			return
+		}
+	}
+	for {
+		fctx, unfollow := context.WithCancel(sl.ctx)
+		sl.mu.Lock()
+		removed := sl.removed
+		sl.unfollow = unfollow
+		sl.mu.Unlock()
+		if removed {
+			unfollow()
+			return
+		}
+		followed := make(chan struct{})
+		go func() {
+			defer close(followed)
+			m.follow(fctx, sl)
+		}()
+		term, epoch, err := l.Campaign(fctx, sl.name)
+		unfollow()
+		<-followed
+		if err != nil {
+			return // removed while following, or the manager closes
+		}
+		// The supervisor's context ends with the term, or when the
+		// manager closes.
+		sctx, cancel := context.WithCancelCause(sl.ctx)
+		stopAfter := context.AfterFunc(term, func() { cancel(context.Cause(term)) })
+		rt := fencedRuntime{Runtime: m.rt, valid: func() bool { return l.Valid(sl.name, epoch) }}
+		deps := m.deps
+		deps.Logger = deps.Logger.With(zap.Uint64("epoch", epoch))
+		sl.mu.Lock()
+		s := newSupervisor(sctx, sl.spec, sl.pool, deps, rt, m.probes)
+		sl.sup = s
+		removed = sl.removed
+		sl.mu.Unlock()
+		if removed {
+			// Removed as the lease came: the leader removes the app.
+			s.remove()
+		}
+		m.mu.Lock()
+		m.sups[sl.name] = s
+		m.mu.Unlock()
+		log.Info("leading the app", zap.Uint64("epoch", epoch))
+		s.run()
+		stopAfter()
+		cancel(nil)
+		m.mu.Lock()
+		if m.sups[sl.name] == s {
+			delete(m.sups, sl.name)
+		}
+		m.mu.Unlock()
+		s.lock()
+		finished := s.stopped
+		s.unlock()
+		sl.mu.Lock()
+		sl.sup = nil
+		sl.mu.Unlock()
+		if finished || sl.ctx.Err() != nil {
+			// Removed with every container stopped, or the process
+			// exits: the next leader takes over at once.
+			l.Resign(sl.name, epoch)
+			return
+		}
+		log.Warn("no longer leading the app: following it", zap.Uint64("epoch", epoch), zap.Error(context.Cause(term)))
+	}
+}
+
+// follow routes the app's traffic as its leader's record says, until ctx
+// ends: to the serving release's web containers that accept connections
+// from here, behind the pause or maintenance the record has. A record that
+// cannot be read keeps the pool as it is, checked still.
+func (m *Manager) follow(ctx context.Context, sl *appSlot) {
+	t := time.NewTicker(followInterval)
+	defer t.Stop()
+	for {
+		m.followOnce(ctx, sl)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// followOnce reads the record once and routes by it.
+func (m *Manager) followOnce(ctx context.Context, sl *appSlot) {
+	var rec AppRecord
+	var err error
+	if m.deps.Store != nil {
+		rec, err = m.deps.Store.Load(sl.name)
+	}
+	sl.mu.Lock()
+	if err != nil {
+		if sl.recErr == nil {
+			m.deps.Logger.Warn("reading the app record to follow it failed; routing as before", zap.String("app", sl.name), zap.Error(err))
+		}
+		sl.recErr = err
+		rec = sl.rec
+	} else {
+		sl.rec, sl.recErr = rec, nil
+	}
+	sl.mu.Unlock()
+	release := ""
+	var addrs []string
+	if rec.Serving != nil {
+		release = rec.Serving.ID
+		for _, h := range rec.Hosted {
+			if h.Process == WebProcess && h.Addr != "" {
+				addrs = append(addrs, h.Addr)
+			}
+		}
+	} else if p := sl.pool.Load(); p != nil {
+		release, addrs = p.Release, p.Addrs
+	}
+	ready := m.checkAll(ctx, addrs)
+	if ctx.Err() != nil {
+		return
+	}
+	if len(ready) == 0 && len(addrs) > 0 {
+		// None answers from here: keep them all rather than none, as the
+		// leader does when every container fails its checks.
+		ready = addrs
+	}
+	if p := sl.pool.Load(); p == nil || p.Release != release || !slices.Equal(p.Addrs, ready) {
+		if release != "" || p != nil {
+			sl.pool.store(release, ready, nil)
+		}
+	}
+	switch {
+	case rec.Maintenance != nil:
+		mt := rec.Maintenance
+		if g := sl.pool.Gate(); g == nil || !g.Maintenance || g.Message != mt.Message {
+			sl.pool.setGate(&Gate{Maintenance: true, Message: mt.Message, RetryAfter: gateRetryAfter, Since: mt.Since})
+		}
+	case rec.Pause != nil:
+		p := rec.Pause
+		if g := sl.pool.Gate(); g == nil || g.Maintenance || !g.Since.Equal(p.Since) {
+			sl.pool.setGate(&Gate{Timeout: p.Timeout, RetryAfter: gateRetryAfter, Since: p.Since})
+		}
+	default:
+		if sl.pool.Gate() != nil {
+			sl.pool.setGate(nil)
+		}
+	}
+}
+
+// checkAll probes each of addrs at once and returns those that accepted a
+// connection, in the order of addrs.
+func (m *Manager) checkAll(ctx context.Context, addrs []string) []string {
+	if len(addrs) == 0 {
+		return nil
+	}
+	ok := make([]bool, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Go(func() {
+			select {
+			case m.probes <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-m.probes }()
+			pctx, cancel := context.WithTimeout(ctx, followInterval)
+			defer cancel()
+			ok[i] = m.deps.Prober.Probe(pctx, a) == nil
+		})
+	}
+	wg.Wait()
+	var out []string
+	for i, a := range addrs {
+		if ok[i] {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Leads reports whether this proxy leads app name now; without a
+// Leadership it leads every app it runs.
+func (m *Manager) Leads(name string) bool {
+	return m.App(name) != nil
+}
+
+// Follows reports whether app name is configured and followed (another
+// proxy leads it).
+func (m *Manager) Follows(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sl := m.slots[name]
+	return sl != nil && m.sups[name] == nil
+}
+
+// FollowError returns why the record of followed app name could not be
+// read at the last try, or nil.
+func (m *Manager) FollowError(name string) error {
+	m.mu.Lock()
+	sl := m.slots[name]
+	m.mu.Unlock()
+	if sl == nil {
+		return nil
+	}
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.recErr
+}

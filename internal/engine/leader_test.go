@@ -1,0 +1,239 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// Tests of several proxies over one store and one runtime: a fake lease
+// the test hands from one proxy to the other.
+
+// fakeLeases is one app lease shared by the proxies of a test: the test
+// says who holds it (give); a term ends when it is given away.
+type fakeLeases struct {
+	mu     sync.Mutex
+	holder string
+	epoch  uint64
+	end    context.CancelCauseFunc
+	pools  map[string]*Manager // by proxy, for Unused
+	resign []string
+	// early, when set, ends a holder's term without its knowing (a
+	// frozen leader): Valid turns false, the term's context stays.
+	frozen bool
+}
+
+func (f *fakeLeases) give(proxy string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.end != nil && !f.frozen {
+		f.end(errors.New("taken by " + proxy))
+	}
+	f.holder, f.end, f.frozen = proxy, nil, false
+	f.epoch++
+}
+
+// freeze ends the holder's term as its clock would, without the holder
+// hearing of it: only Valid knows.
+func (f *fakeLeases) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.frozen = true
+}
+
+// view is one proxy's Leadership over the fake.
+type view struct {
+	f     *fakeLeases
+	proxy string
+}
+
+func (v view) Campaign(ctx context.Context, app string) (context.Context, uint64, error) {
+	for {
+		v.f.mu.Lock()
+		if v.f.holder == v.proxy && v.f.end == nil {
+			term, end := context.WithCancelCause(context.Background())
+			v.f.end = end
+			e := v.f.epoch
+			v.f.mu.Unlock()
+			return term, e, nil
+		}
+		v.f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (v view) Valid(app string, epoch uint64) bool {
+	v.f.mu.Lock()
+	defer v.f.mu.Unlock()
+	return v.f.holder == v.proxy && v.f.epoch == epoch && !v.f.frozen
+}
+
+func (v view) Resign(app string, epoch uint64) {
+	v.f.mu.Lock()
+	defer v.f.mu.Unlock()
+	v.f.resign = append(v.f.resign, v.proxy)
+}
+
+func (v view) Unused(ctx context.Context, app, addr string) {
+	for {
+		used := false
+		v.f.mu.Lock()
+		for p, m := range v.f.pools {
+			if p == v.proxy {
+				continue
+			}
+			if pl := m.Pool(app).Load(); pl != nil && slices.Contains(pl.Addrs, addr) {
+				used = true
+			}
+		}
+		v.f.mu.Unlock()
+		if !used {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// killWatch is a runtime that checks, at every SIGTERM, that no other
+// proxy still routes to the container.
+type killWatch struct {
+	*fakeRuntime
+	t     *testing.T
+	other func() *Manager
+}
+
+func (k killWatch) Kill(ctx context.Context, id, signal string) error {
+	if c, ok := k.fakeRuntime.Get(id); ok && signal == "SIGTERM" && c.IP != "" {
+		if pl := k.other().Pool(appName).Load(); pl != nil {
+			for _, a := range pl.Addrs {
+				if strings.HasPrefix(a, c.IP+":") {
+					k.t.Errorf("SIGTERM to %s while the other proxy still routes to %s", id, a)
+				}
+			}
+		}
+	}
+	return k.fakeRuntime.Kill(ctx, id, signal)
+}
+
+// TestLeaderAndFollower: proxy a leads and deploys, proxy b follows its
+// record (pool, switch, pause); old containers are stopped only once b no
+// longer routes to them; the lease handed to b makes it adopt everything
+// with no container started or stopped, and a's fenced runtime refuses.
+func TestLeaderAndFollower(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		st := newMemStore()
+		f := &fakeLeases{pools: map[string]*Manager{}}
+		var a, b *Manager
+		deps := func(proxy string, run Runtime) Deps {
+			return Deps{
+				Runtime: run, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
+				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
+				InFlight: func(string) int { return 0 },
+			}
+		}
+		a = NewManager(deps("a", killWatch{fakeRuntime: rt, t: t, other: func() *Manager { return b }}))
+		b = NewManager(deps("b", killWatch{fakeRuntime: rt, t: t, other: func() *Manager { return a }}))
+		f.pools["a"], f.pools["b"] = a, b
+		f.give("a")
+		spec := appSpec(t, "blog:v1", 2)
+		a.Apply([]AppSpec{spec})
+		b.Apply([]AppSpec{spec})
+
+		waitFor(t, "a leads and serves 2", time.Minute, func() bool {
+			p := a.Pool(appName).Load()
+			return a.App(appName) != nil && p != nil && len(p.Addrs) == 2
+		})
+		if b.App(appName) != nil || !b.Follows(appName) {
+			t.Fatalf("b leads the app too")
+		}
+		waitFor(t, "b routes as a", 5*time.Second, func() bool {
+			pa, pb := a.Pool(appName).Load(), b.Pool(appName).Load()
+			return pb != nil && pb.Release == pa.Release && slices.Equal(pb.Addrs, pa.Addrs)
+		})
+		v1 := slices.Clone(a.Pool(appName).Load().Addrs)
+
+		// A deploy on a: b switches, and the old containers get SIGTERM
+		// only once b left them (killWatch).
+		if _, err := a.App(appName).Deploy("blog:v2", ""); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "b follows the switch", time.Minute, func() bool {
+			pa, pb := a.Pool(appName).Load(), b.Pool(appName).Load()
+			return pa != nil && !slices.Equal(pa.Addrs, v1) && pb != nil && slices.Equal(pb.Addrs, pa.Addrs)
+		})
+		waitFor(t, "v1 stopped", time.Minute, func() bool {
+			list, _ := rt.List(context.Background(), appName)
+			n := 0
+			for _, c := range list {
+				if c.Running {
+					n++
+				}
+			}
+			return n == 2
+		})
+
+		// Pause on the leader holds requests on the follower.
+		if err := a.App(appName).Pause(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "b paused", 5*time.Second, func() bool { g := b.Pool(appName).Gate(); return g != nil && !g.Maintenance })
+		if err := a.App(appName).Resume(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "b resumed", 5*time.Second, func() bool { return b.Pool(appName).Gate() == nil })
+
+		// The lease goes to b: a stops leading without stopping anything,
+		// b adopts without starting anything.
+		runs, stops := len(rt.Runs()), len(rt.Kills())
+		v2 := slices.Clone(a.Pool(appName).Load().Addrs)
+		f.give("b")
+		waitFor(t, "b leads", time.Minute, func() bool { return b.App(appName) != nil && a.App(appName) == nil })
+		waitFor(t, "b adopted", time.Minute, func() bool {
+			s := b.App(appName)
+			return s != nil && s.Status().Release != nil
+		})
+		settle(10 * time.Second)
+		if got := len(rt.Runs()); got != runs {
+			t.Errorf("%d containers started after the lease moved", got-runs)
+		}
+		if got := len(rt.Kills()); got != stops {
+			t.Errorf("%d signals sent after the lease moved: %v", got-stops, rt.Kills()[stops:])
+		}
+		if pb := b.Pool(appName).Load(); pb == nil || !slices.Equal(pb.Addrs, v2) {
+			t.Errorf("b's pool after taking over: %v, want %v", pb, v2)
+		}
+		if pa := a.Pool(appName).Load(); pa == nil || !slices.Equal(pa.Addrs, v2) {
+			t.Errorf("a's pool as a follower: %v, want %v", pa, v2)
+		}
+
+		// A leader whose term ran out unheard (frozen) changes nothing:
+		// its runtime refuses.
+		f.freeze()
+		if _, err := b.App(appName).Restart("", ""); err == nil {
+			settle(5 * time.Second)
+		}
+		if got := len(rt.Runs()); got != runs {
+			t.Errorf("%d containers started by a leader whose term ran out", got-runs)
+		}
+		f.give("a")
+		waitFor(t, "a leads again", time.Minute, func() bool { return a.App(appName) != nil })
+		a.Close()
+		b.Close()
+	})
+}

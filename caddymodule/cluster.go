@@ -294,7 +294,7 @@ func (c *cluster) fence(app string, write func() error) error {
 func (c *cluster) Campaign(ctx context.Context, app string) (context.Context, uint64, error) {
 	al := c.leaseOf(app)
 	for {
-		if !c.drifted(app) {
+		if !c.drifted() {
 			tctx, cancel := context.WithTimeout(ctx, store.CallTimeout)
 			epoch, err := al.l.Try(tctx)
 			cancel()
@@ -453,10 +453,16 @@ func (c *cluster) beat() {
 		Proxy: c.proxy, Version: version(), Config: c.config.Load().(string),
 		At: time.Now().UTC(), Apps: map[string]store.AppRoute{},
 	}
+	apps := m.Apps()
 	c.mu.Lock()
 	c.seq++
 	hb.Seq = c.seq
-	for _, app := range m.Apps() {
+	for app, al := range c.leases {
+		if al.epoch != 0 && !slices.Contains(apps, app) {
+			apps = append(apps, app) // leaving the config, still led
+		}
+	}
+	for _, app := range apps {
 		r := store.AppRoute{}
 		p := m.Pool(app).Load()
 		seen := c.routed[app]
@@ -478,7 +484,7 @@ func (c *cluster) beat() {
 			}
 		}
 		slices.Sort(r.Addrs)
-		if al := c.leases[app]; al != nil && al.epoch != 0 && m.Leads(app) {
+		if al := c.leases[app]; al != nil && al.epoch != 0 {
 			r.Leader, r.Epoch = true, al.epoch
 		}
 		hb.Apps[app] = r
@@ -523,15 +529,23 @@ func (c *cluster) beat() {
 	}
 }
 
-// drifted reports whether a live proxy that leads app has a config that
-// differs from this one's: then this one does not take the app's lease.
-func (c *cluster) drifted(app string) bool {
+// drifted reports whether a live proxy that leads an app has a config
+// that differs from this one's: then this one takes no lease (it renews
+// those it holds), so that apps go to the proxies that run the leaders'
+// config until every proxy has the same one. Proxies that are gone no
+// longer count: the apps are then taken whatever the config.
+func (c *cluster) drifted() bool {
 	own := c.config.Load().(string)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.peers {
-		if p.Proxy != c.proxy && p.Apps[app].Leader && p.Config != own {
-			return true
+		if p.Proxy == c.proxy || p.Config == own {
+			continue
+		}
+		for _, r := range p.Apps {
+			if r.Leader {
+				return true
+			}
 		}
 	}
 	return false
@@ -592,7 +606,7 @@ func (c *cluster) status(app string) *ClusterStatus {
 		st.Proxies = append(st.Proxies, ps)
 	}
 	if app != "" {
-		if al := c.leases[app]; al != nil && al.epoch != 0 && c.manager.Leads(app) {
+		if al := c.leases[app]; al != nil && al.epoch != 0 {
 			st.Leader, st.Epoch, st.Leading = c.proxy, al.epoch, true
 		}
 	}
@@ -875,4 +889,24 @@ func (a *adminAPI) followed(w http.ResponseWriter, r *http.Request, m *engine.Ma
 		return apiErr(http.StatusConflict, "app %s is led by proxy %s: follow its logs there", app, st.Leader)
 	}
 	return c.forward(w, r, app)
+}
+
+// statusOf returns app's status for a page: this proxy's own when it
+// leads the app (or runs alone), else the one its leader published; false
+// when the app is not in the running config or that status cannot be
+// read.
+func statusOf(m *engine.Manager, app string) (engine.AppStatus, bool) {
+	if s := m.App(app); s != nil {
+		return s.Status(), true
+	}
+	c := currentCluster()
+	if c == nil || !m.Follows(app) {
+		return engine.AppStatus{}, false
+	}
+	st, err := c.leaderStatus(context.Background(), app)
+	if err != nil {
+		return engine.AppStatus{}, false
+	}
+	st.Name = app
+	return st, true
 }

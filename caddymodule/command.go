@@ -41,13 +41,14 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "podswitch",
-		Usage: "status|hosts|deploy|rollout|promote|abort|restart|scale|rollback|pause|resume|maintenance|history|logs [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
+		Usage: "status|hosts|cluster|deploy|rollout|promote|abort|restart|scale|rollback|pause|resume|maintenance|history|logs [<args>] [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
 		Short: "Shows and changes the apps that podswitch runs",
 		Long: `
 Talks to the podswitch API on the admin endpoint of a running Caddy:
 
   caddy podswitch status [<app>]
   caddy podswitch hosts
+  caddy podswitch cluster
   caddy podswitch deploy <app> <image> [--wait [--timeout <duration>]]
   caddy podswitch rollout <app> <image> --percent <n> [--header <name>[=<value>]] [--cookie <name>=<value>] [--wait [--timeout <duration>]]
   caddy podswitch promote <app> [--wait [--timeout <duration>]]
@@ -93,7 +94,7 @@ when --timeout passed first (the deployment goes on).
 			pf.StringP("config", "c", "", "Configuration file, to find the administration endpoint")
 			pf.StringP("adapter", "a", "", "Name of the adapter of the configuration file")
 			pf.Bool("json", false, "Print the API's JSON answer")
-			cmd.AddCommand(statusCommand(), hostsCommand(), deployCommand(), rolloutCommand(), promoteCommand(), abortCommand(),
+			cmd.AddCommand(statusCommand(), hostsCommand(), clusterCommand(), deployCommand(), rolloutCommand(), promoteCommand(), abortCommand(),
 				restartCommand(), scaleCommand(), rollbackCommand(),
 				pauseCommand(), maintenanceCommand(), resumeCommand(), historyCommand(), logsCommand())
 			// Without this, cobra shows the help and exits 0 for a
@@ -103,7 +104,7 @@ when --timeout passed first (the deployment goes on).
 					return cmd.Help()
 				}
 				cmd.SilenceErrors, cmd.SilenceUsage = true, true
-				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, hosts, deploy, rollout, promote, abort, restart, scale, rollback, pause, resume, maintenance, history or logs\n", args[0])
+				fmt.Fprintf(cmd.ErrOrStderr(), "Error: unknown command %q for \"caddy podswitch\"; want status, hosts, cluster, deploy, rollout, promote, abort, restart, scale, rollback, pause, resume, maintenance, history or logs\n", args[0])
 				return errExit
 			}
 		},
@@ -123,7 +124,7 @@ func statusCommand() *cobra.Command {
 			if len(args) == 0 {
 				return show(c, "/podswitch/apps", printApps)
 			}
-			return show(c, "/podswitch/apps/"+url.PathEscape(args[0]), printApp)
+			return show(c, "/podswitch/apps/"+url.PathEscape(args[0]), printClusterApp)
 		}),
 	}
 }
@@ -446,6 +447,68 @@ func (c *cliClient) stream(uri string) int {
 		return c.fail("reading the output: %v", err)
 	}
 	return exitOK
+}
+
+func clusterCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cluster",
+		Short: "Shows the proxies that share this one's storage, the apps each leads, and whose config differs",
+		RunE: runCLI(func(c *cliClient, args []string) int {
+			if len(args) > 0 {
+				return c.usage("cluster")
+			}
+			return show(c, "/podswitch/cluster", printCluster)
+		}),
+	}
+}
+
+func printCluster(w io.Writer, st ClusterStatus) {
+	fmt.Fprintf(w, "cluster:    %s (this proxy: %s)\n", st.Cluster, st.This)
+	if st.Storage != "" {
+		fmt.Fprintf(w, "storage:    does not answer: %s\n", st.Storage)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROXY\tCONFIG\tLEADS\tHEARTBEAT\tVERSION")
+	for _, p := range st.Proxies {
+		cfg := p.Config
+		if p.Differs {
+			cfg += " (differs)"
+		}
+		leads := strings.Join(p.LeaderOf, ",")
+		if leads == "" {
+			leads = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Proxy, cfg, leads, p.Seen, p.Version)
+	}
+	tw.Flush()
+	if len(st.Drift) > 0 {
+		fmt.Fprintf(w, "warning:    the podswitch config of %s differs from this proxy's: give every proxy the same config\n", strings.Join(st.Drift, ", "))
+	}
+}
+
+// printClusterApp prints an app's status, with its leader when several
+// proxies share the storage.
+func printClusterApp(w io.Writer, st clusterAppStatus) {
+	printApp(w, st.AppStatus)
+	c := st.Cluster
+	if c == nil {
+		return
+	}
+	who := "another proxy leads it"
+	if c.Leading {
+		who = "this proxy leads it"
+	}
+	leader := c.Leader
+	if leader == "" {
+		leader = "none yet"
+	}
+	fmt.Fprintf(w, "\nleader:     %s (epoch %d; %s)\n", leader, c.Epoch, who)
+	if c.Storage != "" {
+		fmt.Fprintf(w, "storage:    does not answer: %s\n", c.Storage)
+	}
+	if len(c.Drift) > 0 {
+		fmt.Fprintf(w, "warning:    the podswitch config of %s differs from this proxy's\n", strings.Join(c.Drift, ", "))
+	}
 }
 
 func hostsCommand() *cobra.Command {

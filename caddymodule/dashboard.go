@@ -602,8 +602,8 @@ func (d *Dashboard) overview() dashOverview {
 	names := d.src.manager.Apps()
 	out := dashOverview{Now: now, Apps: make([]dashAppSummary, 0, len(names))}
 	for _, name := range names {
-		if s := d.src.manager.App(name); s != nil {
-			out.Apps = append(out.Apps, summarize(s.Status(), d.src.crashes.recent(name, now), now))
+		if st, ok := statusOf(d.src.manager, name); ok {
+			out.Apps = append(out.Apps, summarize(st, d.src.crashes.recent(name, now), now))
 		}
 	}
 	return out
@@ -613,8 +613,8 @@ func (d *Dashboard) patch(names []string) dashPatch {
 	now := time.Now()
 	out := dashPatch{Now: now, Apps: []dashAppSummary{}}
 	for _, name := range names {
-		if s := d.src.manager.App(name); s != nil {
-			out.Apps = append(out.Apps, summarize(s.Status(), d.src.crashes.recent(name, now), now))
+		if st, ok := statusOf(d.src.manager, name); ok {
+			out.Apps = append(out.Apps, summarize(st, d.src.crashes.recent(name, now), now))
 		} else {
 			out.Removed = append(out.Removed, name)
 		}
@@ -624,11 +624,10 @@ func (d *Dashboard) patch(names []string) dashPatch {
 
 func (d *Dashboard) appView(name string, depID int64) dashAppView {
 	now := time.Now()
-	s := d.src.manager.App(name)
-	if s == nil {
+	st, ok := statusOf(d.src.manager, name)
+	if !ok {
 		return dashAppView{Now: now, Missing: name}
 	}
-	st := s.Status()
 	sum := summarize(st, d.src.crashes.recent(name, now), now)
 	v := dashAppView{
 		Now: now, App: &sum, Containers: st.Containers, Overrides: st.Overrides,

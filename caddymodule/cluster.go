@@ -89,20 +89,58 @@ func (s *swapStorage) set(st certmagic.Storage) { s.cur.Store(&st) }
 
 func (s *swapStorage) get() certmagic.Storage { return *s.cur.Load() }
 
-func (s *swapStorage) Lock(ctx context.Context, name string) error { return s.get().Lock(ctx, name) }
+func (s *swapStorage) Lock(ctx context.Context, name string) error {
+	return counted("lock", s.get().Lock(ctx, name))
+}
+
 func (s *swapStorage) Unlock(ctx context.Context, name string) error {
-	return s.get().Unlock(ctx, name)
+	return counted("unlock", s.get().Unlock(ctx, name))
 }
+
 func (s *swapStorage) Store(ctx context.Context, key string, value []byte) error {
-	return s.get().Store(ctx, key, value)
+	return counted("store", s.get().Store(ctx, key, value))
 }
+
 func (s *swapStorage) Load(ctx context.Context, key string) ([]byte, error) {
-	return s.get().Load(ctx, key)
+	b, err := s.get().Load(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		counted("load", nil)
+		return b, err
+	}
+	return b, counted("load", err)
 }
-func (s *swapStorage) Delete(ctx context.Context, key string) error { return s.get().Delete(ctx, key) }
-func (s *swapStorage) Exists(ctx context.Context, key string) bool  { return s.get().Exists(ctx, key) }
+
+func (s *swapStorage) Delete(ctx context.Context, key string) error {
+	err := s.get().Delete(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		counted("delete", nil)
+		return err
+	}
+	return counted("delete", err)
+}
+
+func (s *swapStorage) Exists(ctx context.Context, key string) bool {
+	counted("exists", nil)
+	return s.get().Exists(ctx, key)
+}
+
 func (s *swapStorage) List(ctx context.Context, path string, recursive bool) ([]string, error) {
-	return s.get().List(ctx, path, recursive)
+	keys, err := s.get().List(ctx, path, recursive)
+	if errors.Is(err, fs.ErrNotExist) {
+		counted("list", nil)
+		return keys, err
+	}
+	return keys, counted("list", err)
+}
+
+// counted counts one call of a shared storage and returns its error.
+func counted(op string, err error) error {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	promMetrics.storageOps.WithLabelValues(op, result).Inc()
+	return err
 }
 
 // clusterFile is what every proxy of a cluster shares from its first
@@ -487,11 +525,17 @@ func (c *cluster) beat() {
 		if al := c.leases[app]; al != nil && al.epoch != 0 {
 			r.Leader, r.Epoch = true, al.epoch
 		}
+		lead := 0.0
+		if r.Leader {
+			lead = 1
+		}
+		promMetrics.leading.WithLabelValues(app).Set(lead)
 		hb.Apps[app] = r
 	}
 	for app := range c.routed {
 		if _, ok := hb.Apps[app]; !ok {
 			delete(c.routed, app)
+			promMetrics.leading.DeleteLabelValues(app)
 		}
 	}
 	c.mu.Unlock()

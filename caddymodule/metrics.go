@@ -30,6 +30,10 @@ type metrics struct {
 	// hostContainers counts the containers of each app on each host of
 	// several.
 	hostContainers *prometheus.Desc
+	// storageOps counts the calls to a shared storage, by call and
+	// result; leading is 1 for each app this proxy leads.
+	storageOps *prometheus.CounterVec
+	leading    *prometheus.GaugeVec
 }
 
 var promMetrics = newMetrics()
@@ -76,6 +80,14 @@ func newMetrics() *metrics {
 		hostContainers: prometheus.NewDesc("podswitch_host_containers",
 			"Containers podswitch manages on each Podman host of several, by host, app, process type and state.",
 			[]string{"host", "app", "process", "state"}, nil),
+		storageOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "storage_operations_total",
+			Help: "Calls of several proxies to the storage they share, by call (lock, unlock, store, load, delete, exists, list) and result (ok, error).",
+		}, []string{"op", "result"}),
+		leading: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "leader",
+			Help: "1 for each app this proxy leads (several proxies), 0 for an app it follows.",
+		}, []string{"app"}),
 		share: prometheus.NewDesc("podswitch_release_share_percent",
 			"Share of new clients each serving release of an app gets: 100 for the serving release without a canary; with one, the canary's percent and the rest.",
 			[]string{"app", "release", "role"}, nil),
@@ -85,7 +97,7 @@ func newMetrics() *metrics {
 // register adds the series to reg; a registry that has them already is
 // fine.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m.routed, m.coldStart, m.hostState, m} {
+	for _, c := range []prometheus.Collector{m.deployments, m.deployDuration, m.bootDuration, m.crashes, m.gaveUp, m.routed, m.coldStart, m.hostState, m.storageOps, m.leading, m} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

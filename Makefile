@@ -23,8 +23,9 @@ DEMO_DIR := $(ROOT)/.demo
 setup:
 	bash $(ROOT)/scripts/setup.sh
 
-# The same, plus what the tests use (gcc for -race, chromium, ss, pgrep, systemd-analyze, sshd)
-# and the extra Podman hosts 2 and 3 of the multi-host tests (scripts/psh.sh).
+# The same, plus what the tests use (gcc for -race, chromium, ss, pgrep, systemd-analyze, sshd,
+# redis-server), the extra Podman hosts 2 and 3 of the multi-host tests (scripts/psh.sh) and a
+# redis-server on 127.0.0.1:6379 for the several-proxies tests.
 setup-test:
 	bash $(ROOT)/scripts/setup.sh --tests
 

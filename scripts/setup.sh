@@ -2,18 +2,23 @@
 # Prepares a machine (Debian 12, as root) for podswitch's demo and, with --tests, its tests:
 #   - installs podman, runc and curl when missing; with --tests also what the tests use: gcc
 #     (`go test -race`), chromium (the headless browser of the dashboard's tests), iproute2 (ss),
-#     procps (pgrep), systemd (systemd-analyze) and openssh-server (the extra hosts' sshd; it is
-#     installed with a policy-rc.d that keeps Debian from starting a system sshd, and its start
-#     at boot is disabled);
+#     procps (pgrep), systemd (systemd-analyze), openssh-server (the extra hosts' sshd) and
+#     redis-server (the shared storage of the several-proxies tests); both are installed with a
+#     policy-rc.d that keeps Debian from starting their system services, and their start at
+#     boot is disabled;
 #   - starts the Podman API service on unix:///run/podman/podman.sock with the project's
 #     containers.conf, unless something already answers there;
+#   - with --tests, starts a redis-server on 127.0.0.1:6379 (no systemd: daemonized, no
+#     persistence, log /tmp/podswitch-redis.log), unless something already answers
+#     `redis-cli ping` there; the several-proxies tests (integration/proxies_test.go) share
+#     Caddy's storage through it, each under a key prefix of its own;
 #   - builds the test app and the images localhost/podswitch-testapp:v1 and :v2 (the demo's too);
 #   - with --tests, starts the extra Podman hosts 2 and 3 of the multi-host tests
 #     (scripts/psh.sh up 2 3: network namespaces reached at 10.250.N.2, state under
 #     $PSH_BASE, default /tmp/podswitch-psh) and loads both test images into each.
 # Usage: scripts/setup.sh [--tests]   (`make setup` runs it bare, `make setup-test` with --tests)
 # Idempotent: safe to run again; a second run reuses the running service, the running extra
-# hosts, the images they hold and cached builds.
+# hosts, the images they hold, the running redis-server and cached builds.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,12 +30,15 @@ SOCK="$SOCK_DIR/podman.sock"
 SERVICE_LOG=/tmp/podswitch-podman-service.log
 IMAGE=localhost/podswitch-testapp
 BUILD_DIR="${PODSWITCH_BUILD_DIR:-${TMPDIR:-/tmp}/podswitch-testapp-build}"
+REDIS_PORT=6379
+REDIS_LOG=/tmp/podswitch-redis.log
+REDIS_PIDFILE=/run/podswitch/redis.pid
 
 TESTS=0
 for arg in "$@"; do
   case "$arg" in
     --tests) TESTS=1 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) printf 'setup: error: unknown argument %s (usage: scripts/setup.sh [--tests])\n' "$arg" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +68,9 @@ if [ "$TESTS" = 1 ]; then
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   # The extra Podman hosts (scripts/psh.sh) run an sshd of their own each, on 10.250.N.2:22.
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  # The several-proxies tests share Caddy's storage through Redis (caddy.storage.redis);
+  # Debian's redis-server brings redis-cli (redis-tools) with it.
+  { command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; } || missing+=(redis-server)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
@@ -81,17 +92,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     rm -f "$policy_rc"
     trap - EXIT
   fi
-  # The package also enables ssh.service for the next boot; only its binary is wanted here.
-  if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+  # The packages also enable their services for the next boot; only their binaries are wanted
+  # here (the tests start their own redis-server below).
+  for pkg_service in openssh-server:ssh redis-server:redis-server; do
+    pkg=${pkg_service%%:*} service=${pkg_service#*:}
+    [[ " ${missing[*]} " == *" $pkg "* ]] || continue
     if command -v systemctl >/dev/null 2>&1; then
-      systemctl disable ssh.service >/dev/null 2>&1 || say "could not disable ssh.service at boot"
+      systemctl disable "$service.service" >/dev/null 2>&1 || say "could not disable $service.service at boot"
     else
-      update-rc.d ssh disable >/dev/null 2>&1 || say "could not disable ssh at boot"
+      update-rc.d "$service" disable >/dev/null 2>&1 || say "could not disable $service at boot"
     fi
-  fi
+  done
 else
   present="podman $(podman --version | awk '{print $3}'), runc, curl"
-  [ "$TESTS" = 1 ] && present="$present, gcc, chromium, ss, pgrep, systemd-analyze, sshd"
+  [ "$TESTS" = 1 ] && present="$present, gcc, chromium, ss, pgrep, systemd-analyze, sshd, redis-server"
   say "$present present"
 fi
 
@@ -134,6 +148,41 @@ runtime=$(curl -sf --max-time 5 --unix-socket "$SOCK" http://d/v4.0.0/libpod/inf
   | grep -o '"ociRuntime":{"name":"[^"]*"' | sed 's/.*"name":"//; s/"$//' || true)
 if [ -n "$runtime" ] && [ "$runtime" != "runc" ]; then
   say "warning: the service on $SOCK uses OCI runtime '$runtime', not runc; restart it with CONTAINERS_CONF=$CONTAINERS_CONF"
+fi
+
+# --- Redis (tests only) ----------------------------------------------------------------------
+# The shared storage of the several-proxies tests: one redis-server on 127.0.0.1:6379, which
+# the tests reach with `storage redis { host 127.0.0.1 port 6379 key_prefix <the test's> }` and
+# freeze (SIGSTOP, then SIGCONT) to show a storage outage. There is no systemd to run it: it is
+# daemonized, with no persistence (nothing of the tests needs to outlive it), its log in
+# $REDIS_LOG. One already answering there (a system redis, or the one an earlier run started)
+# is used as it is.
+if [ "$TESTS" = 1 ]; then
+  # redis-cli has no timeout of its own: a frozen server would hang it.
+  redis_ping() { [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+  # A test that died (go test's -timeout) while it had the server frozen leaves it stopped:
+  # thaw ours.
+  redis_pid=$(cat "$REDIS_PIDFILE" 2>/dev/null || true)
+  if [ -n "$redis_pid" ] && [ "$(ps -o stat= -p "$redis_pid" 2>/dev/null | cut -c1)" = T ]; then
+    say "redis-server (pid $redis_pid) was left stopped (SIGSTOP): continuing it"
+    kill -CONT "$redis_pid"
+  fi
+  if redis_ping; then
+    say "redis already answers on 127.0.0.1:$REDIS_PORT"
+  else
+    say "starting redis-server on 127.0.0.1:$REDIS_PORT (log: $REDIS_LOG)"
+    mkdir -p /run/podswitch
+    # --dir: a working directory that outlives this checkout (nothing is written there).
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save '' --appendonly no \
+      --dir /run/podswitch --logfile "$REDIS_LOG" --pidfile "$REDIS_PIDFILE" \
+      </dev/null >/dev/null 2>&1 || { tail -n 20 "$REDIS_LOG" >&2 || true; die "redis-server did not start"; }
+    for _ in $(seq 1 50); do
+      redis_ping && break
+      sleep 0.1
+    done
+    redis_ping || { tail -n 20 "$REDIS_LOG" >&2 || true; die "redis-server did not answer on 127.0.0.1:$REDIS_PORT within 5s"; }
+    say "redis-server is up"
+  fi
 fi
 
 # --- test app and images ------------------------------------------------------------------

@@ -333,8 +333,14 @@ func (c *cluster) Campaign(ctx context.Context, app string) (context.Context, ui
 	al := c.leaseOf(app)
 	for {
 		if !c.drifted() {
+			// Read first, without the lock: the leader's writes take it,
+			// and a storage's lock polls once a second.
 			tctx, cancel := context.WithTimeout(ctx, store.CallTimeout)
-			epoch, err := al.l.Try(tctx)
+			due, err := al.l.Due(tctx)
+			var epoch uint64
+			if err == nil && due {
+				epoch, err = al.l.Try(tctx)
+			}
 			cancel()
 			c.noteStorage(err)
 			if epoch != 0 {
@@ -875,6 +881,10 @@ func appStatus(ctx context.Context, m *engine.Manager, c *cluster, app string) (
 		return clusterAppStatus{}, apiErr(http.StatusServiceUnavailable, "shared storage unavailable, so the status of app %s, which another proxy leads, could not be read: %v", app, err)
 	}
 	st.Name = app
+	if st.Paused != nil {
+		// The requests this proxy holds, not the leader's.
+		st.Paused.Held = m.Pool(app).Held()
+	}
 	return clusterAppStatus{AppStatus: st, Cluster: c.status(app)}, nil
 }
 

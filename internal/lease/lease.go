@@ -70,6 +70,11 @@ type Lease struct {
 	dur   time.Duration
 	now   func() time.Time
 
+	// locking serializes this instance's use of the storage's lock: the
+	// storages' locks poll (a second, for Caddy's file and Redis
+	// storages), so two calls of one process must queue here instead.
+	locking sync.Mutex
+
 	mu sync.Mutex
 	// seen is the last record read and seenAt when it was first read
 	// unchanged (this instance's monotonic clock).
@@ -102,10 +107,11 @@ func (l *Lease) lockName() string { return l.key + ".lock" }
 // its own.
 func (l *Lease) Try(ctx context.Context) (uint64, error) {
 	asked := l.now()
-	if err := l.store.Lock(ctx, l.lockName()); err != nil {
-		return l.Epoch(), fmt.Errorf("locking lease %s: %w", l.key, err)
+	unlock, err := l.lock(ctx)
+	if err != nil {
+		return l.Epoch(), err
 	}
-	defer func() { _ = l.store.Unlock(context.WithoutCancel(ctx), l.lockName()) }()
+	defer unlock()
 	rec, err := l.load(ctx)
 	if err != nil {
 		return l.Epoch(), err
@@ -139,6 +145,39 @@ func (l *Lease) Try(ctx context.Context) (uint64, error) {
 	l.seen, l.seenAt = next, now
 	l.epoch, l.until = next.Epoch, asked.Add(l.dur)
 	return l.epoch, nil
+}
+
+// lock takes the storage's lock of the lease record, after the other
+// calls of this instance, and returns what releases it.
+func (l *Lease) lock(ctx context.Context) (func(), error) {
+	l.locking.Lock()
+	if err := l.store.Lock(ctx, l.lockName()); err != nil {
+		l.locking.Unlock()
+		return nil, fmt.Errorf("locking lease %s: %w", l.key, err)
+	}
+	return func() {
+		_ = l.store.Unlock(context.WithoutCancel(ctx), l.lockName())
+		l.locking.Unlock()
+	}, nil
+}
+
+// Due reads the record without the lock and reports whether Try would
+// change it now: this instance holds the lease, or it is free, or it was
+// silent for a whole term as seen from here. A candidate calls Try only
+// when it is due, so that the holder's writes seldom wait for a
+// candidate's lock. What it reads counts as seen, as for Try.
+func (l *Lease) Due(ctx context.Context) (bool, error) {
+	rec, err := l.load(ctx)
+	if err != nil {
+		return false, err
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.known || rec != l.seen {
+		l.seen, l.seenAt, l.known = rec, now, true
+	}
+	return rec.Holder == "" || rec.Holder == l.id || now.Sub(l.seenAt) >= rec.Duration, nil
 }
 
 // load reads the lease record; a missing one is a free lease at epoch 0.
@@ -178,10 +217,11 @@ func (l *Lease) Check(ctx context.Context, epoch uint64, fn func() error) error 
 	if !l.Valid(epoch) {
 		return ErrNotHolder
 	}
-	if err := l.store.Lock(ctx, l.lockName()); err != nil {
-		return fmt.Errorf("locking lease %s: %w", l.key, err)
+	unlock, err := l.lock(ctx)
+	if err != nil {
+		return err
 	}
-	defer func() { _ = l.store.Unlock(context.WithoutCancel(ctx), l.lockName()) }()
+	defer unlock()
 	rec, err := l.load(ctx)
 	if err != nil {
 		return err
@@ -203,10 +243,11 @@ func (l *Lease) Release(ctx context.Context) error {
 	if epoch == 0 {
 		return nil
 	}
-	if err := l.store.Lock(ctx, l.lockName()); err != nil {
-		return fmt.Errorf("locking lease %s: %w", l.key, err)
+	unlock, err := l.lock(ctx)
+	if err != nil {
+		return err
 	}
-	defer func() { _ = l.store.Unlock(context.WithoutCancel(ctx), l.lockName()) }()
+	defer unlock()
 	rec, err := l.load(ctx)
 	if err != nil || rec.Holder != l.id || rec.Epoch != epoch {
 		return err

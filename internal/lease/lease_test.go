@@ -43,6 +43,21 @@ type fakeStore struct {
 	// afterLoad, when set, runs once after the next Load.
 	afterLoad func()
 	writes    int
+	// lockCalls counts Lock calls; inside counts the callers waiting for
+	// or holding a lock, maxInside the most at once.
+	lockCalls, inside, maxInside int
+}
+
+func (s *fakeStore) lockCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lockCalls
+}
+
+func (s *fakeStore) maxHeld() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxInside
 }
 
 func newFakeStore(c *clock) *fakeStore {
@@ -61,6 +76,11 @@ func (s *fakeStore) lock(name string) *sync.Mutex {
 }
 
 func (s *fakeStore) Lock(_ context.Context, name string) error {
+	s.mu.Lock()
+	s.lockCalls++
+	s.inside++
+	s.maxInside = max(s.maxInside, s.inside)
+	s.mu.Unlock()
 	s.clock.advance(s.slow)
 	if s.broken {
 		return nil
@@ -70,6 +90,9 @@ func (s *fakeStore) Lock(_ context.Context, name string) error {
 }
 
 func (s *fakeStore) Unlock(_ context.Context, name string) error {
+	s.mu.Lock()
+	s.inside--
+	s.mu.Unlock()
 	if s.broken {
 		return nil
 	}
@@ -299,5 +322,71 @@ func TestDamagedRecord(t *testing.T) {
 	}
 	if st.writes != 1 {
 		t.Errorf("%d writes, want none after the damaged record", st.writes-1)
+	}
+}
+
+// Due reads without the lock: a candidate is due only once the record was
+// free or silent for a whole term as seen from here; the holder always is.
+func TestDue(t *testing.T) {
+	c := newClock()
+	st := newFakeStore(c)
+	a := New(st, "lease", "a", term, c.now)
+	b := New(st, "lease", "b", term, c.now)
+	due := func(l *Lease) bool {
+		t.Helper()
+		d, err := l.Due(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if !due(b) {
+		t.Fatal("a free lease is not due")
+	}
+	try(t, a)
+	locks := st.lockCount()
+	if due(b) {
+		t.Fatal("a lease renewed a moment ago is due for a candidate")
+	}
+	if !due(a) {
+		t.Fatal("the holder's own lease is not due")
+	}
+	if got := st.lockCount(); got != locks {
+		t.Errorf("Due took the lock %d times", got-locks)
+	}
+	c.advance(term - time.Second)
+	if due(b) {
+		t.Fatal("due before a whole term of silence")
+	}
+	c.advance(time.Second)
+	if !due(b) {
+		t.Fatal("not due after a whole term of silence")
+	}
+	if e := try(t, b); e != 2 {
+		t.Fatalf("takeover at epoch %d, want 2", e)
+	}
+}
+
+// Two calls of one instance at once queue on the instance, not on the
+// storage's lock: the storage never sees the same instance lock twice.
+func TestOneLockPerInstance(t *testing.T) {
+	c := newClock()
+	st := newFakeStore(c)
+	a := New(st, "lease", "a", term, c.now)
+	e := try(t, a)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if err := a.Check(context.Background(), e, func() error { time.Sleep(time.Millisecond); return nil }); err != nil {
+				t.Error(err)
+			}
+			if _, err := a.Try(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := st.maxHeld(); n > 1 {
+		t.Errorf("%d calls of one instance waited for or held the storage's lock at once, want 1", n)
 	}
 }

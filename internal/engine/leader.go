@@ -205,42 +205,71 @@ func (m *Manager) runSlot(sl *appSlot, prev <-chan struct{}) {
 
 // follow routes the app's traffic as its leader's record says, until ctx
 // ends: to the serving release's web containers that accept connections
-// from here, behind the pause or maintenance the record has. A record that
-// cannot be read keeps the pool as it is, checked still.
+// from here, behind the pause or maintenance the record has. The record
+// is read every followInterval, at most one read at a time; a read that
+// fails or hangs (the storage lost) keeps the pool as it was, and its
+// containers are checked still.
 func (m *Manager) follow(ctx context.Context, sl *appSlot) {
 	t := time.NewTicker(followInterval)
 	defer t.Stop()
+	type read struct {
+		rec AppRecord
+		err error
+	}
+	reads := make(chan read, 1)
+	// known is set once a record was read in this spell of following:
+	// until then the pool and gate stay as the leader (this proxy, a
+	// moment ago, or the config's start) left them.
+	known := false
+	loading := false
+	load := func() {
+		if loading || m.deps.Store == nil {
+			return
+		}
+		loading = true
+		go func() {
+			rec, err := m.deps.Store.Load(sl.name)
+			reads <- read{rec, err}
+		}()
+	}
+	load()
 	for {
-		m.followOnce(ctx, sl)
 		select {
 		case <-ctx.Done():
 			return
+		case r := <-reads:
+			loading = false
+			sl.mu.Lock()
+			if r.err != nil {
+				if sl.recErr == nil {
+					m.deps.Logger.Warn("reading the app record to follow it failed; routing as before", zap.String("app", sl.name), zap.Error(r.err))
+				}
+				sl.recErr = r.err
+			} else {
+				sl.rec, sl.recErr = r.rec, nil
+				known = true
+			}
+			sl.mu.Unlock()
+			m.route(ctx, sl, known)
 		case <-t.C:
+			if loading {
+				// The storage is slow: the containers are checked still.
+				m.route(ctx, sl, known)
+			}
+			load()
 		}
 	}
 }
 
-// followOnce reads the record once and routes by it.
-func (m *Manager) followOnce(ctx context.Context, sl *appSlot) {
-	var rec AppRecord
-	var err error
-	if m.deps.Store != nil {
-		rec, err = m.deps.Store.Load(sl.name)
-	}
+// route sets the pool and the gate by the record last read; without one
+// (known unset) it checks the pool's containers and keeps the gate.
+func (m *Manager) route(ctx context.Context, sl *appSlot, known bool) {
 	sl.mu.Lock()
-	if err != nil {
-		if sl.recErr == nil {
-			m.deps.Logger.Warn("reading the app record to follow it failed; routing as before", zap.String("app", sl.name), zap.Error(err))
-		}
-		sl.recErr = err
-		rec = sl.rec
-	} else {
-		sl.rec, sl.recErr = rec, nil
-	}
+	rec := sl.rec
 	sl.mu.Unlock()
 	release := ""
 	var addrs []string
-	if rec.Serving != nil {
+	if known && rec.Serving != nil {
 		release = rec.Serving.ID
 		for _, h := range rec.Hosted {
 			if h.Process == WebProcess && h.Addr != "" {
@@ -265,6 +294,7 @@ func (m *Manager) followOnce(ctx context.Context, sl *appSlot) {
 		}
 	}
 	switch {
+	case !known:
 	case rec.Maintenance != nil:
 		mt := rec.Maintenance
 		if g := sl.pool.Gate(); g == nil || !g.Maintenance || g.Message != mt.Message {

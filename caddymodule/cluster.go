@@ -320,15 +320,20 @@ func (c *cluster) fence(app string, write func() error) error {
 	ctx, cancel := context.WithTimeout(c.ctx, store.CallTimeout)
 	defer cancel()
 	err := al.l.Check(ctx, al.l.Epoch(), write)
-	if errors.Is(err, lease.ErrNotHolder) {
-		return fmt.Errorf("%w (another proxy leads app %s now)", err, app)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, lease.ErrNotHolder):
+		return fmt.Errorf("%w (its term ran out, or another proxy leads app %s now)", err, app)
 	}
-	return err
+	return fmt.Errorf("shared storage unavailable: %w", err)
 }
 
-// Campaign implements engine.Leadership: it tries app's lease every third
-// of its term until this proxy holds it. A proxy whose config differs from
-// the app's live leader's does not take it.
+// Campaign implements engine.Leadership: it reads app's lease every sixth
+// of its term (without the lock), and tries it when it is free or was
+// silent for a whole term, until this proxy holds it: a leader that dies
+// is replaced within a term and a third of it. A proxy whose config
+// differs from a live leader's takes none (see drifted).
 func (c *cluster) Campaign(ctx context.Context, app string) (context.Context, uint64, error) {
 	al := c.leaseOf(app)
 	for {
@@ -355,7 +360,7 @@ func (c *cluster) Campaign(ctx context.Context, app string) (context.Context, ui
 		select {
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
-		case <-time.After(c.renewEvery()):
+		case <-time.After(c.renewEvery() / 2):
 		}
 	}
 }
@@ -492,6 +497,9 @@ func (c *cluster) beatLoop() {
 // beat writes the heartbeat: what this proxy routes to for each app (for
 // the leaders' drains), which apps it leads, its config's hash.
 func (c *cluster) beat() {
+	if c.config.Load().(string) == "" {
+		return // no config followed yet: nothing to say
+	}
 	m := c.manager
 	hb := store.Heartbeat{
 		Proxy: c.proxy, Version: version(), Config: c.config.Load().(string),

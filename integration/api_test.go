@@ -68,7 +68,7 @@ type apiAnswer struct {
 	Message    string             `json:"message"`
 }
 
-func decodeAPIAnswer(t *testing.T, body string) apiAnswer {
+func decodeAPIAnswer(t testing.TB, body string) apiAnswer {
 	t.Helper()
 	var a apiAnswer
 	if err := json.Unmarshal([]byte(body), &a); err != nil {

@@ -56,7 +56,7 @@ const (
 // redis-server, under a key prefix of this test's). Every app has a site on
 // each proxy (c.appURL). The proxies are stopped, all at once, before the
 // harness removes the apps' containers.
-func startProxies(t *testing.T, n int, storage string, apps ...appCfg) []*caddyProc {
+func startProxies(t testing.TB, n int, storage string, apps ...appCfg) []*caddyProc {
 	t.Helper()
 	opts, shared := proxiesOpts(t, storage, apps...)
 	ps := make([]*caddyProc, n)
@@ -83,7 +83,7 @@ var sharedStores sync.Map
 
 // proxiesOpts shapes the Caddyfile of proxies that share storage ("file" or
 // "redis"; see startProxies).
-func proxiesOpts(t *testing.T, storage string, apps ...appCfg) (caddyOpts, sharedStore) {
+func proxiesOpts(t testing.TB, storage string, apps ...appCfg) (caddyOpts, sharedStore) {
 	t.Helper()
 	if len(apps) == 0 {
 		t.Fatal("startProxies: no app")
@@ -235,7 +235,7 @@ func clusterOf(admin, app string) (clusterView, error) {
 // leaderOf waits until exactly one of the running proxies (those killed are
 // passed over; a frozen one must not be passed) says it leads app and all
 // name it as leader, and returns it and the others.
-func leaderOf(t *testing.T, proxies []*caddyProc, app string) (*caddyProc, []*caddyProc) {
+func leaderOf(t testing.TB, proxies []*caddyProc, app string) (*caddyProc, []*caddyProc) {
 	t.Helper()
 	const timeout = 30 * time.Second
 	deadline := time.Now().Add(timeout)
@@ -504,7 +504,7 @@ func answerOf(body string) (version, host string) {
 
 // waitServes waits until app's site on c answers 200, from version (any
 // version if empty).
-func waitServes(t *testing.T, c *caddyProc, app, version string, timeout time.Duration) {
+func waitServes(t testing.TB, c *caddyProc, app, version string, timeout time.Duration) {
 	t.Helper()
 	url := c.appURL(app, "/")
 	deadline := time.Now().Add(timeout)
@@ -726,7 +726,7 @@ func redisCLI(args ...string) (string, error) {
 
 // redisKeyPrefix checks that the tests' redis-server answers and returns a
 // key prefix of this test's; its keys are deleted when the test ends.
-func redisKeyPrefix(t *testing.T) string {
+func redisKeyPrefix(t testing.TB) string {
 	t.Helper()
 	if out, err := redisCLI("ping"); err != nil || out != "PONG" {
 		t.Fatalf("no redis-server answers on %s:%s (run `bash scripts/setup.sh --tests`): %q %v", redisHost, redisPort, out, err)

@@ -603,7 +603,7 @@ func (d *Dashboard) overview() dashOverview {
 	out := dashOverview{Now: now, Apps: make([]dashAppSummary, 0, len(names))}
 	for _, name := range names {
 		if st, ok := statusOf(d.src.manager, name); ok {
-			out.Apps = append(out.Apps, summarize(st, d.src.crashes.recent(name, now), now))
+			out.Apps = append(out.Apps, withClusterNotes(summarize(st, d.src.crashes.recent(name, now), now)))
 		}
 	}
 	return out
@@ -614,7 +614,7 @@ func (d *Dashboard) patch(names []string) dashPatch {
 	out := dashPatch{Now: now, Apps: []dashAppSummary{}}
 	for _, name := range names {
 		if st, ok := statusOf(d.src.manager, name); ok {
-			out.Apps = append(out.Apps, summarize(st, d.src.crashes.recent(name, now), now))
+			out.Apps = append(out.Apps, withClusterNotes(summarize(st, d.src.crashes.recent(name, now), now)))
 		} else {
 			out.Removed = append(out.Removed, name)
 		}
@@ -628,7 +628,7 @@ func (d *Dashboard) appView(name string, depID int64) dashAppView {
 	if !ok {
 		return dashAppView{Now: now, Missing: name}
 	}
-	sum := summarize(st, d.src.crashes.recent(name, now), now)
+	sum := withClusterNotes(summarize(st, d.src.crashes.recent(name, now), now))
 	v := dashAppView{
 		Now: now, App: &sum, Containers: st.Containers, Overrides: st.Overrides,
 		Deployments: make([]dashDeployment, 0, len(st.Deployments)),
@@ -780,6 +780,46 @@ func summarize(st engine.AppStatus, crashes []dashCrash, now time.Time) dashAppS
 		s.Level = "ok"
 	}
 	return s
+}
+
+// withClusterNotes adds to s what needs a person of the cluster of
+// proxies this one is part of: a shared storage that does not answer, and
+// proxies whose podswitch config differs from this one's.
+func withClusterNotes(s dashAppSummary) dashAppSummary {
+	c := currentCluster()
+	if c == nil {
+		return s
+	}
+	st := c.status(s.Name)
+	var notes []dashNote
+	if st.Storage != "" {
+		notes = append(notes, dashNote{Level: "bad", Text: "the shared storage does not answer (" + st.Storage + "): routing goes on as before, operations are refused"})
+	}
+	if len(st.Drift) > 0 {
+		notes = append(notes, dashNote{Level: "warn", Text: "the podswitch config of proxies " + strings.Join(st.Drift, ", ") + " differs from this proxy's: give every proxy the same config"})
+	}
+	if len(notes) == 0 {
+		return s
+	}
+	s.Attention = append(notes, s.Attention...)
+	slices.SortStableFunc(s.Attention, func(a, b dashNote) int {
+		return cmp.Compare(noteRank(a.Level), noteRank(b.Level))
+	})
+	switch {
+	case s.Attention[0].Level == "bad":
+		s.Level = "bad"
+	case s.Level != "bad":
+		s.Level = "warn"
+	}
+	return s
+}
+
+// noteRank orders notes worst first.
+func noteRank(level string) int {
+	if level == "bad" {
+		return 0
+	}
+	return 1
 }
 
 // stateOrder is the order states are listed in.

@@ -237,3 +237,91 @@ func TestLeaderAndFollower(t *testing.T) {
 		b.Close()
 	})
 }
+
+// hangStore is a Store whose Load hangs while hang is set (a storage that
+// stopped answering).
+type hangStore struct {
+	*memStore
+	mu   sync.Mutex
+	hang chan struct{}
+}
+
+func (h *hangStore) Load(app string) (AppRecord, error) {
+	h.mu.Lock()
+	ch := h.hang
+	h.mu.Unlock()
+	if ch != nil {
+		<-ch
+		return AppRecord{}, errors.New("storage: context deadline exceeded")
+	}
+	return h.memStore.Load(app)
+}
+
+func (h *hangStore) stop() {
+	h.mu.Lock()
+	h.hang = make(chan struct{})
+	h.mu.Unlock()
+}
+
+func (h *hangStore) resume() {
+	h.mu.Lock()
+	close(h.hang)
+	h.hang = nil
+	h.mu.Unlock()
+}
+
+// TestFollowerWithoutStorage: while the record cannot be read (a read
+// hangs), a follower keeps routing to the containers it knew and keeps
+// checking them: one that dies leaves its pool, though the record still
+// names it; the pool and the pause follow the record again once it reads.
+func TestFollowerWithoutStorage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		st := &hangStore{memStore: newMemStore()}
+		f := &fakeLeases{pools: map[string]*Manager{}}
+		deps := func(proxy string) Deps {
+			return Deps{
+				Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
+				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
+				InFlight: func(string) int { return 0 },
+			}
+		}
+		a, b := NewManager(deps("a")), NewManager(deps("b"))
+		f.pools["a"], f.pools["b"] = a, b
+		f.give("a")
+		spec := appSpec(t, "blog:v1", 3)
+		a.Apply([]AppSpec{spec})
+		b.Apply([]AppSpec{spec})
+		waitFor(t, "b routes to 3", time.Minute, func() bool {
+			p := b.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 3
+		})
+		st.stop()
+		settle(2 * time.Second)
+		// One of the three dies: a's checks and b's own take it out; the
+		// record b cannot read still names it.
+		list, _ := rt.List(context.Background(), appName)
+		rt.ExitQuietly(list[0].ID, 137)
+		waitFor(t, "b drops the dead container without its record", 10*time.Second, func() bool {
+			p := b.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 2
+		})
+		if err := a.App(appName).Pause(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		settle(3 * time.Second)
+		if b.Pool(appName).Gate() != nil {
+			t.Fatal("b changed its gate without a record")
+		}
+		st.resume()
+		waitFor(t, "b follows the record again", 10*time.Second, func() bool {
+			return b.Pool(appName).Gate() != nil
+		})
+		waitFor(t, "b routes to the replacement", time.Minute, func() bool {
+			pa, pb := a.Pool(appName).Load(), b.Pool(appName).Load()
+			return pb != nil && len(pb.Addrs) == 3 && slices.Equal(pa.Addrs, pb.Addrs)
+		})
+		a.Close()
+		b.Close()
+	})
+}

@@ -50,8 +50,8 @@ const (
 	// its proxy as alive.
 	peerFresh = 4 * time.Second
 	// opsInterval is how often a leader looks for operations sent to
-	// other proxies.
-	opsInterval = 300 * time.Millisecond
+	// other proxies (one list for all its apps).
+	opsInterval = 250 * time.Millisecond
 	// statusInterval is how often a leader looks whether an app's status
 	// changed, to publish it for the other proxies.
 	statusInterval = 250 * time.Millisecond
@@ -671,33 +671,55 @@ func (c *cluster) status(app string) *ClusterStatus {
 	return st
 }
 
-// opsLoop carries out, for each app this proxy leads, the operations sent
-// to the other proxies.
+// opsLoop carries out the operations sent to the other proxies on the
+// apps this proxy leads, with one list of the storage each time for all
+// apps.
 func (c *cluster) opsLoop() {
 	t := time.NewTicker(opsInterval)
 	defer t.Stop()
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
 		}
+		leads := false
 		for _, app := range c.manager.Apps() {
 			if c.manager.Leads(app) {
-				c.takeOps(app)
+				leads = true
+				break
+			}
+		}
+		if !leads {
+			continue
+		}
+		c.takeOps()
+		if time.Since(lastSweep) > sweepInterval {
+			lastSweep = time.Now()
+			for _, app := range c.manager.Apps() {
+				if c.manager.Leads(app) {
+					ctx, cancel := context.WithTimeout(c.ctx, store.CallTimeout)
+					_ = c.mailbox.Sweep(ctx, app, 10*time.Minute)
+					cancel()
+				}
 			}
 		}
 	}
 }
 
-// takeOps carries out app's pending operations: each is taken (deleted)
-// first, so that it is carried out once even if this proxy dies midway
-// (its sender then gets no answer, and says so), then run through this
-// proxy's own admin API, and its answer written for its sender.
-func (c *cluster) takeOps(app string) {
+// sweepInterval is how often a leader deletes the answers nobody read.
+const sweepInterval = time.Minute
+
+// takeOps carries out the pending operations of the apps this proxy
+// leads: each is taken (deleted) first, so that it is carried out once
+// even if this proxy dies midway (its sender then gets no answer, and
+// says so), then run through this proxy's own admin API, and its answer
+// written for its sender.
+func (c *cluster) takeOps() {
 	ctx, cancel := context.WithTimeout(c.ctx, store.CallTimeout)
 	defer cancel()
-	ops, err := c.mailbox.Pending(ctx, app)
+	ops, err := c.mailbox.PendingOf(ctx, c.manager.Leads)
 	if err != nil {
 		return
 	}
@@ -709,7 +731,7 @@ func (c *cluster) takeOps(app string) {
 		if busy {
 			continue
 		}
-		if err := c.mailbox.Cancel(ctx, app, op.ID); err != nil {
+		if err := c.mailbox.Cancel(ctx, op.App, op.ID); err != nil {
 			c.mu.Lock()
 			delete(c.running, op.ID)
 			c.mu.Unlock()
@@ -717,7 +739,6 @@ func (c *cluster) takeOps(app string) {
 		}
 		c.bg.Go(func() { c.carryOut(op) })
 	}
-	_ = c.mailbox.Sweep(ctx, app, 10*time.Minute)
 }
 
 // carryOut runs op through this proxy's admin API and answers it.
@@ -924,14 +945,22 @@ func (a *adminAPI) followed(w http.ResponseWriter, r *http.Request, m *engine.Ma
 		if err != nil || id <= 0 {
 			return apiErr(http.StatusBadRequest, "deployment id %q: want a positive whole number", v)
 		}
-		st, err := appStatus(r.Context(), m, c, app)
-		if err != nil {
-			return err
-		}
-		for _, d := range st.Deployments {
-			if d.ID == id {
-				return writeJSON(w, http.StatusOK, d)
+		// A deployment the leader started a moment ago shows in the
+		// status it publishes a moment later.
+		for deadline := time.Now().Add(8 * statusInterval); ; {
+			st, err := appStatus(r.Context(), m, c, app)
+			if err != nil {
+				return err
 			}
+			for _, d := range st.Deployments {
+				if d.ID == id {
+					return writeJSON(w, http.StatusOK, d)
+				}
+			}
+			if time.Now().After(deadline) || r.Context().Err() != nil {
+				break
+			}
+			time.Sleep(statusInterval / 2)
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), store.CallTimeout)
 		defer cancel()

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -49,6 +50,10 @@ const (
 	redisHost = "127.0.0.1"
 	redisPort = "6379"
 )
+
+// leaseForBench, when set, is the lease_duration of the proxies instead of
+// proxiesLease's (a benchmark measures at the default).
+var leaseForBench string
 
 // startProxies runs n Caddy processes with the apps given, each with its own
 // admin and site ports and data dir, sharing storage: "file" (a shared
@@ -112,7 +117,7 @@ func proxiesOpts(t testing.TB, storage string, apps ...appCfg) (caddyOpts, share
 	}
 	return caddyOpts{
 		global:    global,
-		podswitch: []string{"podman " + rt.URI(), "lease_duration " + proxiesLease.String()},
+		podswitch: []string{"podman " + rt.URI(), "lease_duration " + cmp.Or(leaseForBench, proxiesLease.String())},
 		siteApps:  siteApps,
 	}, shared
 }
@@ -920,6 +925,9 @@ func proxiesScenarios(t *testing.T, storage string) {
 	if !sub("pause holds both", func(t *testing.T) { proxiesPause(t, ps, a) }) {
 		return
 	}
+	if !sub("the command line through the follower", func(t *testing.T) { proxiesCLI(t, ps, a) }) {
+		return
+	}
 	if !sub("leader frozen past its lease", func(t *testing.T) { proxiesFreezeLeader(t, ps, a) }) {
 		return
 	}
@@ -933,6 +941,43 @@ func proxiesScenarios(t *testing.T, storage string) {
 		}
 	}
 	sub("both killed and restarted", func(t *testing.T) { proxiesRestartAll(t, ps, a, b) })
+}
+
+// The command line works on the follower: a scale with --wait is carried
+// out by the leader and followed to its end from the follower; status and
+// cluster name the leader and both proxies.
+func proxiesCLI(t *testing.T, ps []*caddyProc, app appCfg) {
+	leader, followers := leaderOf(t, ps, app.Name)
+	f := followers[0]
+	cli := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, caddyBin, append([]string{"podswitch"}, append(args, "--address", f.admin)...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, n := range []int{3, app.Web} {
+		out, err := cli("scale", app.Name, fmt.Sprintf("web=%d", n), "--wait")
+		if err != nil {
+			t.Fatalf("caddy podswitch scale web=%d --wait through the follower: %v\n%s", n, err, out)
+		}
+		if got := leader.status(app.Name).Processes["web"]; got != n {
+			t.Fatalf("after scale web=%d through the follower, the leader wants web=%d:\n%s", n, got, out)
+		}
+		leader.waitSettled(app.Name, n, time.Minute)
+	}
+	lv, err := clusterOf(leader.admin, app.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cli("status", app.Name)
+	if err != nil || !strings.Contains(out, "leader:     "+lv.This) || !strings.Contains(out, "another proxy leads it") {
+		t.Errorf("caddy podswitch status through the follower does not name the leader %s: %v\n%s", lv.This, err, out)
+	}
+	out, err = cli("cluster")
+	if err != nil || !strings.Contains(out, lv.This) || strings.Count(out, "\n") < 3 {
+		t.Errorf("caddy podswitch cluster through the follower: %v\n%s", err, out)
+	}
 }
 
 // 1. Load on both proxies; a deploy sent to the follower fails no request on

@@ -63,7 +63,11 @@ func NewMailbox(st Storage) *Mailbox {
 	return &Mailbox{kv: newKV(st), now: time.Now, seen: map[string]time.Time{}}
 }
 
-func opKey(app, id string) string     { return appKey(app, "ops/"+id+".json") }
+// opsDir holds the operations of every app, so that a leader finds them
+// all with one list, whatever the number of apps.
+const opsDir = "podswitch/ops"
+
+func opKey(app, id string) string     { return opsDir + "/" + app + "." + id + ".json" }
 func resultKey(app, id string) string { return appKey(app, "results/"+id+".json") }
 
 // checkOp returns an error unless app and id may name an operation.
@@ -107,14 +111,25 @@ func (m *Mailbox) Pending(ctx context.Context, app string) ([]Op, error) {
 	if !engine.ValidName(app) {
 		return nil, fmt.Errorf("app name %q", app)
 	}
-	names, err := m.kv.list(ctx, appKey(app, "ops"))
+	return m.PendingOf(ctx, func(a string) bool { return a == app })
+}
+
+// PendingOf returns the operations posted for the apps of which mine
+// reports true, with one list of the storage for all apps, as Pending
+// does for one.
+func (m *Mailbox) PendingOf(ctx context.Context, mine func(app string) bool) ([]Op, error) {
+	names, err := m.kv.list(ctx, opsDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	var ops []Op
 	for _, name := range names {
-		id, ok := strings.CutSuffix(name, ".json")
-		if !ok || !idRE.MatchString(id) {
+		base, ok := strings.CutSuffix(name, ".json")
+		app, id, dot := strings.Cut(base, ".")
+		if !ok || !dot || checkOp(app, id) != nil || !mine(app) {
 			continue
 		}
 		b, err := m.kv.load(ctx, opKey(app, id))

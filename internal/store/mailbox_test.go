@@ -194,3 +194,28 @@ func TestMailboxSweep(t *testing.T) {
 		}
 	})
 }
+
+// PendingOf finds the operations of several apps with one list of the
+// storage, and only those of the apps asked for.
+func TestMailboxPendingOf(t *testing.T) {
+	eachStorage(t, func(t *testing.T, st Storage) {
+		ctx := context.Background()
+		m := NewMailbox(st)
+		for _, op := range []Op{{ID: "a", App: "blog"}, {ID: "b", App: "shop"}, {ID: "c", App: "wiki"}, {ID: "d", App: "blog-2"}} {
+			if _, err := m.Post(ctx, op); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ops, err := m.PendingOf(ctx, func(app string) bool { return app == "blog" || app == "wiki" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, op := range ops {
+			got = append(got, op.App+"/"+op.ID)
+		}
+		if want := []string{"blog/a", "wiki/c"}; !slices.Equal(got, want) {
+			t.Errorf("PendingOf(blog, wiki) = %v, want %v", got, want)
+		}
+	})
+}

@@ -498,6 +498,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		// differ between the two.
 		return errors.New("setting or removing a shared storage (the storage option) needs a restart of Caddy (caddy stop, then caddy run with the new config), not a reload")
 	}
+	if a.storage != nil && h.cluster != nil {
+		if err := sameCluster(a.storage, h.cluster.id); err != nil {
+			return err
+		}
+	}
 	if c := h.committedApp(); c != nil && (len(c.Hosts) > 0) != (len(a.Hosts) > 0) {
 		// The containers' IDs, addresses and runtime differ between the
 		// two: the running apps would be lost track of.

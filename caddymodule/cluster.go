@@ -14,6 +14,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,38 +159,109 @@ const (
 	clusterLock = "podswitch/cluster.lock"
 )
 
-// joinCluster reads the cluster's file, making it when it is the first
-// proxy.
-func joinCluster(ctx context.Context, st store.Storage) (clusterFile, error) {
+// joinCluster reads the cluster's file, making it when this is the first
+// proxy: then the cluster takes this proxy's own instance id and release
+// key (key, when it has one), so that a proxy that ran alone keeps owning
+// its containers and their release IDs when others join it. created says
+// it was made now.
+func joinCluster(ctx context.Context, st store.Storage, instance string, key []byte) (f clusterFile, created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*store.CallTimeout)
 	defer cancel()
 	if err := st.Lock(ctx, clusterLock); err != nil {
-		return clusterFile{}, fmt.Errorf("shared storage: locking %s: %w", clusterLock, err)
+		return clusterFile{}, false, fmt.Errorf("shared storage: locking %s: %w", clusterLock, err)
 	}
 	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), clusterLock) }()
-	var f clusterFile
-	b, err := st.Load(ctx, clusterKey)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(b, &f); err != nil || len(f.ID) != 32 {
-			return clusterFile{}, fmt.Errorf("shared storage: %s is damaged (fix or remove it: a new id makes the running containers another's): %v", clusterKey, err)
-		}
-		return f, nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return clusterFile{}, fmt.Errorf("shared storage: reading %s: %w", clusterKey, err)
+	f, err = readCluster(ctx, st)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return f, false, err
 	}
-	var id [16]byte
-	key := make([]byte, 32)
-	_, _ = rand.Read(id[:])
-	_, _ = rand.Read(key)
-	f = clusterFile{ID: hex.EncodeToString(id[:]), ReleaseKey: base64.StdEncoding.EncodeToString(key), Created: time.Now().UTC()}
-	if b, err = json.Marshal(f); err == nil {
+	if len(instance) != 32 {
+		var id [16]byte
+		_, _ = rand.Read(id[:])
+		instance = hex.EncodeToString(id[:])
+	}
+	if len(key) < 16 {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+	}
+	f = clusterFile{ID: instance, ReleaseKey: base64.StdEncoding.EncodeToString(key), Created: time.Now().UTC()}
+	b, err := json.Marshal(f)
+	if err == nil {
 		err = st.Store(ctx, clusterKey, b)
 	}
 	if err != nil {
-		return clusterFile{}, fmt.Errorf("shared storage: writing %s: %w", clusterKey, err)
+		return clusterFile{}, false, fmt.Errorf("shared storage: writing %s: %w", clusterKey, err)
+	}
+	return f, true, nil
+}
+
+// readCluster reads the cluster's file; a missing one is fs.ErrNotExist.
+func readCluster(ctx context.Context, st store.Storage) (clusterFile, error) {
+	var f clusterFile
+	b, err := st.Load(ctx, clusterKey)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return f, err
+	case err != nil:
+		return f, fmt.Errorf("shared storage: reading %s: %w", clusterKey, err)
+	}
+	if err := json.Unmarshal(b, &f); err != nil || len(f.ID) != 32 {
+		return clusterFile{}, fmt.Errorf("shared storage: %s is damaged (fix or remove it: a new id makes the running containers another's): %v", clusterKey, err)
 	}
 	return f, nil
+}
+
+// sameCluster refuses a storage (of a config reloaded) that holds another
+// cluster than the one this proxy runs in, or none: its leases would be
+// free, and this proxy would lead apps that others lead in the first.
+func sameCluster(st certmagic.Storage, id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), store.CallTimeout)
+	defer cancel()
+	f, err := readCluster(ctx, st)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return errors.New("this config's storage holds no podswitch cluster, while this proxy runs in one: changing the storage needs a restart of Caddy, not a reload")
+	case err != nil:
+		return nil // it does not answer: the storage is judged when it does
+	case f.ID != id:
+		return fmt.Errorf("this config's storage holds podswitch cluster %s, while this proxy runs in %s: changing the storage needs a restart of Caddy, not a reload", f.ID, id)
+	}
+	return nil
+}
+
+// migrateAlone copies the records and history that a proxy kept in its
+// data dir while it ran alone into the cluster it just made, for the apps
+// the storage has none of, so that its overrides, pause, releases for
+// rollback and deployments carry on.
+func migrateAlone(st store.Storage, dir string, log *zap.Logger) {
+	local := store.NewRecords(filepath.Join(dir, "state"))
+	apps, err := local.Apps()
+	if err != nil || len(apps) == 0 {
+		return
+	}
+	shared := store.NewSharedRecords(st, nil)
+	hist := store.NewHistory(filepath.Join(dir, "history"), log)
+	defer hist.Close()
+	sharedHist := store.NewSharedHistory(st, nil, log)
+	defer sharedHist.Close()
+	for _, app := range apps {
+		if got, err := shared.Load(app); err != nil || got.Serving != nil || got.Deploying != nil {
+			continue
+		}
+		rec, err := local.Load(app)
+		if err != nil {
+			continue
+		}
+		if err := shared.Save(app, rec); err != nil {
+			log.Warn("copying an app record into the shared storage failed", zap.String("app", app), zap.Error(err))
+			continue
+		}
+		if past := hist.Load(app); len(past) > 0 {
+			sharedHist.Save(app, past)
+		}
+		log.Info("app record and history copied into the shared storage", zap.String("app", app))
+	}
+	sharedHist.Flush()
 }
 
 // cluster is this proxy's part in a cluster of proxies that share a
@@ -240,6 +312,8 @@ type appLease struct {
 	// end what ends it.
 	epoch uint64
 	end   context.CancelCauseFunc
+	// held is closed once the renewals of the term have stopped.
+	held chan struct{}
 }
 
 func newCluster(st *swapStorage, proxy string, f clusterFile, log *zap.Logger) *cluster {
@@ -289,6 +363,11 @@ func (c *cluster) follow(a *App) {
 		d = defaultLeaseDuration
 	}
 	c.leaseDur.Store(int64(d))
+	c.mu.Lock()
+	for _, al := range c.leases {
+		al.l.SetDuration(d)
+	}
+	c.mu.Unlock()
 	c.config.Store(a.configHash())
 }
 
@@ -349,11 +428,18 @@ func (c *cluster) Campaign(ctx context.Context, app string) (context.Context, ui
 			cancel()
 			c.noteStorage(err)
 			if epoch != 0 {
+				// What this proxy kept of the app's history from an
+				// earlier term is another leader's now.
+				c.history.Forget(app)
 				term, end := context.WithCancelCause(context.Background())
+				held := make(chan struct{})
 				c.mu.Lock()
-				al.epoch, al.end = epoch, end
+				al.epoch, al.end, al.held = epoch, end, held
 				c.mu.Unlock()
-				c.bg.Go(func() { c.hold(app, al, epoch, end) })
+				c.bg.Go(func() {
+					defer close(held)
+					c.hold(app, al, epoch, end)
+				})
 				return term, epoch, nil
 			}
 		}
@@ -365,42 +451,68 @@ func (c *cluster) Campaign(ctx context.Context, app string) (context.Context, ui
 	}
 }
 
-// renewEvery is how often a lease is tried: a third of its term.
+// renewEvery is how often a lease is renewed: a third of its term.
 func (c *cluster) renewEvery() time.Duration { return time.Duration(c.leaseDur.Load()) / 3 }
 
+// termMargin is how much of its term a leader keeps unused: it starts no
+// change of a container (nor ends its term) later than that before its
+// term's end, so that a change in flight (a create takes seconds) ends
+// before another proxy may take over.
+func (c *cluster) termMargin() time.Duration { return time.Duration(c.leaseDur.Load()) / 5 }
+
 // hold renews app's lease while this proxy holds it, and ends the term
-// (end) as soon as it runs out or another proxy took it: checked often, so
-// that the supervisor stops before the term's deadline passes.
+// (end) once it runs out, less termMargin, or another proxy took it. The
+// renewals run on their own, so that one that hangs on the storage never
+// delays the end of the term.
 func (c *cluster) hold(app string, al *appLease, epoch uint64, end context.CancelCauseFunc) {
-	renew := time.NewTicker(c.renewEvery())
-	defer renew.Stop()
-	check := time.NewTicker(50 * time.Millisecond)
-	defer check.Stop()
-	for {
-		select {
-		case <-renew.C:
+	done := make(chan struct{})
+	defer close(done)
+	lost := make(chan struct{}, 1)
+	c.bg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(c.renewEvery()):
+			}
 			ctx, cancel := context.WithTimeout(c.ctx, store.CallTimeout)
 			got, err := al.l.Try(ctx)
 			cancel()
 			c.noteStorage(err)
 			if err == nil && got != epoch {
-				end(fmt.Errorf("another proxy took the lease of app %s", app))
-				c.dropTerm(al, epoch)
+				lost <- struct{}{}
 				return
 			}
+		}
+	})
+	check := time.NewTicker(25 * time.Millisecond)
+	defer check.Stop()
+	for {
+		select {
+		case <-lost:
+			end(fmt.Errorf("another proxy took the lease of app %s", app))
+			c.dropTerm(al, epoch)
+			return
 		case <-check.C:
 		case <-c.ctx.Done():
 			end(errors.New("podswitch is closing"))
 			return
 		}
-		if !al.l.Valid(epoch) {
+		if !al.l.ValidFor(epoch, c.termMargin()) {
 			end(fmt.Errorf("the lease of app %s was not renewed in time", app))
 			c.dropTerm(al, epoch)
+			return
+		}
+		c.mu.Lock()
+		resigned := al.epoch != epoch
+		c.mu.Unlock()
+		if resigned {
 			return
 		}
 	}
 }
 
+// dropTerm forgets the term of epoch, when it is the one al holds.
 func (c *cluster) dropTerm(al *appLease, epoch uint64) {
 	c.mu.Lock()
 	if al.epoch == epoch {
@@ -409,14 +521,19 @@ func (c *cluster) dropTerm(al *appLease, epoch uint64) {
 	c.mu.Unlock()
 }
 
-// Valid implements engine.Leadership.
-func (c *cluster) Valid(app string, epoch uint64) bool { return c.leaseOf(app).l.Valid(epoch) }
+// Valid implements engine.Leadership: the term of epoch runs, with more
+// than termMargin of it left.
+func (c *cluster) Valid(app string, epoch uint64) bool {
+	return c.leaseOf(app).l.ValidFor(epoch, c.termMargin())
+}
 
-// Resign implements engine.Leadership.
+// Resign implements engine.Leadership: it ends the term, waits for its
+// renewals to stop (one in flight would take the lease back), then gives
+// the lease up.
 func (c *cluster) Resign(app string, epoch uint64) {
 	al := c.leaseOf(app)
 	c.mu.Lock()
-	end := al.end
+	end, held := al.end, al.held
 	if al.epoch == epoch {
 		al.epoch, al.end = 0, nil
 	}
@@ -424,12 +541,46 @@ func (c *cluster) Resign(app string, epoch uint64) {
 	if end != nil {
 		end(errors.New("resigned"))
 	}
+	if held != nil {
+		select {
+		case <-held:
+		case <-time.After(2 * store.CallTimeout):
+		}
+	}
+	c.history.Flush()
 	c.history.Forget(app)
 	ctx, cancel := context.WithTimeout(context.Background(), store.CallTimeout)
 	defer cancel()
 	if err := al.l.Release(ctx); err != nil {
 		c.log.Warn("giving the lease of an app up failed; another proxy takes it once it expires", zap.String("app", app), zap.Error(err))
 	}
+}
+
+// leads reports whether this proxy holds app's lease with time to act.
+func (c *cluster) leads(app string) bool {
+	c.mu.Lock()
+	al := c.leases[app]
+	c.mu.Unlock()
+	if al == nil {
+		return false
+	}
+	c.mu.Lock()
+	epoch := al.epoch
+	c.mu.Unlock()
+	return epoch != 0 && al.l.ValidFor(epoch, c.termMargin())
+}
+
+// ConfiguredElsewhere implements engine.Leadership: whether another live
+// proxy has app in its config (its heartbeat lists it).
+func (c *cluster) ConfiguredElsewhere(app string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.peers {
+		if _, ok := p.Apps[app]; ok && p.Proxy != c.proxy {
+			return true
+		}
+	}
+	return false
 }
 
 // Unused implements engine.Leadership: it waits until no other live proxy
@@ -719,7 +870,7 @@ const sweepInterval = time.Minute
 func (c *cluster) takeOps() {
 	ctx, cancel := context.WithTimeout(c.ctx, store.CallTimeout)
 	defer cancel()
-	ops, err := c.mailbox.PendingOf(ctx, c.manager.Leads)
+	ops, err := c.mailbox.PendingOf(ctx, func(app string) bool { return c.manager.Leads(app) && c.leads(app) })
 	if err != nil {
 		return
 	}
@@ -830,8 +981,8 @@ func (c *cluster) statusLoop() {
 		}
 		for _, app := range c.manager.Apps() {
 			s := c.manager.App(app)
-			if s == nil {
-				continue
+			if s == nil || !c.leads(app) {
+				continue // only the leader, while its term runs
 			}
 			b, err := json.Marshal(s.Status())
 			if err != nil {

@@ -18,7 +18,7 @@ func testProxy(t *testing.T, st certmagic.Storage, proxy, config string) *cluste
 	t.Helper()
 	sw := new(swapStorage)
 	sw.set(st)
-	f, err := joinCluster(context.Background(), sw)
+	f, _, err := joinCluster(context.Background(), sw, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,5 +142,33 @@ func TestClusterFence(t *testing.T) {
 	got, err := b.records.Load("blog")
 	if err != nil || got.Pause == nil {
 		t.Fatalf("record after the follower's refused write: %+v, %v; want the leader's", got, err)
+	}
+}
+
+// The first proxy makes the cluster with its own instance id and release
+// key, so that the containers it ran alone stay its own; the next joins
+// it; a storage of another cluster (or of none) is refused at a reload.
+func TestClusterJoin(t *testing.T) {
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	sw := new(swapStorage)
+	sw.set(st)
+	own := "0123456789abcdef0123456789abcdef"
+	key := []byte("0123456789abcdef0123456789abcdef")
+	f, created, err := joinCluster(context.Background(), sw, own, key)
+	if err != nil || !created || f.ID != own {
+		t.Fatalf("first join: %+v created %v, %v; want the proxy's own id", f, created, err)
+	}
+	g, created, err := joinCluster(context.Background(), sw, "ffffffffffffffffffffffffffffffff", nil)
+	if err != nil || created || g != f {
+		t.Fatalf("second join: %+v created %v, %v; want %+v", g, created, err, f)
+	}
+	if err := sameCluster(st, own); err != nil {
+		t.Errorf("the same storage refused: %v", err)
+	}
+	if err := sameCluster(st, "ffffffffffffffffffffffffffffffff"); err == nil {
+		t.Error("a storage of another cluster accepted")
+	}
+	if err := sameCluster(&certmagic.FileStorage{Path: t.TempDir()}, own); err == nil {
+		t.Error("a storage of no cluster accepted")
 	}
 }

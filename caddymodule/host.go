@@ -107,11 +107,15 @@ func newHost(log *zap.Logger, shared certmagic.Storage) *host {
 		// the owner of the containers are the cluster's.
 		h.shared = new(swapStorage)
 		h.shared.set(shared)
-		var f clusterFile
-		if f, err = joinCluster(context.Background(), h.shared); err != nil {
+		f, created, jerr := joinCluster(context.Background(), h.shared, instance, localReleaseKey())
+		if jerr != nil {
+			err = jerr
 			h.lockErr = err
 			dirLock.release()
 		} else {
+			if created {
+				migrateAlone(h.shared, dir, log.Named("podswitch.cluster"))
+			}
 			key, kerr := base64.StdEncoding.DecodeString(f.ReleaseKey)
 			if kerr == nil && len(key) >= 16 {
 				engine.SetReleaseKey(key)

@@ -38,3 +38,13 @@ func setReleaseKey(log *zap.Logger) {
 		engine.SetReleaseKey(key)
 	})
 }
+
+// localReleaseKey returns the release key in Caddy's data directory, nil
+// when there is none (it is not made here).
+func localReleaseKey() []byte {
+	key, err := os.ReadFile(filepath.Join(caddy.AppDataDir(), "podswitch", "release.key"))
+	if err != nil || len(key) < 16 {
+		return nil
+	}
+	return key
+}

@@ -29,6 +29,10 @@ type Leadership interface {
 	// Unused returns once no other live proxy routes requests to addr of
 	// app (or has some in flight to it), or when ctx ends.
 	Unused(ctx context.Context, app, addr string)
+	// ConfiguredElsewhere reports whether another live proxy has app in
+	// its config: an app that leaves this proxy's config is then given
+	// up to it, not stopped.
+	ConfiguredElsewhere(app string) bool
 }
 
 // ErrNotLeader is returned by a call that would change a container of an
@@ -90,6 +94,8 @@ type appSlot struct {
 	spec    AppSpec
 	sup     *Supervisor
 	removed bool
+	// detach ends the supervisor's term without stopping anything.
+	detach context.CancelCauseFunc
 	// unfollow ends the campaign and the following in progress.
 	unfollow context.CancelFunc
 	// rec is the record as the follower last read it, recErr why the
@@ -112,14 +118,18 @@ func (sl *appSlot) setSpec(spec AppSpec) {
 
 // remove ends the appSlot: a leader drains and stops the app's containers
 // (then gives the lease up); a follower just stops following.
-func (sl *appSlot) remove() {
+func (sl *appSlot) remove(elsewhere bool) {
 	sl.mu.Lock()
 	sl.removed = true
-	s, unfollow := sl.sup, sl.unfollow
+	s, unfollow, detach := sl.sup, sl.unfollow, sl.detach
 	sl.mu.Unlock()
-	if s != nil {
+	switch {
+	case s != nil && elsewhere:
+		// Another proxy still runs the app: it takes it over.
+		detach(errors.New("the app left this proxy's config; another proxy has it"))
+	case s != nil:
 		s.remove()
-	} else if unfollow != nil {
+	case unfollow != nil:
 		unfollow()
 	}
 }
@@ -168,12 +178,16 @@ func (m *Manager) runSlot(sl *appSlot, prev <-chan struct{}) {
 		deps.Logger = deps.Logger.With(zap.Uint64("epoch", epoch))
 		sl.mu.Lock()
 		s := newSupervisor(sctx, sl.spec, sl.pool, deps, rt, m.probes)
-		sl.sup = s
+		sl.sup, sl.detach = s, cancel
 		removed = sl.removed
 		sl.mu.Unlock()
 		if removed {
-			// Removed as the lease came: the leader removes the app.
-			s.remove()
+			if l.ConfiguredElsewhere(sl.name) {
+				cancel(errors.New("the app left this proxy's config; another proxy has it"))
+			} else {
+				// Removed as the lease came: the leader removes the app.
+				s.remove()
+			}
 		}
 		m.mu.Lock()
 		m.sups[sl.name] = s
@@ -191,11 +205,13 @@ func (m *Manager) runSlot(sl *appSlot, prev <-chan struct{}) {
 		finished := s.stopped
 		s.unlock()
 		sl.mu.Lock()
-		sl.sup = nil
+		sl.sup, sl.detach = nil, nil
+		removed = sl.removed
 		sl.mu.Unlock()
-		if finished || sl.ctx.Err() != nil {
-			// Removed with every container stopped, or the process
-			// exits: the next leader takes over at once.
+		if finished || removed || sl.ctx.Err() != nil {
+			// Removed with every container stopped (or given up to a
+			// proxy that has the app), or the process exits: the next
+			// leader takes over at once.
 			l.Resign(sl.name, epoch)
 			return
 		}

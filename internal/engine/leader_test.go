@@ -28,6 +28,8 @@ type fakeLeases struct {
 	// early, when set, ends a holder's term without its knowing (a
 	// frozen leader): Valid turns false, the term's context stays.
 	frozen bool
+	// elsewhere is what ConfiguredElsewhere answers.
+	elsewhere bool
 }
 
 func (f *fakeLeases) give(proxy string) {
@@ -83,6 +85,12 @@ func (v view) Resign(app string, epoch uint64) {
 	v.f.mu.Lock()
 	defer v.f.mu.Unlock()
 	v.f.resign = append(v.f.resign, v.proxy)
+}
+
+func (v view) ConfiguredElsewhere(app string) bool {
+	v.f.mu.Lock()
+	defer v.f.mu.Unlock()
+	return v.f.elsewhere
 }
 
 func (v view) Unused(ctx context.Context, app, addr string) {
@@ -320,6 +328,66 @@ func TestFollowerWithoutStorage(t *testing.T) {
 		waitFor(t, "b routes to the replacement", time.Minute, func() bool {
 			pa, pb := a.Pool(appName).Load(), b.Pool(appName).Load()
 			return pb != nil && len(pb.Addrs) == 3 && slices.Equal(pa.Addrs, pb.Addrs)
+		})
+		a.Close()
+		b.Close()
+	})
+}
+
+// An app that leaves the leader's config while another proxy still has it
+// is given up to that proxy, not stopped; once no other proxy has it, its
+// removal stops it.
+func TestRemovedHereConfiguredElsewhere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		st := newMemStore()
+		f := &fakeLeases{pools: map[string]*Manager{}}
+		deps := func(proxy string) Deps {
+			return Deps{
+				Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
+				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
+				InFlight: func(string) int { return 0 },
+			}
+		}
+		a, b := NewManager(deps("a")), NewManager(deps("b"))
+		f.pools["a"], f.pools["b"] = a, b
+		f.give("a")
+		spec := appSpec(t, "blog:v1", 2)
+		a.Apply([]AppSpec{spec})
+		b.Apply([]AppSpec{spec})
+		waitFor(t, "a serves", time.Minute, func() bool {
+			p := a.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 2
+		})
+		f.mu.Lock()
+		f.elsewhere = true
+		f.mu.Unlock()
+		a.Apply(nil)
+		waitFor(t, "a resigned", 10*time.Second, func() bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return slices.Contains(f.resign, "a")
+		})
+		if n := len(rt.Kills()); n != 0 {
+			t.Fatalf("%d signals sent when the app left a config another proxy has: %v", n, rt.Kills())
+		}
+		// b takes it and adopts; then it leaves b's config too, with no
+		// other proxy having it: b stops it.
+		f.give("b")
+		waitFor(t, "b leads", time.Minute, func() bool { return b.App(appName) != nil })
+		waitFor(t, "b adopted", time.Minute, func() bool { return b.App(appName).Status().Release != nil })
+		f.mu.Lock()
+		f.elsewhere = false
+		f.mu.Unlock()
+		b.Apply(nil)
+		waitFor(t, "b stopped the app", 2*time.Minute, func() bool {
+			list, _ := rt.List(context.Background(), appName)
+			for _, c := range list {
+				if c.Running {
+					return false
+				}
+			}
+			return true
 		})
 		a.Close()
 		b.Close()

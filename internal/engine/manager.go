@@ -185,7 +185,7 @@ func (m *Manager) applySlots(specs []AppSpec) {
 		if l := m.leavingSlots[spec.Name]; l != nil {
 			prev = l.done
 		}
-		go m.runSlot(sl, prev)
+		m.bg.Go(func() { m.runSlot(sl, prev) })
 	}
 	for name, sl := range m.slots {
 		if keep[name] {
@@ -201,7 +201,7 @@ func (m *Manager) applySlots(specs []AppSpec) {
 			}
 			m.mu.Unlock()
 		}()
-		steps = append(steps, sl.remove)
+		steps = append(steps, func() { sl.remove(m.deps.Leadership.ConfiguredElsewhere(name)) })
 	}
 	m.mu.Unlock()
 	for _, step := range steps {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -117,6 +118,12 @@ type SpecRecord struct {
 	// an older podswitch, or when none is set.
 	Settings *Settings `json:"settings,omitempty"`
 }
+
+// ErrRecordDamaged is wrapped by a Store's Load of a record that cannot
+// be decoded: the engine then starts from an empty one. Any other error of
+// a shared Store (see Leadership) is the storage not answering, and the
+// leader waits for it rather than overwrite the record.
+var ErrRecordDamaged = errors.New("the record is damaged")
 
 // Store keeps app records. Save must be durable when it returns (the
 // engine relies on the order of its writes to survive a crash) and an

@@ -179,6 +179,9 @@ type Supervisor struct {
 	// stopped is set once a removed app has stopped all its containers.
 	stopped    bool
 	runtimeErr string
+	// hostedRetry, when set, is when a write of the hosted containers that
+	// failed is tried again.
+	hostedRetry time.Time
 	// partialSince is when adoption first found hosts that did not
 	// answer (adoption's goroutine only).
 	partialSince time.Time
@@ -274,18 +277,25 @@ func newSupervisor(ctx context.Context, spec AppSpec, pool *PoolRef, deps Deps, 
 // deployment history and the app record. It runs once that owner is
 // done, so that a removed app's record, moved aside by its owner, is not
 // taken back.
-func (s *Supervisor) load() {
-	var past []Deployment
-	if s.deps.History != nil {
-		past = s.deps.History.Load(s.name)
-	}
+func (s *Supervisor) load() bool {
 	var rec AppRecord
 	if s.deps.Store != nil {
 		var err error
-		if rec, err = s.deps.Store.Load(s.name); err != nil {
+		rec, err = s.deps.Store.Load(s.name)
+		switch {
+		case err != nil && s.deps.Leadership != nil && !errors.Is(err, ErrRecordDamaged):
+			// The shared storage does not answer: starting from an empty
+			// record would overwrite the one the other proxies follow.
+			s.log.Warn("reading the app record failed; trying again before taking the app over", zap.Error(err))
+			return false
+		case err != nil:
 			s.log.Error("app record is damaged; starting from an empty one", zap.Error(err))
 			rec = AppRecord{}
 		}
+	}
+	var past []Deployment
+	if s.deps.History != nil {
+		past = s.deps.History.Load(s.name)
 	}
 	s.lock()
 	defer s.unlock()
@@ -294,6 +304,7 @@ func (s *Supervisor) load() {
 	s.asleep.Store(s.sleepingLocked())
 	s.refreshDesiredLocked()
 	s.applyGateLocked()
+	return true
 }
 
 func (s *Supervisor) resolve(source map[string]string, files []string) (map[string]string, error) {
@@ -313,7 +324,7 @@ func (s *Supervisor) unlock() {
 		rel = s.serving.ID
 	}
 	s.fleet.publish(rel)
-	if s.fleet.readyChanged {
+	if s.fleet.readyChanged || (!s.hostedRetry.IsZero() && time.Now().After(s.hostedRetry)) {
 		s.fleet.readyChanged = false
 		s.noteHostedLocked(rel)
 	}
@@ -348,9 +359,20 @@ func (s *Supervisor) noteHostedLocked(rel string) {
 	if slices.Equal(hosted, s.rec.Hosted) {
 		return
 	}
+	prev := s.rec.Hosted
 	s.rec.Hosted = hosted
-	_ = s.saveRecordLocked()
+	s.hostedRetry = time.Time{}
+	if s.saveRecordLocked() != nil {
+		// Kept as written, and tried again soon: the other proxies route
+		// by it.
+		s.rec.Hosted = prev
+		s.hostedRetry = time.Now().Add(hostedRetryDelay)
+	}
 }
+
+// hostedRetryDelay is how long after a failed write of the hosted
+// containers the write is tried again (at the next unlock past it).
+const hostedRetryDelay = 2 * time.Second
 
 // touch tells observers that something of the app changed.
 func (s *Supervisor) touch() {
@@ -426,8 +448,15 @@ func (s *Supervisor) run(prevs ...<-chan struct{}) {
 			return
 		}
 	}
-	s.load()
 	b := newBackoff(time.Second, runtimeWaitMax)
+	for !s.load() {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+	b.Reset()
 	for !s.adopt() {
 		select {
 		case <-s.ctx.Done():

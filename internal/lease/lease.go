@@ -134,7 +134,8 @@ func (l *Lease) Try(ctx context.Context) (uint64, error) {
 		l.epoch, l.until = 0, time.Time{}
 		return 0, nil
 	}
-	next := Record{Holder: l.id, Epoch: rec.Epoch, Renewed: time.Now(), Duration: l.dur}
+	dur := l.dur
+	next := Record{Holder: l.id, Epoch: rec.Epoch, Renewed: time.Now(), Duration: dur}
 	b, err := json.Marshal(next)
 	if err != nil {
 		return l.epoch, err
@@ -143,7 +144,7 @@ func (l *Lease) Try(ctx context.Context) (uint64, error) {
 		return l.epoch, fmt.Errorf("writing lease %s: %w", l.key, err)
 	}
 	l.seen, l.seenAt = next, now
-	l.epoch, l.until = next.Epoch, asked.Add(l.dur)
+	l.epoch, l.until = next.Epoch, asked.Add(dur)
 	return l.epoch, nil
 }
 
@@ -209,6 +210,42 @@ func (l *Lease) Epoch() uint64 {
 // Valid reports whether this instance holds the lease at epoch and its
 // term still runs: the test before any change a holder makes.
 func (l *Lease) Valid(epoch uint64) bool { return epoch != 0 && l.Epoch() == epoch }
+
+// ValidFor reports whether this instance holds the lease at epoch with at
+// least margin of its term left: a change that takes time (a container
+// created) is started only then, so that it ends before another instance
+// may take over.
+func (l *Lease) ValidFor(epoch uint64, margin time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return epoch != 0 && l.epoch == epoch && l.now().Add(margin).Before(l.until)
+}
+
+// Until returns when the term of epoch ends, zero when this instance does
+// not hold it.
+func (l *Lease) Until(epoch uint64) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if epoch == 0 || l.epoch != epoch {
+		return time.Time{}
+	}
+	return l.until
+}
+
+// SetDuration makes the next terms dur long (the config changed); the
+// term that runs keeps its end.
+func (l *Lease) SetDuration(dur time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dur = dur
+}
+
+// Duration returns the term of the next renewals.
+func (l *Lease) Duration() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dur
+}
 
 // Check runs fn under the lease's lock if the record still names this
 // instance at epoch and its term runs, and returns ErrNotHolder otherwise:

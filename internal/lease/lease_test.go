@@ -390,3 +390,26 @@ func TestOneLockPerInstance(t *testing.T) {
 		t.Errorf("%d calls of one instance waited for or held the storage's lock at once, want 1", n)
 	}
 }
+
+// A new duration counts from the next renewal, for the holder's term and
+// in the record the candidates read.
+func TestSetDuration(t *testing.T) {
+	c := newClock()
+	st := newFakeStore(c)
+	a := New(st, "lease", "a", term, c.now)
+	e := try(t, a)
+	a.SetDuration(3 * term)
+	c.advance(term / 2)
+	try(t, a)
+	c.advance(2 * term)
+	if !a.Valid(e) {
+		t.Fatal("the term did not take the new duration")
+	}
+	if r := st.record(t); r.Duration != 3*term {
+		t.Errorf("record duration %s, want %s", r.Duration, 3*term)
+	}
+	// A term is left: valid for half of one, not for a whole one.
+	if !a.ValidFor(e, term/2) || a.ValidFor(e, term) {
+		t.Errorf("ValidFor with a term left: %v for half a term, %v for a whole one", a.ValidFor(e, term/2), a.ValidFor(e, term))
+	}
+}

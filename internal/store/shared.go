@@ -226,7 +226,7 @@ func (r *SharedRecords) Load(app string) (engine.AppRecord, error) {
 		if err == nil {
 			err = fmt.Errorf("it is the record of app %q", f.App)
 		}
-		return engine.AppRecord{}, fmt.Errorf("%s is damaged: %w", key, err)
+		return engine.AppRecord{}, fmt.Errorf("%s is damaged: %w: %w", key, engine.ErrRecordDamaged, err)
 	}
 	return f.Record, nil
 }

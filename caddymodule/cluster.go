@@ -466,9 +466,13 @@ func (c *cluster) termMargin() time.Duration { return time.Duration(c.leaseDur.L
 // delays the end of the term.
 func (c *cluster) hold(app string, al *appLease, epoch uint64, end context.CancelCauseFunc) {
 	done := make(chan struct{})
+	var renewals sync.WaitGroup
+	// The renewals end before hold does: one in flight after Resign's
+	// release would take the lease back.
+	defer renewals.Wait()
 	defer close(done)
 	lost := make(chan struct{}, 1)
-	c.bg.Go(func() {
+	renewals.Go(func() {
 		for {
 			select {
 			case <-done:

@@ -940,7 +940,64 @@ func proxiesScenarios(t *testing.T, storage string) {
 			return
 		}
 	}
-	sub("both killed and restarted", func(t *testing.T) { proxiesRestartAll(t, ps, a, b) })
+	if !sub("both killed and restarted", func(t *testing.T) { proxiesRestartAll(t, ps, a, b) }) {
+		return
+	}
+	sub("config drift", func(t *testing.T) { proxiesDrift(t, ps, a, b) })
+}
+
+// A follower reloaded with a podswitch config that differs from the
+// leader's is named by both proxies' status and cluster view, and warned
+// of in the leader's log; the same config again clears it. Nothing of the
+// apps changes meanwhile.
+func proxiesDrift(t *testing.T, ps []*caddyProc, apps ...appCfg) {
+	leader, followers := leaderOf(t, ps, apps[0].Name)
+	f := followers[0]
+	fv, err := clusterOf(f.admin, apps[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := containerStates(t, apps[0].Name)
+	changed := slices.Clone(apps)
+	changed[0].Lines = append(slices.Clone(changed[0].Lines), "env DRIFT 1")
+	f.reload(changed...)
+	drift := func(c *caddyProc) []string {
+		code, body := c.api(http.MethodGet, "/podswitch/apps/"+apps[0].Name, "")
+		if code != http.StatusOK {
+			t.Fatalf("status on %s: %d %s", c.admin, code, body)
+		}
+		var st struct {
+			Cluster struct {
+				Drift []string `json:"config_drift"`
+			} `json:"cluster"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Cluster.Drift
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !slices.Contains(drift(leader), fv.This) || len(drift(f)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("drift not shown within 15s: the leader names %v (want %s), the follower %v", drift(leader), fv.This, drift(f))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(leader.logs(), "the podswitch config of other proxies differs from this one's") {
+		t.Error("the leader's log has no warning of the drift")
+	}
+	if out, err := exec.Command(caddyBin, "podswitch", "cluster", "--address", leader.admin).CombinedOutput(); err != nil || !strings.Contains(string(out), "(differs)") {
+		t.Errorf("caddy podswitch cluster on the leader does not mark the follower: %v\n%s", err, out)
+	}
+	f.reload(apps...)
+	deadline = time.Now().Add(15 * time.Second)
+	for len(drift(leader)) > 0 || len(drift(f)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("drift still shown 15s after the same config: leader %v, follower %v", drift(leader), drift(f))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sameContainers(t, "after a follower's config differed and came back", before, containerStates(t, apps[0].Name))
 }
 
 // The command line works on the follower: a scale with --wait is carried
@@ -1240,11 +1297,27 @@ func proxiesKillLeaderDuringDeploy(t *testing.T, ps []*caddyProc, app appCfg) {
 		t.Errorf("the survivor took the lease %s after the kill, want within the lease %s (+%s)", after.Round(time.Millisecond), proxiesLease, takeoverSlack)
 	}
 
-	d := s.waitDeployment(app.Name, imageV2, 2*time.Minute)
-	if d.Status != engine.StatusSuccess {
-		t.Errorf("the deploy ended %s (%s) after the takeover, want success", d.Status, d.Error)
+	// The survivor starts the interrupted deploy over (a deployment of
+	// its own, trigger start); the killed leader's shows as aborted.
+	var d engine.Deployment
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		st := s.status(app.Name)
+		if i := slices.IndexFunc(st.Deployments, func(x engine.Deployment) bool { return x.ID > dep.ID && x.Image == imageV2 }); i >= 0 && st.Deployments[i].Status.Ended() {
+			d = st.Deployments[i]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the survivor did not finish the interrupted deploy within 2m: %+v", st.Deployments)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("deployment %d (trigger %s) ended %s; the killed leader's was %d", d.ID, d.Trigger, d.Status, dep.ID)
+	if d.Status != engine.StatusSuccess || d.Trigger != "start" {
+		t.Errorf("the deploy started over ended %s (%s), trigger %q, after the takeover; want success, trigger start", d.Status, d.Error, d.Trigger)
+	}
+	if old := s.deployment(app.Name, dep.ID); old.Status != engine.StatusAborted {
+		t.Errorf("the killed leader's deployment %d shows %s on the survivor, want aborted", dep.ID, old.Status)
+	}
+	t.Logf("deployment %d (trigger %s) ended %s; the killed leader's, %d, shows aborted", d.ID, d.Trigger, d.Status, dep.ID)
 	waitOnlyRelease(t, app.Name, old, app.Web, time.Minute)
 	l.waitVersion(t, "v2", 30*time.Second)
 	l.waitAnswers(t, proxiesRPS, 10*time.Second)

@@ -38,18 +38,7 @@ const HistoryLimit = 50
 type History struct {
 	dir string
 	log *zap.Logger
-
-	mu     sync.Mutex
-	latest map[string][]engine.Deployment // the newest state of each app saved or loaded
-	dirty  map[string]bool                // apps whose newest state is not on disk yet
-	closed bool
-
-	// writing serializes flushes, so that an older state is never written
-	// after a newer one.
-	writing sync.Mutex
-	wake    chan struct{}
-	stop    chan struct{}
-	stopped chan struct{}
+	w   *historyWriter
 }
 
 // historyFile is the content of a history file.
@@ -59,22 +48,22 @@ type historyFile struct {
 	Deployments []engine.Deployment `json:"deployments"`
 }
 
+// encodeHistory returns the history file of app holding ds.
+func encodeHistory(app string, ds []engine.Deployment) ([]byte, error) {
+	if ds == nil {
+		ds = []engine.Deployment{}
+	}
+	return json.MarshalIndent(historyFile{App: app, Deployments: ds}, "", "  ")
+}
+
 // NewHistory returns a history kept in dir, one file per app. Close it
 // to write what is pending.
 func NewHistory(dir string, log *zap.Logger) *History {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	h := &History{
-		dir:     dir,
-		log:     log,
-		latest:  map[string][]engine.Deployment{},
-		dirty:   map[string]bool{},
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
-	}
-	go h.run()
+	h := &History{dir: dir, log: log}
+	h.w = newHistoryWriter(h.write, log)
 	return h
 }
 
@@ -86,12 +75,9 @@ func (h *History) Load(app string) []engine.Deployment {
 	if !engine.ValidName(app) {
 		return nil
 	}
-	h.mu.Lock()
-	if ds, ok := h.latest[app]; ok {
-		h.mu.Unlock()
-		return slices.Clone(ds)
+	if ds, ok := h.w.newest(app); ok {
+		return ds
 	}
-	h.mu.Unlock()
 	b, err := os.ReadFile(h.path(app))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -105,36 +91,30 @@ func (h *History) Load(app string) []engine.Deployment {
 		return nil
 	}
 	ds := trimHistory(f.Deployments)
-	h.mu.Lock()
-	if _, ok := h.latest[app]; !ok {
-		h.latest[app] = ds
-	}
-	h.mu.Unlock()
+	h.w.loaded(app, ds)
 	return slices.Clone(ds)
 }
 
 // Save records the deployments of app (oldest first) and has them written
 // in the background. It is called with the app's lock held: it does not
 // touch the disk.
-func (h *History) Save(app string, deployments []engine.Deployment) {
-	if !engine.ValidName(app) {
-		return
+func (h *History) Save(app string, deployments []engine.Deployment) { h.w.save(app, deployments) }
+
+// Flush writes every app whose newest state is not on disk yet, and
+// returns when it is written.
+func (h *History) Flush() { h.w.flush() }
+
+// Close writes what is pending and ends the background writer. Saves after
+// Close are written at once.
+func (h *History) Close() { h.w.close() }
+
+// write replaces the file of app atomically.
+func (h *History) write(app string, ds []engine.Deployment) error {
+	b, err := encodeHistory(app, ds)
+	if err != nil {
+		return err
 	}
-	ds := trimHistory(slices.Clone(deployments))
-	h.mu.Lock()
-	h.latest[app] = ds
-	h.dirty[app] = true
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
-		// Nothing runs in the background any more.
-		h.Flush()
-		return
-	}
-	select {
-	case h.wake <- struct{}{}:
-	default:
-	}
+	return writeFile(h.dir, app+".json", b)
 }
 
 func trimHistory(ds []engine.Deployment) []engine.Deployment {
@@ -144,66 +124,163 @@ func trimHistory(ds []engine.Deployment) []engine.Deployment {
 	return ds
 }
 
-func (h *History) run() {
-	defer close(h.stopped)
+// historyWriter is the background writer of History and SharedHistory. It
+// keeps the newest state of each app saved (or loaded), and the apps whose
+// newest state is not written yet; save records a state and wakes a
+// goroutine, which writes the newest state of every such app with write,
+// so that saves that come faster than the writes coalesce. Flushes are
+// serialized, so that an older state is never written after a newer one.
+//
+// A write that fails is logged and tried again with the next save (or
+// flush); one that fails with errRefused is logged at debug level and
+// dropped.
+type historyWriter struct {
+	write func(app string, ds []engine.Deployment) error
+	log   *zap.Logger
+
+	mu     sync.Mutex
+	latest map[string][]engine.Deployment // the newest state of each app saved or loaded
+	dirty  map[string]bool                // apps whose newest state is not written yet
+	closed bool
+
+	// writing serializes flushes, so that an older state is never written
+	// after a newer one.
+	writing sync.Mutex
+	wake    chan struct{}
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+// errRefused marks a write that was not made on purpose (the fence did not
+// let it through): the writer drops it rather than trying it again.
+var errRefused = errors.New("refused by the fence")
+
+// newHistoryWriter starts a writer that writes with write and logs to log.
+// Close it to write what is pending.
+func newHistoryWriter(write func(app string, ds []engine.Deployment) error, log *zap.Logger) *historyWriter {
+	w := &historyWriter{
+		write:   write,
+		log:     log,
+		latest:  map[string][]engine.Deployment{},
+		dirty:   map[string]bool{},
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	go w.run()
+	return w
+}
+
+// newest returns a copy of the newest state of app saved or loaded, if
+// any.
+func (w *historyWriter) newest(app string) ([]engine.Deployment, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ds, ok := w.latest[app]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(ds), true
+}
+
+// loaded records ds, read from where the history is kept, as the newest
+// state of app, unless a state was saved or loaded meanwhile. It is not
+// written again.
+func (w *historyWriter) loaded(app string, ds []engine.Deployment) {
+	w.mu.Lock()
+	if _, ok := w.latest[app]; !ok {
+		w.latest[app] = ds
+	}
+	w.mu.Unlock()
+}
+
+// save records deployments (oldest first, at most HistoryLimit of them
+// kept) as the newest state of app and has them written in the
+// background, or at once after close. An invalid app name is ignored.
+func (w *historyWriter) save(app string, deployments []engine.Deployment) {
+	if !engine.ValidName(app) {
+		return
+	}
+	ds := trimHistory(slices.Clone(deployments))
+	w.mu.Lock()
+	w.latest[app] = ds
+	w.dirty[app] = true
+	closed := w.closed
+	w.mu.Unlock()
+	if closed {
+		// Nothing runs in the background any more.
+		w.flush()
+		return
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// forget drops what was saved or loaded of app and is not written yet; a
+// write already under way goes on.
+func (w *historyWriter) forget(app string) {
+	w.mu.Lock()
+	delete(w.latest, app)
+	delete(w.dirty, app)
+	w.mu.Unlock()
+}
+
+func (w *historyWriter) run() {
+	defer close(w.stopped)
 	for {
 		select {
-		case <-h.wake:
-			h.Flush()
-		case <-h.stop:
-			h.Flush()
+		case <-w.wake:
+			w.flush()
+		case <-w.stop:
+			w.flush()
 			return
 		}
 	}
 }
 
-// Flush writes every app whose newest state is not on disk yet, and
-// returns when it is written.
-func (h *History) Flush() {
-	h.writing.Lock()
-	defer h.writing.Unlock()
-	h.mu.Lock()
-	todo := make(map[string][]engine.Deployment, len(h.dirty))
-	for app := range h.dirty {
-		todo[app] = h.latest[app]
+// flush writes every app whose newest state is not written yet, and
+// returns when it is written (or refused, or failed).
+func (w *historyWriter) flush() {
+	w.writing.Lock()
+	defer w.writing.Unlock()
+	w.mu.Lock()
+	todo := make(map[string][]engine.Deployment, len(w.dirty))
+	for app := range w.dirty {
+		todo[app] = w.latest[app]
 	}
-	clear(h.dirty)
-	h.mu.Unlock()
+	clear(w.dirty)
+	w.mu.Unlock()
 	for app, ds := range todo {
-		if err := h.write(app, ds); err != nil {
-			h.log.Error("writing deployment history", zap.String("app", app), zap.Error(err))
-			// Try again with the next save.
-			h.mu.Lock()
-			h.dirty[app] = true
-			h.mu.Unlock()
+		err := w.write(app, ds)
+		switch {
+		case errors.Is(err, errRefused):
+			w.log.Debug("deployment history not written: the fence refused it", zap.String("app", app), zap.Error(err))
+		case err != nil:
+			w.log.Error("writing deployment history", zap.String("app", app), zap.Error(err))
+			// Try again with the next save, unless forgotten meanwhile.
+			w.mu.Lock()
+			if _, ok := w.latest[app]; ok {
+				w.dirty[app] = true
+			}
+			w.mu.Unlock()
 		}
 	}
 }
 
-// Close writes what is pending and ends the background writer. Saves after
-// Close are written at once.
-func (h *History) Close() {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+// close writes what is pending and ends the background writer; saves
+// after close are written at once.
+func (w *historyWriter) close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
 		return
 	}
-	h.closed = true
-	h.mu.Unlock()
-	close(h.stop)
-	<-h.stopped
-}
-
-// write replaces the file of app atomically.
-func (h *History) write(app string, ds []engine.Deployment) error {
-	if ds == nil {
-		ds = []engine.Deployment{}
-	}
-	b, err := json.MarshalIndent(historyFile{App: app, Deployments: ds}, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFile(h.dir, app+".json", b)
+	w.closed = true
+	w.mu.Unlock()
+	close(w.stop)
+	<-w.stopped
 }
 
 // writeFile replaces dir/name with b atomically and durably: a temporary

@@ -311,18 +311,7 @@ type SharedHistory struct {
 	kv    *kv
 	fence Fence
 	log   *zap.Logger
-
-	mu     sync.Mutex
-	latest map[string][]engine.Deployment // the newest state of each app saved in this process
-	dirty  map[string]bool                // apps whose newest state is not written yet
-	closed bool
-
-	// writing serializes flushes, so that an older state is never written
-	// after a newer one.
-	writing sync.Mutex
-	wake    chan struct{}
-	stop    chan struct{}
-	stopped chan struct{}
+	w     *historyWriter
 }
 
 // NewSharedHistory returns a history kept in st, written through fence
@@ -334,17 +323,8 @@ func NewSharedHistory(st Storage, fence Fence, log *zap.Logger) *SharedHistory {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	h := &SharedHistory{
-		kv:      newKV(st),
-		fence:   fence,
-		log:     log,
-		latest:  map[string][]engine.Deployment{},
-		dirty:   map[string]bool{},
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
-	}
-	go h.run()
+	h := &SharedHistory{kv: newKV(st), fence: fence, log: log}
+	h.w = newHistoryWriter(h.write, log)
 	return h
 }
 
@@ -355,12 +335,9 @@ func (h *SharedHistory) Load(app string) []engine.Deployment {
 	if !engine.ValidName(app) {
 		return nil
 	}
-	h.mu.Lock()
-	if ds, ok := h.latest[app]; ok {
-		h.mu.Unlock()
-		return slices.Clone(ds)
+	if ds, ok := h.w.newest(app); ok {
+		return ds
 	}
-	h.mu.Unlock()
 	ds, err := h.Read(context.Background(), app)
 	if err != nil {
 		h.log.Error("reading deployment history", zap.String("app", app), zap.Error(err))
@@ -396,89 +373,26 @@ func (h *SharedHistory) Read(ctx context.Context, app string) ([]engine.Deployme
 // Save records the deployments of app (oldest first) and has them written
 // in the background. It is called with the app's lock held: it does not
 // touch the storage.
-func (h *SharedHistory) Save(app string, deployments []engine.Deployment) {
-	if !engine.ValidName(app) {
-		return
-	}
-	ds := trimHistory(slices.Clone(deployments))
-	h.mu.Lock()
-	h.latest[app] = ds
-	h.dirty[app] = true
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
-		// Nothing runs in the background any more.
-		h.Flush()
-		return
-	}
-	select {
-	case h.wake <- struct{}{}:
-	default:
-	}
-}
+func (h *SharedHistory) Save(app string, deployments []engine.Deployment) { h.w.save(app, deployments) }
 
 // Forget drops what this process saved of app and has not written yet,
 // when it stops leading the app, so that the next Load reads the storage.
 // A write already under way still goes through the fence.
-func (h *SharedHistory) Forget(app string) {
-	h.mu.Lock()
-	delete(h.latest, app)
-	delete(h.dirty, app)
-	h.mu.Unlock()
-}
-
-func (h *SharedHistory) run() {
-	defer close(h.stopped)
-	for {
-		select {
-		case <-h.wake:
-			h.Flush()
-		case <-h.stop:
-			h.Flush()
-			return
-		}
-	}
-}
-
-// errRefused marks a write the fence did not let through.
-var errRefused = errors.New("refused by the fence")
+func (h *SharedHistory) Forget(app string) { h.w.forget(app) }
 
 // Flush writes every app whose newest state is not written yet, and
 // returns when it is written (or refused, or failed: a failed write is
 // tried again with the next save).
-func (h *SharedHistory) Flush() {
-	h.writing.Lock()
-	defer h.writing.Unlock()
-	h.mu.Lock()
-	todo := make(map[string][]engine.Deployment, len(h.dirty))
-	for app := range h.dirty {
-		todo[app] = h.latest[app]
-	}
-	clear(h.dirty)
-	h.mu.Unlock()
-	for app, ds := range todo {
-		err := h.write(app, ds)
-		switch {
-		case errors.Is(err, errRefused):
-			h.log.Debug("deployment history not written: the fence refused it", zap.String("app", app), zap.Error(err))
-		case err != nil:
-			h.log.Error("writing deployment history", zap.String("app", app), zap.Error(err))
-			h.mu.Lock()
-			if _, ok := h.latest[app]; ok {
-				h.dirty[app] = true
-			}
-			h.mu.Unlock()
-		}
-	}
-}
+func (h *SharedHistory) Flush() { h.w.flush() }
+
+// Close writes what is pending and ends the background writer. Saves after
+// Close are written at once.
+func (h *SharedHistory) Close() { h.w.close() }
 
 // write writes the history of app through the fence; a refusal is an
 // error that is errRefused.
 func (h *SharedHistory) write(app string, ds []engine.Deployment) error {
-	if ds == nil {
-		ds = []engine.Deployment{}
-	}
-	b, err := json.MarshalIndent(historyFile{App: app, Deployments: ds}, "", "  ")
+	b, err := encodeHistory(app, ds)
 	if err != nil {
 		return err
 	}
@@ -491,20 +405,6 @@ func (h *SharedHistory) write(app string, ds []engine.Deployment) error {
 		return fmt.Errorf("%w: %w", errRefused, err)
 	}
 	return err
-}
-
-// Close writes what is pending and ends the background writer. Saves after
-// Close are written at once.
-func (h *SharedHistory) Close() {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return
-	}
-	h.closed = true
-	h.mu.Unlock()
-	close(h.stop)
-	<-h.stopped
 }
 
 // Interface guards

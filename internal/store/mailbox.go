@@ -198,6 +198,8 @@ func (m *Mailbox) Await(ctx context.Context, app, id string, poll time.Duration)
 				return Result{}, fmt.Errorf("%s is damaged: %w", key, err)
 			}
 			return r, nil
+		case ctx.Err() != nil:
+			// Cut short by ctx: the storage's own last word is kept.
 		case !errors.Is(err, fs.ErrNotExist):
 			last = err
 		}

@@ -99,7 +99,7 @@ func TestMailbox(t *testing.T) {
 		}
 
 		// Nobody answers.
-		short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
 		if _, err := m.Await(short, "blog", "c", 5*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Await without an answer: %v", err)
@@ -130,7 +130,7 @@ func TestMailboxAwaitErrors(t *testing.T) {
 		}
 		return nil
 	})
-	short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	if _, err := m.Await(short, "blog", "a", 5*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, down) {
 		t.Errorf("Await while the storage fails: %v", err)

@@ -694,6 +694,7 @@ func (c *cluster) beat() {
 		if al := c.leases[app]; al != nil && al.epoch != 0 {
 			r.Leader, r.Epoch = true, al.epoch
 		}
+		r.Used = m.TakeTraffic(app)
 		lead := 0.0
 		if r.Leader {
 			lead = 1
@@ -721,6 +722,16 @@ func (c *cluster) beat() {
 	c.noteStorage(err)
 	if err != nil {
 		return
+	}
+	for _, p := range peers {
+		if p.Proxy == c.proxy {
+			continue
+		}
+		for app, r := range p.Apps {
+			if r.Used && m.Leads(app) {
+				m.TrafficElsewhere(app)
+			}
+		}
 	}
 	var drift []string
 	for _, p := range peers {

@@ -321,10 +321,47 @@ func (m *Manager) route(ctx context.Context, sl *appSlot, known bool) {
 		if g := sl.pool.Gate(); g == nil || g.Maintenance || !g.Since.Equal(p.Since) {
 			sl.pool.setGate(&Gate{Timeout: p.Timeout, RetryAfter: gateRetryAfter, Since: p.Since})
 		}
+	case rec.Idle != nil:
+		// Asleep (idle_timeout): requests wait, up to boot_timeout,
+		// while the leader wakes it; it hears of them through this
+		// proxy's heartbeat (TakeTraffic).
+		since := rec.Idle.Since
+		if g := sl.pool.Gate(); g == nil || !g.Waking || !g.Since.Equal(since) {
+			sl.mu.Lock()
+			boot := sl.spec.BootTimeout
+			sl.mu.Unlock()
+			sl.pool.setGate(&Gate{Waking: true, Timeout: boot, RetryAfter: wakeRetryAfter, Since: since})
+		}
 	default:
 		if sl.pool.Gate() != nil {
 			sl.pool.setGate(nil)
 		}
+	}
+}
+
+// TakeTraffic reports whether app, which this proxy follows, got a request
+// through this proxy since the last call: the leader counts it as use
+// (idle_timeout) and wakes the app for it (TrafficElsewhere). It reports
+// false for an app this proxy leads, whose idle check takes its traffic.
+func (m *Manager) TakeTraffic(app string) bool {
+	if !m.Follows(app) {
+		return false
+	}
+	p := m.Pool(app)
+	return p.used.Load() && p.used.Swap(false)
+}
+
+// TrafficElsewhere tells the leader of app that another proxy served it
+// lately: that counts as use (idle_timeout), and an app asleep wakes up,
+// as for a request of its own.
+func (m *Manager) TrafficElsewhere(app string) {
+	s := m.App(app)
+	if s == nil {
+		return
+	}
+	s.noteUsed()
+	if s.asleep.Load() {
+		s.queue(s.wakeOnRequest)
 	}
 }
 

@@ -393,3 +393,83 @@ func TestRemovedHereConfiguredElsewhere(t *testing.T) {
 		b.Close()
 	})
 }
+
+// idle_timeout across proxies: traffic through the follower alone keeps
+// the app awake (its heartbeat tells the leader); once it stops, the app
+// sleeps and the follower holds requests behind a waking gate; one of them
+// wakes the app through the leader, and goes on once it is awake.
+func TestIdleAcrossProxies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		st := newMemStore()
+		f := &fakeLeases{pools: map[string]*Manager{}}
+		deps := func(proxy string) Deps {
+			return Deps{
+				Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
+				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
+				InFlight: func(string) int { return 0 },
+			}
+		}
+		a, b := NewManager(deps("a")), NewManager(deps("b"))
+		f.pools["a"], f.pools["b"] = a, b
+		f.give("a")
+		spec := appSpec(t, "blog:v1", 2)
+		spec.IdleTimeout = 30 * time.Second
+		a.Apply([]AppSpec{spec})
+		b.Apply([]AppSpec{spec})
+		waitFor(t, "b routes to 2", time.Minute, func() bool {
+			p := b.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 2
+		})
+		// The heartbeats, every second: what b served, a hears of.
+		stop := make(chan struct{})
+		beats := make(chan struct{})
+		go func() {
+			defer close(beats)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Second):
+				}
+				if b.TakeTraffic(appName) {
+					a.TrafficElsewhere(appName)
+				}
+			}
+		}()
+		for range 12 {
+			if v := <-request(b.Pool(appName)); v != Through {
+				t.Fatalf("a request through b: verdict %d", v)
+			}
+			settle(10 * time.Second)
+		}
+		if a.App(appName).Status().Idle != nil {
+			t.Fatal("the app fell asleep while b served it")
+		}
+		waitFor(t, "asleep after 30s without traffic", 2*time.Minute, func() bool { return a.App(appName).Status().Idle != nil })
+		waitFor(t, "b's waking gate", 5*time.Second, func() bool {
+			g := b.Pool(appName).Gate()
+			return g != nil && g.Waking
+		})
+		v := request(b.Pool(appName))
+		waitFor(t, "the request through b wakes the app", time.Minute, func() bool {
+			st := a.App(appName).Status()
+			return st.Idle == nil && st.LastWake != nil
+		})
+		select {
+		case got := <-v:
+			if got != Through {
+				t.Fatalf("the held request: verdict %d, want through", got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request b held was not let through after the wake")
+		}
+		if p := b.Pool(appName).Load(); p == nil || len(p.Addrs) == 0 {
+			t.Fatalf("b's pool after the wake: %v", p)
+		}
+		close(stop)
+		<-beats
+		a.Close()
+		b.Close()
+	})
+}

@@ -41,6 +41,10 @@ type AppRoute struct {
 	// Leader and Epoch are set when the proxy leads the app.
 	Leader bool   `json:"leader,omitempty"`
 	Epoch  uint64 `json:"epoch,omitempty"`
+	// Used says the proxy served the app a request since its last
+	// heartbeat (an app it follows): its leader counts it as use of the
+	// app (idle_timeout), and wakes it if it sleeps.
+	Used bool `json:"used,omitempty"`
 }
 
 // Heartbeats writes this proxy's heartbeat and reads the others'. Its

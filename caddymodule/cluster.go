@@ -84,6 +84,12 @@ func sharedStorage(ctx caddy.Context) certmagic.Storage {
 // one through this.
 type swapStorage struct {
 	cur atomic.Pointer[certmagic.Storage]
+
+	// locked is the storage value each lock held was taken through: it is
+	// released through the same one (a Redis client knows only the locks
+	// it took), even if a reload swapped the storage meanwhile.
+	mu     sync.Mutex
+	locked map[string]certmagic.Storage
 }
 
 func (s *swapStorage) set(st certmagic.Storage) { s.cur.Store(&st) }
@@ -91,11 +97,28 @@ func (s *swapStorage) set(st certmagic.Storage) { s.cur.Store(&st) }
 func (s *swapStorage) get() certmagic.Storage { return *s.cur.Load() }
 
 func (s *swapStorage) Lock(ctx context.Context, name string) error {
-	return counted("lock", s.get().Lock(ctx, name))
+	st := s.get()
+	err := st.Lock(ctx, name)
+	if err == nil {
+		s.mu.Lock()
+		if s.locked == nil {
+			s.locked = map[string]certmagic.Storage{}
+		}
+		s.locked[name] = st
+		s.mu.Unlock()
+	}
+	return counted("lock", err)
 }
 
 func (s *swapStorage) Unlock(ctx context.Context, name string) error {
-	return counted("unlock", s.get().Unlock(ctx, name))
+	s.mu.Lock()
+	st, ok := s.locked[name]
+	delete(s.locked, name)
+	s.mu.Unlock()
+	if !ok {
+		st = s.get()
+	}
+	return counted("unlock", st.Unlock(ctx, name))
 }
 
 func (s *swapStorage) Store(ctx context.Context, key string, value []byte) error {

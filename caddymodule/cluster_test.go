@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,4 +172,50 @@ func TestClusterJoin(t *testing.T) {
 	if err := sameCluster(&certmagic.FileStorage{Path: t.TempDir()}, own); err == nil {
 		t.Error("a storage of no cluster accepted")
 	}
+}
+
+// lockLog is a storage that records the locks taken and released through
+// it.
+type lockLog struct {
+	certmagic.Storage
+	mu               sync.Mutex
+	locked, unlocked []string
+}
+
+func (l *lockLog) Lock(ctx context.Context, name string) error {
+	l.mu.Lock()
+	l.locked = append(l.locked, name)
+	l.mu.Unlock()
+	return l.Storage.Lock(ctx, name)
+}
+
+func (l *lockLog) Unlock(ctx context.Context, name string) error {
+	l.mu.Lock()
+	l.unlocked = append(l.unlocked, name)
+	l.mu.Unlock()
+	return l.Storage.Unlock(ctx, name)
+}
+
+// A lock taken before a reload swapped the storage value is released
+// through the value that took it (a Redis client knows only its own).
+func TestSwapStorageUnlocksThroughTheTaker(t *testing.T) {
+	dir := t.TempDir()
+	old := &lockLog{Storage: &certmagic.FileStorage{Path: dir}}
+	cur := &lockLog{Storage: &certmagic.FileStorage{Path: dir}}
+	sw := new(swapStorage)
+	sw.set(old)
+	if err := sw.Lock(context.Background(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	sw.set(cur)
+	if err := sw.Unlock(context.Background(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if len(old.unlocked) != 1 || len(cur.unlocked) != 0 {
+		t.Errorf("unlocked through the old value %v, the new %v; want the old", old.unlocked, cur.unlocked)
+	}
+	if err := sw.Lock(context.Background(), "x"); err != nil || len(cur.locked) != 1 {
+		t.Errorf("a new lock goes through the new value: %v %v", cur.locked, err)
+	}
+	_ = sw.Unlock(context.Background(), "x")
 }

@@ -124,8 +124,8 @@ func remembered(rec AppRecord, missing []string) []ContainerInfo {
 	}
 	var out []ContainerInfo
 	for _, h := range rec.Hosted {
-		if !slices.Contains(missing, HostOf(h.ID)) {
-			continue
+		if h.Canary || !slices.Contains(missing, HostOf(h.ID)) {
+			continue // a canary does not outlive its leader
 		}
 		labels := map[string]string{LabelRelease: rec.Serving.ID, LabelProcess: h.Process}
 		if h.Port != "" {

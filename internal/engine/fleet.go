@@ -270,6 +270,8 @@ func (f *fleet) canaryPool(cs []*Container) *Canary {
 // setCanary sets the canary in service (nil rules: none) and marks the
 // pool for a rebuild.
 func (f *fleet) setCanary(release string, rules *CanaryRules) {
+	// The hosted containers of the record list the canary's.
+	f.readyChanged = true
 	if rules != nil && (f.canaryClients == nil || f.canaryRelease != release) {
 		f.canaryClients = new(atomic.Uint64)
 	}

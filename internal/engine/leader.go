@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -98,6 +99,10 @@ type appSlot struct {
 	detach context.CancelCauseFunc
 	// unfollow ends the campaign and the following in progress.
 	unfollow context.CancelFunc
+	// canaryClients counts the new clients of the canary canaryRelease
+	// through this proxy (a follower's own share of them).
+	canaryClients *atomic.Uint64
+	canaryRelease string
 	// rec is the record as the follower last read it, recErr why the
 	// last read failed.
 	rec    AppRecord
@@ -284,18 +289,27 @@ func (m *Manager) route(ctx context.Context, sl *appSlot, known bool) {
 	rec := sl.rec
 	sl.mu.Unlock()
 	release := ""
-	var addrs []string
+	var addrs, canaryAddrs []string
+	var canary *Canary
 	if known && rec.Serving != nil {
 		release = rec.Serving.ID
 		for _, h := range rec.Hosted {
-			if h.Process == WebProcess && h.Addr != "" {
+			switch {
+			case h.Process != WebProcess || h.Addr == "":
+			case h.Canary:
+				canaryAddrs = append(canaryAddrs, h.Addr)
+			default:
 				addrs = append(addrs, h.Addr)
 			}
 		}
 	} else if p := sl.pool.Load(); p != nil {
-		release, addrs = p.Release, p.Addrs
+		release, addrs, canary = p.Release, p.Addrs, p.Canary
 	}
 	ready := m.checkAll(ctx, addrs)
+	var canaryReady []string
+	if known && rec.Canary != nil {
+		canaryReady = m.checkAll(ctx, canaryAddrs)
+	}
 	if ctx.Err() != nil {
 		return
 	}
@@ -304,9 +318,21 @@ func (m *Manager) route(ctx context.Context, sl *appSlot, known bool) {
 		// leader does when every container fails its checks.
 		ready = addrs
 	}
-	if p := sl.pool.Load(); p == nil || p.Release != release || !slices.Equal(p.Addrs, ready) {
+	if cn := rec.Canary; known && cn != nil {
+		// The canary in service gets its share through this proxy too,
+		// with a count of new clients of its own.
+		sl.mu.Lock()
+		if sl.canaryClients == nil || sl.canaryRelease != cn.Release {
+			sl.canaryClients, sl.canaryRelease = new(atomic.Uint64), cn.Release
+		}
+		canary = &Canary{Release: cn.Release, Addrs: canaryReady, CanaryRules: cn.Rules, clients: sl.canaryClients}
+		sl.mu.Unlock()
+	} else if known {
+		canary = nil
+	}
+	if p := sl.pool.Load(); p == nil || p.Release != release || !slices.Equal(p.Addrs, ready) || !sameCanary(p.Canary, canary) {
 		if release != "" || p != nil {
-			sl.pool.store(release, ready, nil)
+			sl.pool.store(release, ready, canary)
 		}
 	}
 	switch {
@@ -363,6 +389,15 @@ func (m *Manager) TrafficElsewhere(app string) {
 	if s.asleep.Load() {
 		s.queue(s.wakeOnRequest)
 	}
+}
+
+// sameCanary reports whether a and b route the same (release, rules and
+// containers).
+func sameCanary(a, b *Canary) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Release == b.Release && a.CanaryRules == b.CanaryRules && slices.Equal(a.Addrs, b.Addrs)
 }
 
 // checkAll probes each of addrs at once and returns those that accepted a

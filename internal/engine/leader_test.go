@@ -473,3 +473,63 @@ func TestIdleAcrossProxies(t *testing.T) {
 		b.Close()
 	})
 }
+
+// A canary in service gets its share through the follower too: the
+// follower's pool has the canary's containers and rules once the leader's
+// record lists them; an abort on the leader takes it away on both.
+func TestCanaryThroughFollower(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		st := newMemStore()
+		f := &fakeLeases{pools: map[string]*Manager{}}
+		deps := func(proxy string) Deps {
+			return Deps{
+				Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
+				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
+				InFlight: func(string) int { return 0 },
+			}
+		}
+		a, b := NewManager(deps("a")), NewManager(deps("b"))
+		f.pools["a"], f.pools["b"] = a, b
+		f.give("a")
+		spec := appSpec(t, "blog:v1", 2)
+		a.Apply([]AppSpec{spec})
+		b.Apply([]AppSpec{spec})
+		waitFor(t, "b routes to 2", time.Minute, func() bool {
+			p := b.Pool(appName).Load()
+			return p != nil && len(p.Addrs) == 2
+		})
+		rules := CanaryRules{Percent: 25, Header: "X-Beta"}
+		if _, err := a.App(appName).Canary("blog:v2", "", rules); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the canary in service on a", time.Minute, func() bool {
+			p := a.Pool(appName).Load()
+			return p != nil && p.Canary != nil && len(p.Canary.Addrs) > 0
+		})
+		waitFor(t, "b routes the canary as a", 5*time.Second, func() bool {
+			pa, pb := a.Pool(appName).Load(), b.Pool(appName).Load()
+			return pb != nil && pb.Canary != nil && pb.Canary.Release == pa.Canary.Release &&
+				pb.Canary.CanaryRules == rules && slices.Equal(pb.Canary.Addrs, pa.Canary.Addrs) && slices.Equal(pb.Addrs, pa.Addrs)
+		})
+		// b's own share: a quarter of its new clients.
+		got := 0
+		for range 100 {
+			if b.Pool(appName).Load().Canary.NewClient() {
+				got++
+			}
+		}
+		if got != 25 {
+			t.Errorf("b sent %d of 100 new clients to the canary, want 25", got)
+		}
+		if err := a.App(appName).Abort(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "b drops the canary", 5*time.Second, func() bool {
+			p := b.Pool(appName).Load()
+			return p != nil && p.Canary == nil
+		})
+		a.Close()
+		b.Close()
+	})
+}

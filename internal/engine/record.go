@@ -56,6 +56,9 @@ type HostedRecord struct {
 	Addr    string `json:"dial,omitempty"`
 	// Port is a web container's PORT (its label).
 	Port string `json:"port,omitempty"`
+	// Canary marks a web container of the canary in service (several
+	// proxies: followers route to it by the canary's rules).
+	Canary bool `json:"canary,omitempty"`
 }
 
 // releasesKept is how many past releases an app record keeps.

@@ -354,6 +354,11 @@ func (s *Supervisor) noteHostedLocked(rel string) {
 			}
 			hosted = append(hosted, r)
 		}
+		if cn := s.rec.Canary; cn != nil && s.deps.Leadership != nil && c.canary && c.state == StateReady &&
+			c.Release == cn.Release && c.Process == WebProcess {
+			// The other proxies send the canary its share too.
+			hosted = append(hosted, HostedRecord{ID: c.ID, Name: c.Name, Process: c.Process, Addr: c.Addr, Canary: true})
+		}
 	}
 	slices.SortFunc(hosted, func(a, b HostedRecord) int { return strings.Compare(a.ID, b.ID) })
 	if slices.Equal(hosted, s.rec.Hosted) {

@@ -928,6 +928,9 @@ func proxiesScenarios(t *testing.T, storage string) {
 	if !sub("the command line through the follower", func(t *testing.T) { proxiesCLI(t, ps, a) }) {
 		return
 	}
+	if !sub("canary through the follower", func(t *testing.T) { proxiesCanary(t, ps, a) }) {
+		return
+	}
 	if !sub("leader frozen past its lease", func(t *testing.T) { proxiesFreezeLeader(t, ps, a) }) {
 		return
 	}
@@ -1035,6 +1038,66 @@ func proxiesCLI(t *testing.T, ps []*caddyProc, app appCfg) {
 	if err != nil || !strings.Contains(out, lv.This) || strings.Count(out, "\n") < 3 {
 		t.Errorf("caddy podswitch cluster through the follower: %v\n%s", err, out)
 	}
+}
+
+// A canary started through the follower gets the requests its header
+// asks for through both proxies, and the others go to the serving
+// release; an abort through the follower ends it on both.
+func proxiesCanary(t *testing.T, ps []*caddyProc, app appCfg) {
+	leader, followers := leaderOf(t, ps, app.Name)
+	f := followers[0]
+	serving, _ := answerOf(func() string { _, b := get(t, leader.appURL(app.Name, "/")); return b }())
+	canaryImage, canaryVersion := imageV1, "v1"
+	if serving == "v1" {
+		canaryImage, canaryVersion = imageV2, "v2"
+	}
+	base := "/podswitch/apps/" + app.Name
+	code, body := f.api(http.MethodPost, base+"/rollout?wait=1", `{"image": "`+canaryImage+`", "percent": 0, "header": "X-Beta"}`)
+	if code != http.StatusOK {
+		t.Fatalf("rollout through the follower: %d %s", code, body)
+	}
+	ask := func(c *caddyProc, beta bool) string {
+		req, err := http.NewRequest(http.MethodGet, c.appURL(app.Name, "/"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if beta {
+			req.Header.Set("X-Beta", "1")
+		}
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("a request through %s: %v", c.admin, err)
+		}
+		v, _ := answerOf(mustRead(resp))
+		return v
+	}
+	for _, c := range ps {
+		deadline := time.Now().Add(10 * time.Second)
+		for ask(c, true) != canaryVersion {
+			if time.Now().After(deadline) {
+				t.Fatalf("requests with X-Beta through %s do not reach the canary (%s) within 10s", c.admin, canaryVersion)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		for range 20 {
+			if v := ask(c, false); v != serving {
+				t.Fatalf("a request without X-Beta through %s reached %s, want the serving %s (percent 0)", c.admin, v, serving)
+			}
+		}
+	}
+	if code, body := f.api(http.MethodPost, base+"/abort", ""); code != http.StatusOK {
+		t.Fatalf("abort through the follower: %d %s", code, body)
+	}
+	for _, c := range ps {
+		deadline := time.Now().Add(10 * time.Second)
+		for ask(c, true) != serving {
+			if time.Now().After(deadline) {
+				t.Fatalf("requests with X-Beta through %s still reach the canary 10s after the abort", c.admin)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	leader.waitSettled(app.Name, app.Web, time.Minute)
 }
 
 // 1. Load on both proxies; a deploy sent to the follower fails no request on

@@ -897,6 +897,11 @@ func (c *cluster) opsLoop() {
 	}
 }
 
+// maxRunningOps bounds the operations of other proxies a leader carries
+// out at once (each may wait for its deployment's end): the next ones
+// stay posted until one ends.
+const maxRunningOps = 64
+
 // sweepInterval is how often a leader deletes the answers nobody read.
 const sweepInterval = time.Minute
 
@@ -914,11 +919,13 @@ func (c *cluster) takeOps() {
 	}
 	for _, op := range ops {
 		c.mu.Lock()
-		busy := c.running[op.ID]
-		c.running[op.ID] = true
+		busy, full := c.running[op.ID], len(c.running) >= maxRunningOps
+		if !busy && !full {
+			c.running[op.ID] = true
+		}
 		c.mu.Unlock()
-		if busy {
-			continue
+		if busy || full {
+			continue // a full leader takes the rest at a later look
 		}
 		if err := c.mailbox.Cancel(ctx, op.App, op.ID); err != nil {
 			c.mu.Lock()

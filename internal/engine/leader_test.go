@@ -117,6 +117,27 @@ func (v view) Unused(ctx context.Context, app, addr string) {
 	}
 }
 
+// twoProxies returns managers a and b over one runtime and store, sharing
+// a fake lease that a holds; run, when set, gives each proxy's runtime.
+func twoProxies(t *testing.T, rt *fakeRuntime, st Store, run func(proxy string) Runtime) (a, b *Manager, f *fakeLeases) {
+	f = &fakeLeases{pools: map[string]*Manager{}}
+	deps := func(proxy string) Deps {
+		var r Runtime = rt
+		if run != nil {
+			r = run(proxy)
+		}
+		return Deps{
+			Runtime: r, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
+			Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
+			InFlight: func(string) int { return 0 },
+		}
+	}
+	a, b = NewManager(deps("a")), NewManager(deps("b"))
+	f.pools["a"], f.pools["b"] = a, b
+	f.give("a")
+	return a, b, f
+}
+
 // killWatch is a runtime that checks, at every SIGTERM, that no other
 // proxy still routes to the container.
 type killWatch struct {
@@ -146,19 +167,14 @@ func TestLeaderAndFollower(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := newFakeRuntime()
 		st := newMemStore()
-		f := &fakeLeases{pools: map[string]*Manager{}}
 		var a, b *Manager
-		deps := func(proxy string, run Runtime) Deps {
-			return Deps{
-				Runtime: run, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
-				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
-				InFlight: func(string) int { return 0 },
+		a, b, f := twoProxies(t, rt, st, func(proxy string) Runtime {
+			other := func() *Manager { return a }
+			if proxy == "a" {
+				other = func() *Manager { return b }
 			}
-		}
-		a = NewManager(deps("a", killWatch{fakeRuntime: rt, t: t, other: func() *Manager { return b }}))
-		b = NewManager(deps("b", killWatch{fakeRuntime: rt, t: t, other: func() *Manager { return a }}))
-		f.pools["a"], f.pools["b"] = a, b
-		f.give("a")
+			return killWatch{fakeRuntime: rt, t: t, other: other}
+		})
 		spec := appSpec(t, "blog:v1", 2)
 		a.Apply([]AppSpec{spec})
 		b.Apply([]AppSpec{spec})
@@ -286,17 +302,7 @@ func TestFollowerWithoutStorage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := newFakeRuntime()
 		st := &hangStore{memStore: newMemStore()}
-		f := &fakeLeases{pools: map[string]*Manager{}}
-		deps := func(proxy string) Deps {
-			return Deps{
-				Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
-				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
-				InFlight: func(string) int { return 0 },
-			}
-		}
-		a, b := NewManager(deps("a")), NewManager(deps("b"))
-		f.pools["a"], f.pools["b"] = a, b
-		f.give("a")
+		a, b, _ := twoProxies(t, rt, st, nil)
 		spec := appSpec(t, "blog:v1", 3)
 		a.Apply([]AppSpec{spec})
 		b.Apply([]AppSpec{spec})
@@ -341,17 +347,7 @@ func TestRemovedHereConfiguredElsewhere(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := newFakeRuntime()
 		st := newMemStore()
-		f := &fakeLeases{pools: map[string]*Manager{}}
-		deps := func(proxy string) Deps {
-			return Deps{
-				Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
-				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
-				InFlight: func(string) int { return 0 },
-			}
-		}
-		a, b := NewManager(deps("a")), NewManager(deps("b"))
-		f.pools["a"], f.pools["b"] = a, b
-		f.give("a")
+		a, b, f := twoProxies(t, rt, st, nil)
 		spec := appSpec(t, "blog:v1", 2)
 		a.Apply([]AppSpec{spec})
 		b.Apply([]AppSpec{spec})
@@ -402,17 +398,7 @@ func TestIdleAcrossProxies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := newFakeRuntime()
 		st := newMemStore()
-		f := &fakeLeases{pools: map[string]*Manager{}}
-		deps := func(proxy string) Deps {
-			return Deps{
-				Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
-				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
-				InFlight: func(string) int { return 0 },
-			}
-		}
-		a, b := NewManager(deps("a")), NewManager(deps("b"))
-		f.pools["a"], f.pools["b"] = a, b
-		f.give("a")
+		a, b, _ := twoProxies(t, rt, st, nil)
 		spec := appSpec(t, "blog:v1", 2)
 		spec.IdleTimeout = 30 * time.Second
 		a.Apply([]AppSpec{spec})
@@ -481,17 +467,7 @@ func TestCanaryThroughFollower(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := newFakeRuntime()
 		st := newMemStore()
-		f := &fakeLeases{pools: map[string]*Manager{}}
-		deps := func(proxy string) Deps {
-			return Deps{
-				Runtime: rt, Prober: &fakeProber{rt: rt}, Logger: zaptest.NewLogger(t).Named(proxy),
-				Store: st, Instance: "cluster", Leadership: view{f: f, proxy: proxy},
-				InFlight: func(string) int { return 0 },
-			}
-		}
-		a, b := NewManager(deps("a")), NewManager(deps("b"))
-		f.pools["a"], f.pools["b"] = a, b
-		f.give("a")
+		a, b, _ := twoProxies(t, rt, st, nil)
 		spec := appSpec(t, "blog:v1", 2)
 		a.Apply([]AppSpec{spec})
 		b.Apply([]AppSpec{spec})

@@ -46,13 +46,23 @@ func (r *Records) Load(app string) (engine.AppRecord, error) {
 	if err != nil {
 		return engine.AppRecord{}, err
 	}
-	var f recordFile
-	if err := json.Unmarshal(b, &f); err != nil || f.App != app {
-		if err == nil {
-			err = fmt.Errorf("it is the record of app %q", f.App)
-		}
+	rec, err := decodeRecord(app, b)
+	if err != nil {
 		_ = os.Rename(r.path(app), r.path(app)+".damaged")
 		return engine.AppRecord{}, fmt.Errorf("%s (moved to %s.damaged): %w", r.path(app), r.path(app), err)
+	}
+	return rec, nil
+}
+
+// decodeRecord decodes b, the content of app's record (a file or a
+// shared key): an error when it does not decode or is another app's.
+func decodeRecord(app string, b []byte) (engine.AppRecord, error) {
+	var f recordFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return engine.AppRecord{}, err
+	}
+	if f.App != app {
+		return engine.AppRecord{}, fmt.Errorf("it is the record of app %q", f.App)
 	}
 	return f.Record, nil
 }

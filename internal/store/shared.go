@@ -221,14 +221,11 @@ func (r *SharedRecords) Load(app string) (engine.AppRecord, error) {
 	if err != nil {
 		return engine.AppRecord{}, err
 	}
-	var f recordFile
-	if err := json.Unmarshal(b, &f); err != nil || f.App != app {
-		if err == nil {
-			err = fmt.Errorf("it is the record of app %q", f.App)
-		}
+	rec, err := decodeRecord(app, b)
+	if err != nil {
 		return engine.AppRecord{}, fmt.Errorf("%s is damaged: %w: %w", key, engine.ErrRecordDamaged, err)
 	}
-	return f.Record, nil
+	return rec, nil
 }
 
 // Save replaces the record of app through the fence, and returns once the
